@@ -1,0 +1,12 @@
+//! Strata: durable, horizontally scalable, multi-tenant long-term storage for
+//! Prometheus. See `DESIGN.md` in the project's shared docs and the README.
+
+pub mod app;
+pub mod config;
+pub mod ingester;
+pub mod logging;
+pub mod metrics;
+pub mod ring;
+pub mod server;
+pub mod service;
+pub mod tenant;

@@ -1,0 +1,175 @@
+//! Tenants: the `X-Scope-OrgID` header, tenant id validation, and the
+//! default tenant used when authentication is off.
+//!
+//! A valid tenant id is 1 to 150 characters from Cortex's set — ASCII
+//! letters and digits and `! - _ . * ' ( )` — and is not `.` or `..` (ids
+//! become path segments in the store).
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// The header that carries the tenant id.
+pub const ORG_ID_HEADER: &str = "X-Scope-OrgID";
+/// Longest tenant id accepted.
+pub const MAX_TENANT_ID_LENGTH: usize = 150;
+
+/// A validated tenant id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(Arc<str>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantError {
+    #[error("no org id: the {ORG_ID_HEADER} header is missing")]
+    Missing,
+    #[error("invalid tenant id: {0}")]
+    Invalid(String),
+}
+
+impl TenantId {
+    pub fn parse(id: &str) -> Result<TenantId, TenantError> {
+        if id.is_empty() {
+            return Err(TenantError::Missing);
+        }
+        if id.len() > MAX_TENANT_ID_LENGTH {
+            return Err(TenantError::Invalid(format!(
+                "tenant id is {} characters long, the maximum is {MAX_TENANT_ID_LENGTH}",
+                id.len()
+            )));
+        }
+        if id == "." || id == ".." {
+            return Err(TenantError::Invalid(format!(
+                "tenant id {id:?} is not allowed"
+            )));
+        }
+        if let Some(bad) = id.chars().find(|c| !is_allowed(*c)) {
+            return Err(TenantError::Invalid(format!(
+                "tenant id {id:?} contains unsupported character {bad:?} (allowed: letters, digits and !-_.*'())"
+            )));
+        }
+        Ok(TenantId(Arc::from(id)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_allowed(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')')
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How requests are assigned to tenants.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Require the X-Scope-OrgID header on every tenant request.
+    pub enabled: bool,
+    /// The tenant used for every request when `enabled` is false.
+    pub default_tenant: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            default_tenant: "anonymous".to_string(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Checks the default tenant id once at start.
+    pub fn validate(&self) -> Result<(), TenantError> {
+        TenantId::parse(&self.default_tenant).map(|_| ())
+    }
+
+    /// The tenant of a request, from its `X-Scope-OrgID` header value.
+    pub fn resolve(&self, header: Option<&str>) -> Result<TenantId, TenantError> {
+        if !self.enabled {
+            return TenantId::parse(&self.default_tenant);
+        }
+        match header {
+            None => Err(TenantError::Missing),
+            Some(value) => TenantId::parse(value.trim()),
+        }
+    }
+}
+
+/// Anything that can hand out the auth config to the [`Tenant`] extractor.
+pub trait AuthState {
+    fn auth(&self) -> &AuthConfig;
+}
+
+/// Extracts the request's tenant; rejects with 401 and a plain message.
+pub struct Tenant(pub TenantId);
+
+impl IntoResponse for TenantError {
+    fn into_response(self) -> Response {
+        (StatusCode::UNAUTHORIZED, self.to_string()).into_response()
+    }
+}
+
+impl<S> FromRequestParts<S> for Tenant
+where
+    S: AuthState + Send + Sync,
+{
+    type Rejection = TenantError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let header = match parts.headers.get(ORG_ID_HEADER) {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                TenantError::Invalid(format!("{ORG_ID_HEADER} is not valid ASCII"))
+            })?),
+        };
+        state.auth().resolve(header).map(Tenant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_cortex_character_set() {
+        for id in ["team-a", "Team_B.1", "a!b*c'(d)", "0", &"x".repeat(150)] {
+            assert_eq!(TenantId::parse(id).expect("valid").as_str(), id);
+        }
+    }
+
+    #[test]
+    fn refuses_bad_ids() {
+        assert_eq!(TenantId::parse(""), Err(TenantError::Missing));
+        for id in [".", "..", "a/b", "a b", "ä", "a\\b", "a:b", &"x".repeat(151)] {
+            assert!(
+                matches!(TenantId::parse(id), Err(TenantError::Invalid(_))),
+                "{id:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn default_tenant_when_auth_disabled() {
+        let auth = AuthConfig {
+            enabled: false,
+            default_tenant: "fake".into(),
+        };
+        assert_eq!(auth.resolve(None).expect("default").as_str(), "fake");
+        assert_eq!(auth.resolve(Some("other")).expect("default").as_str(), "fake");
+        let auth = AuthConfig::default();
+        assert_eq!(auth.resolve(None), Err(TenantError::Missing));
+        assert_eq!(auth.resolve(Some("team-a")).expect("ok").as_str(), "team-a");
+    }
+}
