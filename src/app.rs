@@ -287,7 +287,6 @@ impl App {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,7 +311,13 @@ mod tests {
     fn unavailable_roles_are_refused_by_name() {
         let targets: Targets = "ingester,ruler".parse().expect("parses");
         let message = targets.check_available().expect_err("ruler not built");
-        assert!(message.contains("target ruler is not available"), "{message}");
-        assert!(message.contains("available targets: all, ingester"), "{message}");
+        assert!(
+            message.contains("target ruler is not available"),
+            "{message}"
+        );
+        assert!(
+            message.contains("available targets: all, ingester"),
+            "{message}"
+        );
     }
 }

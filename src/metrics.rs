@@ -44,10 +44,7 @@ impl Metrics {
                 ("version".to_string(), VERSION.to_string()),
                 ("revision".to_string(), REVISION.to_string()),
                 ("branch".to_string(), String::new()),
-                (
-                    "goversion".to_string(),
-                    format!("rust-{}", rustc_version()),
-                ),
+                ("goversion".to_string(), format!("rust-{}", rustc_version())),
             ])
             .set(1);
         registry.register(

@@ -152,7 +152,16 @@ mod tests {
     #[test]
     fn refuses_bad_ids() {
         assert_eq!(TenantId::parse(""), Err(TenantError::Missing));
-        for id in [".", "..", "a/b", "a b", "ä", "a\\b", "a:b", &"x".repeat(151)] {
+        for id in [
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "ä",
+            "a\\b",
+            "a:b",
+            &"x".repeat(151),
+        ] {
             assert!(
                 matches!(TenantId::parse(id), Err(TenantError::Invalid(_))),
                 "{id:?} must be refused"
@@ -167,7 +176,10 @@ mod tests {
             default_tenant: "fake".into(),
         };
         assert_eq!(auth.resolve(None).expect("default").as_str(), "fake");
-        assert_eq!(auth.resolve(Some("other")).expect("default").as_str(), "fake");
+        assert_eq!(
+            auth.resolve(Some("other")).expect("default").as_str(),
+            "fake"
+        );
         let auth = AuthConfig::default();
         assert_eq!(auth.resolve(None), Err(TenantError::Missing));
         assert_eq!(auth.resolve(Some("team-a")).expect("ok").as_str(), "team-a");

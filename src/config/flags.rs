@@ -95,7 +95,8 @@ fn lookup_mut<'a>(
     root: &'a mut serde_json::Value,
     path: &str,
 ) -> Option<&'a mut serde_json::Value> {
-    path.split('.').try_fold(root, |node, key| node.get_mut(key))
+    path.split('.')
+        .try_fold(root, |node, key| node.get_mut(key))
 }
 
 /// Converts a flag's text to the JSON type of the field it sets.
@@ -106,9 +107,8 @@ fn typed(current: &serde_json::Value, raw: &str) -> Result<serde_json::Value, St
                 .map_err(|_| "expected true or false".to_string())?,
         ),
         serde_json::Value::Number(_) => {
-            let number: serde_json::Number = raw
-                .parse()
-                .map_err(|_| "expected a number".to_string())?;
+            let number: serde_json::Number =
+                raw.parse().map_err(|_| "expected a number".to_string())?;
             serde_json::Value::Number(number)
         }
         serde_json::Value::Array(_) => serde_json::Value::Array(
@@ -253,9 +253,15 @@ mod tests {
             "flag --ingester.lifecycler.num-tokens=many: expected a number"
         );
         let err = parse_cli(["strata", "--log.level=loud"]).expect_err("bad level");
-        assert!(err.to_string().starts_with("flag --log.level=loud:"), "{err}");
+        assert!(
+            err.to_string().starts_with("flag --log.level=loud:"),
+            "{err}"
+        );
         let err = parse_cli(["strata", "--ring.heartbeat-timeout=soon"]).expect_err("bad duration");
-        assert!(err.to_string().contains("--ring.heartbeat-timeout"), "{err}");
+        assert!(
+            err.to_string().contains("--ring.heartbeat-timeout"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -287,8 +293,11 @@ mod tests {
     fn env_expansion_only_on_request() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("s.yaml");
-        std::fs::write(&file, "auth:\n  default_tenant: ${STRATA_TEST_UNSET_VAR:team-x}\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "auth:\n  default_tenant: ${STRATA_TEST_UNSET_VAR:team-x}\n",
+        )
+        .expect("write");
         let expanded = parse_cli([
             "strata".to_string(),
             format!("--config.file={}", file.display()),

@@ -46,7 +46,9 @@ pub enum ConfigError {
     },
     #[error("config file {file}: {message}")]
     Parse { file: PathBuf, message: String },
-    #[error("config file {file}, line {line}: environment variable {var} is not set and has no default (write ${{{var}:default}})")]
+    #[error(
+        "config file {file}, line {line}: environment variable {var} is not set and has no default (write ${{{var}:default}})"
+    )]
     MissingEnv {
         file: PathBuf,
         line: usize,
@@ -116,7 +118,9 @@ impl Config {
         if let Err(err) = self.auth.validate() {
             return Err(invalid("auth.default_tenant", err.to_string()));
         }
-        if self.server.http_listen_port != 0 && self.server.http_listen_port == self.server.grpc_listen_port {
+        if self.server.http_listen_port != 0
+            && self.server.http_listen_port == self.server.grpc_listen_port
+        {
             return Err(invalid(
                 "server.grpc_listen_port",
                 format!(
@@ -126,9 +130,13 @@ impl Config {
             ));
         }
         if self.ring.replication_factor == 0 {
-            return Err(invalid("ring.replication_factor", "must be at least 1".into()));
+            return Err(invalid(
+                "ring.replication_factor",
+                "must be at least 1".into(),
+            ));
         }
-        if self.ring.kvstore.store == KvBackend::Etcd && self.ring.kvstore.etcd.endpoints.is_empty() {
+        if self.ring.kvstore.store == KvBackend::Etcd && self.ring.kvstore.etcd.endpoints.is_empty()
+        {
             return Err(invalid(
                 "ring.kvstore.etcd.endpoints",
                 "needs at least one endpoint when ring.kvstore.store is etcd".into(),
@@ -136,10 +144,16 @@ impl Config {
         }
         let lifecycler = &self.ingester.lifecycler;
         if lifecycler.id.trim().is_empty() {
-            return Err(invalid("ingester.lifecycler.id", "must not be empty".into()));
+            return Err(invalid(
+                "ingester.lifecycler.id",
+                "must not be empty".into(),
+            ));
         }
         if lifecycler.num_tokens == 0 {
-            return Err(invalid("ingester.lifecycler.num_tokens", "must be at least 1".into()));
+            return Err(invalid(
+                "ingester.lifecycler.num_tokens",
+                "must be at least 1".into(),
+            ));
         }
         if lifecycler.heartbeat_period.is_zero() {
             return Err(invalid(
@@ -197,7 +211,12 @@ mod tests {
             }
             let config = Config::load_file(&path, true).expect("loads");
             config.validate(&path.display().to_string()).expect("valid");
-            assert_eq!(config.ring.kvstore.store, KvBackend::Etcd, "{}", path.display());
+            assert_eq!(
+                config.ring.kvstore.store,
+                KvBackend::Etcd,
+                "{}",
+                path.display()
+            );
             count += 1;
         }
         assert!(count >= 1, "at least one example per available role");
@@ -225,7 +244,10 @@ mod tests {
         let message = Config::from_yaml(text, Path::new("x.yaml"))
             .expect_err("bad duration")
             .to_string();
-        assert!(message.contains("x.yaml") && message.contains('2'), "{message}");
+        assert!(
+            message.contains("x.yaml") && message.contains('2'),
+            "{message}"
+        );
     }
 
     #[test]
@@ -233,7 +255,10 @@ mod tests {
         let mut config = Config::default();
         config.ring.replication_factor = 0;
         let message = config.validate("f.yaml").expect_err("rf 0").to_string();
-        assert_eq!(message, "f.yaml: field ring.replication_factor: must be at least 1");
+        assert_eq!(
+            message,
+            "f.yaml: field ring.replication_factor: must be at least 1"
+        );
         let mut config = Config::default();
         config.ring.heartbeat_timeout = std::time::Duration::from_secs(1);
         let message = config.validate("f.yaml").expect_err("timeout").to_string();

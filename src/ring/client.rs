@@ -161,18 +161,22 @@ impl Shared {
             let mut members = self.members.lock();
             for event in events {
                 match event {
-                    WatchEvent::Put(entry) => match InstanceDesc::decode(&entry.key, &entry.value) {
-                        Ok(desc) => {
-                            members.insert(
-                                desc.id.clone(),
-                                Member {
-                                    desc,
-                                    revision: entry.revision,
-                                },
-                            );
+                    WatchEvent::Put(entry) => {
+                        match InstanceDesc::decode(&entry.key, &entry.value) {
+                            Ok(desc) => {
+                                members.insert(
+                                    desc.id.clone(),
+                                    Member {
+                                        desc,
+                                        revision: entry.revision,
+                                    },
+                                );
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, "skipping malformed ring entry")
+                            }
                         }
-                        Err(err) => tracing::warn!(error = %err, "skipping malformed ring entry"),
-                    },
+                    }
                     WatchEvent::Delete { key, .. } => {
                         let id = key.strip_prefix(&self.key_prefix).unwrap_or(&key);
                         members.remove(id);
@@ -190,8 +194,10 @@ impl Shared {
             .values()
             .map(|member| member.desc.clone())
             .collect();
-        self.view
-            .store(Arc::new(RingView::new(instances, self.heartbeat_timeout_ms)));
+        self.view.store(Arc::new(RingView::new(
+            instances,
+            self.heartbeat_timeout_ms,
+        )));
     }
 
     /// List, then watch from the listed revision; on any error, back off and

@@ -85,10 +85,11 @@ impl InstanceDesc {
     }
 
     pub fn decode(key: &str, bytes: &[u8]) -> Result<InstanceDesc, DecodeError> {
-        let mut desc: InstanceDesc = serde_json::from_slice(bytes).map_err(|source| DecodeError {
-            key: key.to_string(),
-            source,
-        })?;
+        let mut desc: InstanceDesc =
+            serde_json::from_slice(bytes).map_err(|source| DecodeError {
+                key: key.to_string(),
+                source,
+            })?;
         // Keep the invariant even for descriptors written by hand.
         desc.tokens.sort_unstable();
         desc.tokens.dedup();
@@ -133,7 +134,11 @@ mod tests {
         let decoded = InstanceDesc::decode("k", &desc.encode()).expect("decodes");
         assert_eq!(decoded.tokens, vec![1, 2, 3]);
         assert_eq!(decoded.state, InstanceState::Active);
-        assert!(String::from_utf8(desc.encode()).expect("utf8").contains("\"ACTIVE\""));
+        assert!(
+            String::from_utf8(desc.encode())
+                .expect("utf8")
+                .contains("\"ACTIVE\"")
+        );
     }
 
     #[test]

@@ -175,8 +175,6 @@ pub struct RingView {
     members: Vec<Member>,
     /// `(token, owner index)` sorted by token, unique tokens.
     tokens: Vec<(u32, u32)>,
-    /// The tokens of `tokens` alone: half the bytes for the binary search.
-    token_keys: Vec<u32>,
     token_counts: Vec<u32>,
     lost_tokens: Vec<u32>,
     /// Distinct zones among instances that own tokens.
@@ -252,7 +250,6 @@ impl RingView {
         RingView {
             instances,
             members,
-            token_keys: tokens.iter().map(|&(token, _)| token).collect(),
             tokens,
             token_counts,
             lost_tokens,
@@ -380,7 +377,7 @@ impl RingView {
         let wanted = rf.min(reachable);
         out.instances.reserve(wanted);
 
-        let start = match self.token_keys.partition_point(|&token| token < key) {
+        let start = match self.tokens.partition_point(|&(token, _)| token < key) {
             end if end == self.tokens.len() => 0,
             start => start,
         };

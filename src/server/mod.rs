@@ -107,7 +107,11 @@ async fn index() -> Html<&'static str> {
 async fn ready(State(state): State<AdminState>) -> Response {
     match state.ready() {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -220,9 +224,10 @@ impl Servers {
             let incoming = tokio_stream_from(listeners.grpc);
             let result = tonic::transport::Server::builder()
                 .add_routes(grpc)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    grpc_cancel.cancelled().await
-                })
+                .serve_with_incoming_shutdown(
+                    incoming,
+                    async move { grpc_cancel.cancelled().await },
+                )
                 .await;
             if let Err(err) = result {
                 tracing::error!(error = %err, "gRPC server failed");

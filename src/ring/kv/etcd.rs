@@ -207,9 +207,8 @@ impl KvStore for EtcdKv {
             .await?;
         let this = self.clone();
         let prefix = prefix.to_string();
-        let events = futures::stream::unfold(
-            Some((stream, this, prefix)),
-            move |state| async move {
+        let events =
+            futures::stream::unfold(Some((stream, this, prefix)), move |state| async move {
                 let (mut stream, this, prefix) = state?;
                 loop {
                     match stream.message().await {
@@ -263,8 +262,7 @@ impl KvStore for EtcdKv {
                         }
                     }
                 }
-            },
-        );
+            });
         Ok(events.boxed())
     }
 }

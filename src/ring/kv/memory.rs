@@ -188,8 +188,7 @@ impl KvStore for MemoryKv {
                 loop {
                     match receiver.recv().await {
                         Ok(event) => {
-                            if event.revision() <= last || !event_key(&event).starts_with(&prefix)
-                            {
+                            if event.revision() <= last || !event_key(&event).starts_with(&prefix) {
                                 continue;
                             }
                             let revision = event.revision();

@@ -73,7 +73,9 @@ pub enum KvError {
         key: String,
         message: String,
     },
-    #[error("KV store {store}: watch of {prefix:?} cannot resume after revision {revision}: {reason}")]
+    #[error(
+        "KV store {store}: watch of {prefix:?} cannot resume after revision {revision}: {reason}"
+    )]
     WatchLost {
         store: &'static str,
         prefix: String,

@@ -1,0 +1,246 @@
+//! The integration-test harness: real processes on loopback with free ports,
+//! each killed when its guard drops (also when the test fails).
+
+#![allow(dead_code)] // each test binary uses a part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; it is released at once).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Polls `check` every 100 ms until it returns `Ok(Some(v))`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last_error = String::new();
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(err) => last_error = format!("{err:#}"),
+        }
+        if start.elapsed() > limit {
+            bail!("{what}: not reached within {limit:?} (last error: {last_error})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("reqwest client")
+}
+
+/// A child process that is killed (SIGKILL) when dropped.
+pub struct Guard {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Guard {
+    pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> Result<Guard> {
+        let out = std::fs::File::create(&log).with_context(|| format!("create {log:?}"))?;
+        let err = out.try_clone()?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .with_context(|| format!("spawn {name}"))?;
+        Ok(Guard {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on our own child's pid has no memory effects.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.child = None;
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let start = Instant::now();
+        let child = self.child.as_mut().context("process already reaped")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if start.elapsed() > limit {
+                bail!("{} did not exit within {limit:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A real etcd on loopback with its data in a temporary directory.
+pub struct Etcd {
+    pub guard: Guard,
+    pub client_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub async fn start() -> Result<Etcd> {
+        let dir = tempfile::tempdir()?;
+        let client_port = free_port();
+        let peer_port = free_port();
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let mut command = Command::new("etcd");
+        command
+            .arg("--name=s1")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=s1={peer}"))
+            .arg("--log-level=warn");
+        let guard = Guard::spawn("etcd", command, dir.path().join("etcd.log"))
+            .context("etcd must be installed (tests/run.sh installs it)")?;
+        let http = http();
+        let health = format!("{client}/health");
+        eventually("etcd healthy", Duration::from_secs(20), || {
+            let http = http.clone();
+            let health = health.clone();
+            async move {
+                let response = http.get(&health).send().await?;
+                let body = response.text().await?;
+                Ok(body.contains("\"health\":\"true\"").then_some(()))
+            }
+        })
+        .await?;
+        Ok(Etcd {
+            guard,
+            client_port,
+            _dir: dir,
+        })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+}
+
+/// The path of the `strata` binary under test.
+pub fn strata_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+/// A `strata` process on loopback.
+pub struct Strata {
+    pub guard: Guard,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Strata {
+    /// Starts `strata` with loopback listeners on free ports and `args`.
+    pub fn spawn(name: &str, args: &[String]) -> Result<Strata> {
+        let dir = tempfile::tempdir()?;
+        let http_port = free_port();
+        let grpc_port = free_port();
+        let mut command = Command::new(strata_bin());
+        command
+            .current_dir(dir.path())
+            .arg("--server.http-listen-address=127.0.0.1")
+            .arg(format!("--server.http-listen-port={http_port}"))
+            .arg("--server.grpc-listen-address=127.0.0.1")
+            .arg(format!("--server.grpc-listen-port={grpc_port}"))
+            .args(args);
+        let guard = Guard::spawn(name, command, dir.path().join("strata.log"))?;
+        Ok(Strata {
+            guard,
+            http_port,
+            grpc_port,
+            dir,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.http_port, path)
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub async fn wait_ready(&self) -> Result<()> {
+        let http = http();
+        let url = self.url("/ready");
+        eventually(
+            &format!("{} ready", self.guard.name),
+            Duration::from_secs(30),
+            || {
+                let http = http.clone();
+                let url = url.clone();
+                async move {
+                    let response = http.get(&url).send().await?;
+                    Ok((response.status() == 200).then_some(()))
+                }
+            },
+        )
+        .await
+        .with_context(|| format!("log:\n{}", self.guard.log_text()))
+    }
+
+    /// `/ring` as JSON.
+    pub async fn ring(&self) -> Result<serde_json::Value> {
+        let response = http()
+            .get(self.url("/ring"))
+            .header("Accept", "application/json")
+            .send()
+            .await?;
+        if response.status() != 200 {
+            bail!("/ring answered {}", response.status());
+        }
+        Ok(response.json().await?)
+    }
+}
