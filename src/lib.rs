@@ -2,10 +2,15 @@
 //! Prometheus. See `DESIGN.md` in the project's shared docs and the README.
 
 pub mod app;
+pub mod chunk;
+pub mod distributor;
 pub mod config;
 pub mod ingester;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod model;
+pub mod proto;
 pub mod ring;
 pub mod server;
 pub mod service;

@@ -5,6 +5,7 @@
 //! letters and digits and `! - _ . * ' ( )` — and is not `.` or `..` (ids
 //! become path segments in the store).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -29,6 +30,20 @@ pub enum TenantError {
     Missing,
     #[error("invalid tenant id: {0}")]
     Invalid(String),
+    #[error("wrong basic auth password for tenant {0:?}")]
+    BadCredentials(String),
+}
+
+/// `Basic base64(user:password)` -> (user, password).
+fn parse_basic_auth(value: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let encoded = value.trim().strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 impl TenantId {
@@ -78,6 +93,12 @@ pub struct AuthConfig {
     pub enabled: bool,
     /// The tenant used for every request when `enabled` is false.
     pub default_tenant: String,
+    /// Without an X-Scope-OrgID header, take the tenant from the HTTP basic
+    /// auth user name (for senders that cannot set headers).
+    pub basic_auth_tenant: bool,
+    /// Per-tenant basic auth passwords. When not empty, a basic-auth tenant
+    /// must be listed here with the right password.
+    pub basic_auth_passwords: BTreeMap<String, String>,
 }
 
 impl Default for AuthConfig {
@@ -85,6 +106,8 @@ impl Default for AuthConfig {
         AuthConfig {
             enabled: true,
             default_tenant: "anonymous".to_string(),
+            basic_auth_tenant: false,
+            basic_auth_passwords: BTreeMap::new(),
         }
     }
 }
@@ -97,13 +120,36 @@ impl AuthConfig {
 
     /// The tenant of a request, from its `X-Scope-OrgID` header value.
     pub fn resolve(&self, header: Option<&str>) -> Result<TenantId, TenantError> {
+        self.resolve_with_basic_auth(header, None)
+    }
+
+    /// The tenant of a request: the `X-Scope-OrgID` header, else (when
+    /// `basic_auth_tenant` is on) the basic-auth user, checked against
+    /// `basic_auth_passwords` when that is not empty.
+    pub fn resolve_with_basic_auth(
+        &self,
+        header: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Result<TenantId, TenantError> {
         if !self.enabled {
             return TenantId::parse(&self.default_tenant);
         }
-        match header {
-            None => Err(TenantError::Missing),
-            Some(value) => TenantId::parse(value.trim()),
+        if let Some(value) = header {
+            return TenantId::parse(value.trim());
         }
+        if !self.basic_auth_tenant {
+            return Err(TenantError::Missing);
+        }
+        let Some((user, password)) = authorization.and_then(parse_basic_auth) else {
+            return Err(TenantError::Missing);
+        };
+        let tenant = TenantId::parse(&user)?;
+        if !self.basic_auth_passwords.is_empty()
+            && self.basic_auth_passwords.get(tenant.as_str()) != Some(&password)
+        {
+            return Err(TenantError::BadCredentials(tenant.to_string()));
+        }
+        Ok(tenant)
     }
 }
 
@@ -134,7 +180,14 @@ where
                 TenantError::Invalid(format!("{ORG_ID_HEADER} is not valid ASCII"))
             })?),
         };
-        state.auth().resolve(header).map(Tenant)
+        let authorization = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        state
+            .auth()
+            .resolve_with_basic_auth(header, authorization)
+            .map(Tenant)
     }
 }
 
@@ -174,6 +227,7 @@ mod tests {
         let auth = AuthConfig {
             enabled: false,
             default_tenant: "fake".into(),
+            ..AuthConfig::default()
         };
         assert_eq!(auth.resolve(None).expect("default").as_str(), "fake");
         assert_eq!(
@@ -183,5 +237,56 @@ mod tests {
         let auth = AuthConfig::default();
         assert_eq!(auth.resolve(None), Err(TenantError::Missing));
         assert_eq!(auth.resolve(Some("team-a")).expect("ok").as_str(), "team-a");
+    }
+
+    fn basic(user_password: &str) -> String {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_password)
+        )
+    }
+
+    #[test]
+    fn tenant_from_basic_auth_user() {
+        let mut auth = AuthConfig {
+            basic_auth_tenant: true,
+            ..AuthConfig::default()
+        };
+        let header = basic("team-b:anything");
+        assert_eq!(
+            auth.resolve_with_basic_auth(None, Some(&header))
+                .expect("user is the tenant")
+                .as_str(),
+            "team-b"
+        );
+        // The header wins over basic auth.
+        assert_eq!(
+            auth.resolve_with_basic_auth(Some("team-a"), Some(&header))
+                .expect("header")
+                .as_str(),
+            "team-a"
+        );
+        auth.basic_auth_passwords
+            .insert("team-b".into(), "s3cret".into());
+        assert_eq!(
+            auth.resolve_with_basic_auth(None, Some(&header)),
+            Err(TenantError::BadCredentials("team-b".into()))
+        );
+        assert!(
+            auth.resolve_with_basic_auth(None, Some(&basic("team-b:s3cret")))
+                .is_ok()
+        );
+        assert!(
+            auth.resolve_with_basic_auth(None, Some(&basic("team-c:s3cret")))
+                .is_err(),
+            "not listed"
+        );
+        let off = AuthConfig::default();
+        assert_eq!(
+            off.resolve_with_basic_auth(None, Some(&header)),
+            Err(TenantError::Missing),
+            "off by default"
+        );
     }
 }

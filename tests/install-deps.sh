@@ -18,3 +18,28 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
 fi
 
 etcd --version | head -1
+
+# helm and kubeconform (built with Go, cached outside the clone) and the
+# Kubernetes JSON schemas kubeconform validates the chart against (from
+# PyPI's kubernetes-validate; kubeconform's own download is not reachable).
+tools="${STRATA_TOOLS:-$HOME/.cache/strata-tools}"
+mkdir -p "$tools/bin"
+if [ ! -x "$tools/bin/helm" ]; then
+  echo "install-deps: building helm (a few minutes, once)"
+  GOBIN="$tools/bin" GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@v3.22.0
+fi
+if [ ! -x "$tools/bin/kubeconform" ]; then
+  echo "install-deps: building kubeconform"
+  GOBIN="$tools/bin" GOFLAGS=-mod=mod go install github.com/yannh/kubeconform/cmd/kubeconform@v0.8.0
+fi
+schemas="$tools/k8s-schemas-1.37"
+if [ ! -f "$schemas/_definitions.json" ]; then
+  echo "install-deps: installing Kubernetes JSON schemas"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install -q kubernetes-validate==1.37.0
+  src=$("$tools/venv/bin/python" -c 'import kubernetes_validate,os;print(os.path.dirname(kubernetes_validate.__file__))')/kubernetes-json-schema/v1.37.0-local-strict
+  mkdir -p "$schemas"
+  cp "$src"/*.json "$schemas/"
+  sed -i "s#\"/api/_definitions.json#\"file://$schemas/_definitions.json#g" "$schemas"/*.json
+fi
+"$tools/bin/helm" version --short

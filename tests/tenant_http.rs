@@ -63,6 +63,7 @@ async fn default_tenant_when_auth_is_disabled() -> Result<()> {
     let url = serve(AuthConfig {
         enabled: false,
         default_tenant: "fake".into(),
+        ..AuthConfig::default()
     })
     .await?;
     let response = common::http().get(&url).send().await?;

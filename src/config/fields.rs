@@ -16,6 +16,14 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Tenant used for every request when auth.enabled is false.",
     ),
     (
+        "auth.basic_auth_tenant",
+        "Without an X-Scope-OrgID header, take the tenant from the HTTP basic-auth user name (for senders that cannot set headers).",
+    ),
+    (
+        "auth.basic_auth_passwords",
+        "Per-tenant basic-auth passwords (a map, config file only); when set, a basic-auth tenant must be listed with its password.",
+    ),
+    (
         "server.http_listen_address",
         "Address the HTTP server listens on.",
     ),
@@ -79,6 +87,30 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Place each series' replicas in distinct zones.",
     ),
     (
+        "distributor.max_recv_msg_size",
+        "Largest remote-write request accepted, in bytes after snappy decompression (413 above).",
+    ),
+    (
+        "distributor.remote_timeout",
+        "How long a push to one ingester may take before it counts as failed.",
+    ),
+    (
+        "distributor.max_errors_in_response",
+        "At most this many refused series are listed in a 400 answer.",
+    ),
+    (
+        "distributor.ha_tracker.enabled",
+        "De-duplicate Prometheus HA pairs (tenants opt in with limits.accept_ha_samples); the elected replica is kept in the ring's KV store.",
+    ),
+    (
+        "distributor.ha_tracker.update_timeout",
+        "How often the elected HA replica's timestamp is written to the KV store.",
+    ),
+    (
+        "distributor.ha_tracker.failover_timeout",
+        "After this long without samples from the elected replica, the other replica takes over.",
+    ),
+    (
         "ingester.lifecycler.id",
         "Instance id in the ring, unique per ingester (default: the host name).",
     ),
@@ -98,6 +130,78 @@ pub const FIELDS: &[(&str, &str)] = &[
         "ingester.lifecycler.heartbeat_period",
         "How often the ingester heartbeats into the ring.",
     ),
+    (
+        "limits.ingestion_rate",
+        "Samples per second a tenant may push; above it pushes get 429.",
+    ),
+    (
+        "limits.ingestion_burst_size",
+        "Samples a tenant may push at once above the rate.",
+    ),
+    (
+        "limits.max_label_names_per_series",
+        "Most labels one series may have (0: no limit).",
+    ),
+    (
+        "limits.max_label_name_length",
+        "Longest label name in bytes (0: no limit).",
+    ),
+    (
+        "limits.max_label_value_length",
+        "Longest label value in bytes (0: no limit).",
+    ),
+    (
+        "limits.name_validation",
+        "Label and metric name rules: utf8 (any non-empty UTF-8, as Prometheus 3) or legacy ([a-zA-Z_][a-zA-Z0-9_]*).",
+    ),
+    (
+        "limits.reject_old_samples",
+        "Refuse samples older than limits.reject_old_samples_max_age.",
+    ),
+    (
+        "limits.reject_old_samples_max_age",
+        "Oldest sample accepted when limits.reject_old_samples is on.",
+    ),
+    (
+        "limits.creation_grace_period",
+        "How far in the future a sample's timestamp may be.",
+    ),
+    (
+        "limits.max_series_per_tenant",
+        "Most in-memory series of a tenant in an ingester (0: no limit).",
+    ),
+    (
+        "limits.max_series_per_metric",
+        "Most in-memory series per metric name in an ingester (0: no limit).",
+    ),
+    (
+        "limits.max_metadata_per_metric",
+        "Most metadata entries kept per metric name (0: no limit).",
+    ),
+    (
+        "limits.out_of_order_time_window",
+        "Samples at most this much older than their series' newest are accepted out of order (0s: none).",
+    ),
+    (
+        "limits.accept_ha_samples",
+        "De-duplicate this tenant's Prometheus HA pairs (needs distributor.ha_tracker.enabled).",
+    ),
+    (
+        "limits.ha_cluster_label",
+        "Label naming a Prometheus HA pair.",
+    ),
+    (
+        "limits.ha_replica_label",
+        "Label naming the replica within an HA pair; removed before storage.",
+    ),
+    (
+        "runtime_config.file",
+        "YAML file of per-tenant limit overrides (overrides: {tenant: {limit: value}}), re-read without restart.",
+    ),
+    (
+        "runtime_config.period",
+        "How often the runtime config file is re-read.",
+    ),
 ];
 
 /// The flag of a field path: `ring.kvstore.etcd.dial_timeout` ->
@@ -113,7 +217,7 @@ mod tests {
 
     fn leaf_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
         match value {
-            serde_json::Value::Object(map) => {
+            serde_json::Value::Object(map) if !map.is_empty() => {
                 for (key, child) in map {
                     let path = if prefix.is_empty() {
                         key.clone()

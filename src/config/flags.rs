@@ -118,6 +118,9 @@ fn typed(current: &serde_json::Value, raw: &str) -> Result<serde_json::Value, St
                 .map(|item| serde_json::Value::String(item.to_string()))
                 .collect(),
         ),
+        serde_json::Value::Object(_) => {
+            return Err("this field is a map; set it in the config file".to_string());
+        }
         _ => serde_json::Value::String(raw.to_string()),
     })
 }

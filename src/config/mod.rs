@@ -17,7 +17,9 @@ pub use fields::FIELDS;
 pub use flags::{Cli, CliError, parse_cli};
 
 use crate::app::Targets;
+use crate::distributor::DistributorConfig;
 use crate::ingester::IngesterConfig;
+use crate::limits::{Limits, RuntimeConfig};
 use crate::logging::LogConfig;
 use crate::ring::{KvBackend, RingConfig};
 use crate::server::ServerConfig;
@@ -33,7 +35,12 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub ring: RingConfig,
+    pub distributor: DistributorConfig,
     pub ingester: IngesterConfig,
+    /// Per-tenant limits: the defaults for every tenant.
+    pub limits: Limits,
+    /// Per-tenant overrides of `limits`, re-read without restart.
+    pub runtime_config: RuntimeConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +134,18 @@ impl Config {
                     "must differ from server.http_listen_port ({})",
                     self.server.http_listen_port
                 ),
+            ));
+        }
+        if self.limits.ingestion_rate < 0.0 {
+            return Err(invalid("limits.ingestion_rate", "must not be negative".into()));
+        }
+        if self.distributor.max_recv_msg_size == 0 {
+            return Err(invalid("distributor.max_recv_msg_size", "must be at least 1".into()));
+        }
+        if self.distributor.ha_tracker.failover_timeout <= self.distributor.ha_tracker.update_timeout {
+            return Err(invalid(
+                "distributor.ha_tracker.failover_timeout",
+                "must be longer than distributor.ha_tracker.update_timeout".into(),
             ));
         }
         if self.ring.replication_factor == 0 {

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub mod client;
+pub mod wal;
+
 use crate::metrics::Metrics;
 use crate::ring::client::RingClient;
 use crate::ring::desc::InstanceState;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::RingClient;
 use super::desc::{InstanceDesc, InstanceState, now_ms};
 use super::kv::{Expect, KvError};
+use super::read::RingView;
 use super::token::generate_tokens;
 use crate::metrics::Metrics;
 
@@ -172,8 +173,9 @@ impl Lifecycler {
             }
             _ => {
                 let view = ring.view();
+                let others = tokens_of_others(&view, &id);
                 let mut rng = rand::rngs::StdRng::from_os_rng();
-                generate_tokens(num_tokens, view.tokens(), &mut rng)
+                generate_tokens(num_tokens, &others, &mut rng)
             }
         };
         {
@@ -246,6 +248,17 @@ impl Lifecycler {
     }
 }
 
+/// The ring's tokens without those of `id`, to balance a (re)join against
+/// the other members only.
+fn tokens_of_others(view: &RingView, id: &str) -> Vec<(u32, u32)> {
+    let me = view.index_of(id).map(|i| i as u32);
+    view.tokens()
+        .iter()
+        .filter(|(_, owner)| Some(*owner) != me)
+        .copied()
+        .collect()
+}
+
 impl Inner {
     async fn write(&self) -> Result<(), KvError> {
         let (key, value) = {
@@ -278,7 +291,7 @@ impl Inner {
         let Some(me) = view.index_of(&desc.id) else {
             return;
         };
-        if view.token_count(me) >= desc.tokens.len() {
+        if view.lost_tokens(me) == 0 {
             return;
         }
         let kept: std::collections::HashSet<u32> = view
@@ -289,6 +302,7 @@ impl Inner {
             .collect();
         let lost = desc.tokens.len() - kept.len();
         let mut rng = rand::rngs::StdRng::from_os_rng();
+        // Avoid every token in the ring, ours included.
         let fresh = generate_tokens(lost, view.tokens(), &mut rng);
         tracing::info!(instance = %desc.id, lost, "replacing tokens lost in a collision");
         let mut tokens: Vec<u32> = kept.into_iter().chain(fresh).collect();

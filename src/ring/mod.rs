@@ -8,6 +8,7 @@
 //! - [`lifecycler`]: registers this process as a member and heartbeats.
 //! - [`http`]: the `/ring` status page and its forget action.
 
+pub mod batch;
 pub mod client;
 pub mod desc;
 pub mod http;

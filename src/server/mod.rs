@@ -22,6 +22,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod error;
+pub mod push;
+
 use crate::metrics::Metrics;
 use crate::service::ServiceManager;
 

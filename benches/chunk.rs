@@ -1,0 +1,140 @@
+//! XOR chunk encoding: append and iterate throughput (per sample) on
+//! realistic series, 120 and 240 samples a chunk, and the bytes per sample
+//! each series type compresses to (Prometheus's typical figure is ~1.3).
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use strata::chunk::{XorChunk, XorIterator};
+
+const START_MS: i64 = 1_700_000_000_000;
+const SCRAPE_INTERVAL_MS: i64 = 15_000;
+const JITTER_MS: i64 = 50;
+const CHUNK_SIZES: [usize; 2] = [120, 240];
+
+#[derive(Clone, Copy)]
+enum Series {
+    /// A counter growing by whole numbers (`http_requests_total`).
+    Counter,
+    /// A gauge doing a small random walk, 2 decimals (`temperature_celsius`).
+    Gauge,
+    /// A constant (`up`).
+    Constant,
+    /// A histogram bucket: a counter that often stays put, else grows a bit.
+    HistogramBucket,
+}
+
+impl Series {
+    const ALL: [Series; 4] = [
+        Series::Counter,
+        Series::Gauge,
+        Series::Constant,
+        Series::HistogramBucket,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Series::Counter => "counter",
+            Series::Gauge => "gauge",
+            Series::Constant => "constant",
+            Series::HistogramBucket => "histogram_bucket",
+        }
+    }
+
+    /// `n` samples scraped every 15 s, each timestamp off by up to ±50 ms.
+    fn samples(self, n: usize, rng: &mut StdRng) -> Vec<(i64, f64)> {
+        let mut v: f64 = match self {
+            Series::Counter => 1_234_567.0,
+            Series::Gauge => 21.5,
+            Series::Constant => 1.0,
+            Series::HistogramBucket => 8_042.0,
+        };
+        (0..n as i64)
+            .map(|i| {
+                let t = START_MS + i * SCRAPE_INTERVAL_MS + rng.random_range(-JITTER_MS..=JITTER_MS);
+                match self {
+                    Series::Counter => v += f64::from(rng.random_range(1..=200u32)),
+                    Series::Gauge => {
+                        v = ((v + rng.random_range(-0.5..=0.5)) * 100.0).round() / 100.0;
+                    }
+                    Series::Constant => {}
+                    Series::HistogramBucket => {
+                        if rng.random_bool(0.4) {
+                            v += f64::from(rng.random_range(1..=5u32));
+                        }
+                    }
+                }
+                (t, v)
+            })
+            .collect()
+    }
+}
+
+fn encode(samples: &[(i64, f64)]) -> XorChunk {
+    let mut chunk = XorChunk::new();
+    let mut app = chunk.appender();
+    for &(t, v) in samples {
+        app.append(t, v).expect("bench samples are in order and few");
+    }
+    chunk
+}
+
+fn chunk(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(42);
+    let inputs: Vec<(Series, usize, Vec<(i64, f64)>, XorChunk)> = Series::ALL
+        .iter()
+        .flat_map(|&series| CHUNK_SIZES.map(|n| (series, n)))
+        .map(|(series, n)| {
+            let samples = series.samples(n, &mut rng);
+            let chunk = encode(&samples);
+            (series, n, samples, chunk)
+        })
+        .collect();
+
+    println!("bytes per sample (chunk bytes incl. 2-byte header / samples):");
+    for (series, n, _, chunk) in &inputs {
+        println!(
+            "  {:<17} {n:>3} samples: {:>5} bytes, {:.2} bytes/sample",
+            series.name(),
+            chunk.bytes().len(),
+            chunk.bytes().len() as f64 / *n as f64
+        );
+    }
+
+    let mut group = c.benchmark_group("xor_append");
+    for (series, n, samples, _) in &inputs {
+        group.throughput(Throughput::Elements(*n as u64));
+        group.bench_with_input(BenchmarkId::new(series.name(), n), samples, |b, samples| {
+            b.iter(|| encode(black_box(samples)));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("xor_iterate");
+    for (series, n, _, chunk) in &inputs {
+        group.throughput(Throughput::Elements(*n as u64));
+        group.bench_with_input(
+            BenchmarkId::new(series.name(), n),
+            chunk.bytes(),
+            |b, bytes| {
+                let mut it = XorIterator::new(bytes);
+                b.iter(|| {
+                    it.reset(black_box(bytes));
+                    let mut sum = 0.0;
+                    let mut last_t = 0;
+                    while let Some((t, v)) = it.next() {
+                        sum += v;
+                        last_t = t;
+                    }
+                    (sum, last_t)
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, chunk);
+criterion_main!(benches);

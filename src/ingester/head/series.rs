@@ -1,0 +1,384 @@
+//! One series in the head: its interned labels and its samples, kept as
+//! cut (immutable) chunks, an open head chunk and a small sorted buffer of
+//! out-of-order samples.
+//!
+//! Invariants, all under the series mutex:
+//! * every chunk's samples strictly increase; in-order samples go to the
+//!   head chunk, which is cut into `chunks` when it reaches the configured
+//!   sample count or byte size;
+//! * out-of-order samples wait in `ooo` (sorted, unique timestamps) and are
+//!   encoded into a chunk of their own when `ooo` reaches its capacity, so
+//!   chunks may overlap in time, never in timestamps: the series stores at
+//!   most one sample per timestamp;
+//! * `max_t` / `last_v` are the newest sample, always an in-order one.
+
+use std::mem::size_of;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::SeriesRef;
+use super::admission::{Admission, AppendError, appendable};
+use super::merge::ChunkData;
+use crate::chunk::{ChunkError, XorChunk, XorIterator};
+use crate::model::{Label, Labels};
+
+/// An interned label: name and value shared with the head's symbol table.
+pub(super) type InternedLabel = (Arc<str>, Arc<str>);
+
+/// Where chunks are cut and when out-of-order samples become a chunk.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ChunkLimits {
+    pub max_samples: usize,
+    pub max_bytes: usize,
+    pub ooo_capacity: usize,
+}
+
+pub(super) struct MemSeries {
+    pub series_ref: SeriesRef,
+    pub fingerprint: u64,
+    /// Sorted by name; no empty values.
+    pub labels: Box<[InternedLabel]>,
+    /// Head-clock milliseconds of the last append or lookup; what
+    /// `gc_idle` measures idleness by. Outside the mutex so lookups can
+    /// touch it without locking.
+    pub last_active: AtomicU64,
+    pub data: Mutex<SeriesData>,
+}
+
+impl MemSeries {
+    pub fn new(
+        series_ref: SeriesRef,
+        fingerprint: u64,
+        labels: Box<[InternedLabel]>,
+        now_ms: u64,
+    ) -> MemSeries {
+        MemSeries {
+            series_ref,
+            fingerprint,
+            labels,
+            last_active: AtomicU64::new(now_ms),
+            data: Mutex::new(SeriesData::default()),
+        }
+    }
+
+    /// Whether the stored labels are `labels` (sorted, no empty values).
+    pub fn has_labels(&self, labels: &[Label]) -> bool {
+        self.labels.len() == labels.len()
+            && self
+                .labels
+                .iter()
+                .zip(labels)
+                .all(|((n, v), l)| **n == *l.name && **v == *l.value)
+    }
+
+    pub fn labels(&self) -> Labels {
+        Labels::from_sorted(
+            self.labels
+                .iter()
+                .map(|(n, v)| Label::new(&**n, &**v))
+                .collect(),
+        )
+    }
+
+    pub fn touch(&self, now_ms: u64) {
+        self.last_active.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_active(&self) -> u64 {
+        self.last_active.load(Ordering::Relaxed)
+    }
+}
+
+/// A cut chunk: immutable, its buffer sized to fit.
+pub(super) struct CutChunk {
+    pub min_t: i64,
+    pub max_t: i64,
+    pub bytes: Box<[u8]>,
+}
+
+struct HeadChunk {
+    chunk: XorChunk,
+    min_t: i64,
+}
+
+/// Changes to the head's counters made by one series, summed per batch and
+/// applied to the head's atomics once.
+#[derive(Default, Debug, Clone, Copy)]
+pub(super) struct StatsDelta {
+    pub samples_appended: u64,
+    pub chunks_cut: u64,
+    pub chunk_bytes: i64,
+    pub heap_bytes: i64,
+    pub min_t: Option<i64>,
+    pub max_t: Option<i64>,
+}
+
+impl StatsDelta {
+    pub fn saw(&mut self, t: i64) {
+        self.min_t = Some(self.min_t.map_or(t, |m| m.min(t)));
+        self.max_t = Some(self.max_t.map_or(t, |m| m.max(t)));
+    }
+}
+
+pub(super) struct SeriesData {
+    chunks: Vec<CutChunk>,
+    head: Option<HeadChunk>,
+    ooo: Vec<(i64, f64)>,
+    /// The newest sample (always in order), if any.
+    max_t: Option<i64>,
+    last_v: f64,
+    /// The oldest sample, in or out of order (`i64::MAX` when empty).
+    min_t: i64,
+    /// Sum of `chunks[..].bytes.len()`.
+    cut_bytes: usize,
+    /// Set, under this mutex, by `gc_idle` when the series leaves the head.
+    /// An appender that finds it set looks the series up again.
+    pub deleted: bool,
+}
+
+/// Bytes a chunk buffer of `len` bytes has allocated: `XorChunk::new`
+/// reserves 128 bytes and a `Vec` growing a byte at a time doubles.
+fn head_chunk_capacity(len: usize) -> usize {
+    len.next_power_of_two().max(128)
+}
+
+impl SeriesData {
+    pub fn max_t(&self) -> Option<i64> {
+        self.max_t
+    }
+
+    /// Oldest and newest sample, if any.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        self.max_t.map(|max_t| (self.min_t, max_t))
+    }
+
+    pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.time_range()
+            .is_some_and(|(min_t, max_t)| min_t <= maxt && max_t >= mint)
+    }
+
+    /// Encoded bytes of all chunks, cut and open.
+    pub fn chunk_bytes(&self) -> usize {
+        self.cut_bytes + self.head.as_ref().map_or(0, |h| h.chunk.bytes().len())
+    }
+
+    /// Estimated heap bytes of the samples: chunk buffers, the chunk list
+    /// and the out-of-order buffer.
+    pub fn heap_bytes(&self) -> usize {
+        self.chunks.capacity() * size_of::<CutChunk>()
+            + self.cut_bytes
+            + self
+                .head
+                .as_ref()
+                .map_or(0, |h| head_chunk_capacity(h.chunk.bytes().len()))
+            + self.ooo.capacity() * size_of::<(i64, f64)>()
+    }
+
+    /// Admits and stores one sample; see [`appendable`]. Counts into
+    /// `stats` what it appends and cuts (not the byte deltas: see
+    /// [`SeriesData::heap_bytes`]).
+    pub fn append(
+        &mut self,
+        t: i64,
+        v: f64,
+        ooo_window_ms: i64,
+        limits: ChunkLimits,
+        stats: &mut StatsDelta,
+    ) -> Result<Admission, AppendError> {
+        let last_v = self.max_t.map(|_| self.last_v);
+        let admission = match appendable(t, v, self.max_t, last_v, ooo_window_ms)? {
+            Admission::InOrder => {
+                self.append_in_order(t, v, limits, stats);
+                Admission::InOrder
+            }
+            Admission::OutOfOrder => self.insert_out_of_order(t, v, limits, stats)?,
+            Admission::Duplicate => Admission::Duplicate,
+        };
+        if admission != Admission::Duplicate {
+            stats.samples_appended += 1;
+            stats.saw(t);
+        }
+        Ok(admission)
+    }
+
+    fn append_in_order(&mut self, t: i64, v: f64, limits: ChunkLimits, stats: &mut StatsDelta) {
+        let head = self.head.get_or_insert_with(|| HeadChunk {
+            chunk: XorChunk::new(),
+            min_t: t,
+        });
+        match head.chunk.appender().append(t, v) {
+            Ok(()) => {}
+            Err(ChunkError::Full) => {
+                // Only with a max_samples_per_chunk above the encoding's
+                // cap, which validation refuses; cut and start over.
+                self.cut_head(stats);
+                let head = self.head.insert(HeadChunk {
+                    chunk: XorChunk::new(),
+                    min_t: t,
+                });
+                if let Err(e) = head.chunk.appender().append(t, v) {
+                    unreachable!("the first sample of a new chunk is always accepted: {e}");
+                }
+            }
+            Err(e) => unreachable!("admission passed only timestamps after max_t: {e}"),
+        }
+        self.max_t = Some(t);
+        self.last_v = v;
+        self.min_t = self.min_t.min(t);
+        if let Some(head) = &self.head {
+            let full = head.chunk.num_samples() >= limits.max_samples
+                || head.chunk.bytes().len() >= limits.max_bytes;
+            if full {
+                self.cut_head(stats);
+            }
+        }
+    }
+
+    /// Moves the head chunk, if any, into the cut chunks.
+    fn cut_head(&mut self, stats: &mut StatsDelta) {
+        let Some(head) = self.head.take() else {
+            return;
+        };
+        let max_t = self.max_t.unwrap_or(head.min_t);
+        let bytes = head.chunk.into_bytes().into_boxed_slice();
+        self.cut_bytes += bytes.len();
+        self.chunks.push(CutChunk {
+            min_t: head.min_t,
+            max_t,
+            bytes,
+        });
+        stats.chunks_cut += 1;
+    }
+
+    fn insert_out_of_order(
+        &mut self,
+        t: i64,
+        v: f64,
+        limits: ChunkLimits,
+        stats: &mut StatsDelta,
+    ) -> Result<Admission, AppendError> {
+        let pos = match self.ooo.binary_search_by(|&(st, _)| st.cmp(&t)) {
+            Ok(i) => return same_or_conflict(t, v, self.ooo[i].1),
+            Err(pos) => pos,
+        };
+        if let Some(stored) = self.stored_value_at(t) {
+            return same_or_conflict(t, v, stored);
+        }
+        self.ooo.insert(pos, (t, v));
+        self.min_t = self.min_t.min(t);
+        if self.ooo.len() >= limits.ooo_capacity {
+            self.compact_out_of_order(stats);
+        }
+        Ok(Admission::OutOfOrder)
+    }
+
+    /// The value stored in a chunk (cut or open) at exactly `t`, if any.
+    /// Decodes the chunks whose range holds `t`; only out-of-order samples
+    /// come here.
+    fn stored_value_at(&self, t: i64) -> Option<f64> {
+        let cut = self
+            .chunks
+            .iter()
+            .filter(|c| c.min_t <= t && t <= c.max_t)
+            .map(|c| &c.bytes[..]);
+        let open = self
+            .head
+            .as_ref()
+            .filter(|h| h.min_t <= t)
+            .map(|h| h.chunk.bytes());
+        cut.chain(open).find_map(|bytes| match XorIterator::new(bytes).seek(t) {
+            Some((st, sv)) if st == t => Some(sv),
+            _ => None,
+        })
+    }
+
+    /// Encodes the out-of-order buffer into a cut chunk of its own.
+    fn compact_out_of_order(&mut self, stats: &mut StatsDelta) {
+        if let Some(chunk) = encode(&self.ooo) {
+            let bytes = chunk.bytes.into_boxed_slice();
+            self.cut_bytes += bytes.len();
+            self.chunks.push(CutChunk {
+                min_t: chunk.min_t,
+                max_t: chunk.max_t,
+                bytes,
+            });
+            stats.chunks_cut += 1;
+        }
+        self.ooo = Vec::new();
+    }
+
+    /// Copies of the chunks that overlap `[mint, maxt]`, ordered by `min_t`;
+    /// the out-of-order buffer's samples in range come as one more chunk.
+    pub fn chunks_overlapping(&self, mint: i64, maxt: i64) -> Vec<ChunkData> {
+        let mut out: Vec<ChunkData> = self
+            .chunks
+            .iter()
+            .filter(|c| c.min_t <= maxt && c.max_t >= mint)
+            .map(|c| ChunkData {
+                min_t: c.min_t,
+                max_t: c.max_t,
+                bytes: c.bytes.to_vec(),
+            })
+            .collect();
+        if let (Some(head), Some(max_t)) = (&self.head, self.max_t)
+            && head.min_t <= maxt
+            && max_t >= mint
+        {
+            out.push(ChunkData {
+                min_t: head.min_t,
+                max_t,
+                bytes: head.chunk.bytes().to_vec(),
+            });
+        }
+        let lo = self.ooo.partition_point(|&(t, _)| t < mint);
+        let hi = self.ooo.partition_point(|&(t, _)| t <= maxt);
+        if let Some(chunk) = encode(&self.ooo[lo..hi.max(lo)]) {
+            out.push(chunk);
+        }
+        out.sort_by_key(|c| c.min_t);
+        out
+    }
+}
+
+/// A chunk of `samples` (sorted, unique timestamps, at most the encoding's
+/// cap), or `None` when there are none.
+fn encode(samples: &[(i64, f64)]) -> Option<ChunkData> {
+    let (first, last) = (samples.first()?, samples.last()?);
+    let mut chunk = XorChunk::new();
+    let mut app = chunk.appender();
+    for &(t, v) in samples {
+        if let Err(e) = app.append(t, v) {
+            unreachable!("out-of-order buffers are sorted, unique and capped: {e}");
+        }
+    }
+    Some(ChunkData {
+        min_t: first.0,
+        max_t: last.0,
+        bytes: chunk.into_bytes(),
+    })
+}
+
+fn same_or_conflict(t: i64, v: f64, stored: f64) -> Result<Admission, AppendError> {
+    if stored.to_bits() == v.to_bits() {
+        Ok(Admission::Duplicate)
+    } else {
+        Err(AppendError::DuplicateTimestampDifferentValue { t })
+    }
+}
+
+impl Default for SeriesData {
+    fn default() -> SeriesData {
+        SeriesData {
+            chunks: Vec::new(),
+            head: None,
+            ooo: Vec::new(),
+            max_t: None,
+            last_v: 0.0,
+            min_t: i64::MAX,
+            cut_bytes: 0,
+            deleted: false,
+        }
+    }
+}

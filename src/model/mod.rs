@@ -1,0 +1,23 @@
+//! The data model shared by every component: label sets, matchers,
+//! samples and series fingerprints.
+
+pub mod labels;
+pub mod matchers;
+
+pub use labels::{Label, Labels, METRIC_NAME, fingerprint, fingerprint_pairs, shard_token};
+pub use matchers::{MatchOp, Matcher, MatcherError};
+
+/// One float sample: milliseconds since the Unix epoch and a value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub t: i64,
+    pub v: f64,
+}
+
+/// Prometheus's staleness marker: a NaN with this exact bit pattern.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Whether `v` is the staleness marker (compared bitwise).
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
