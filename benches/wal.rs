@@ -45,7 +45,13 @@ fn delete_finished_segments(dir: &Path, active: u32) {
 
 /// Times `iters` rounds of `appenders` concurrent appends of `rec` to a
 /// fresh WAL.
-fn time_appends(rt: &Runtime, policy: FsyncPolicy, rec: &[u8], appenders: usize, iters: u64) -> Duration {
+fn time_appends(
+    rt: &Runtime,
+    policy: FsyncPolicy,
+    rec: &[u8],
+    appenders: usize,
+    iters: u64,
+) -> Duration {
     let dir = tempfile::tempdir().expect("tempdir");
     let wal = Wal::open(
         dir.path(),
@@ -83,7 +89,11 @@ fn append(c: &mut Criterion) {
     for (name, policy, appenders) in [
         ("fsync_never", FsyncPolicy::Never, 1),
         ("fsync_always", FsyncPolicy::Always, 1),
-        ("fsync_always_16_concurrent", FsyncPolicy::Always, CONCURRENT_APPENDERS),
+        (
+            "fsync_always_16_concurrent",
+            FsyncPolicy::Always,
+            CONCURRENT_APPENDERS,
+        ),
     ] {
         group.throughput(Throughput::ElementsAndBytes {
             elements: (SAMPLES_PER_BATCH * appenders) as u64,

@@ -8,14 +8,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use std::time::Duration;
+
 use crate::config::Config;
+use crate::distributor::Distributor;
+use crate::ingester::client::ClientPool;
 use crate::ingester::{Advertised, Ingester};
+use crate::limits::{DiscardedSamples, Overrides};
 use crate::metrics::Metrics;
 use crate::ring::client::RingClient;
 use crate::ring::kv::memory::MemoryKv;
 use crate::ring::{INGESTER_RING_KEY, http as ring_http};
+use crate::server::push::{self, PushState};
 use crate::server::{AdminState, Listeners, Servers, admin_routes};
 use crate::service::ServiceManager;
+
+/// Largest message between Strata's own components over gRPC.
+const INTERNAL_GRPC_MESSAGE_LIMIT: usize = 256 << 20;
 
 /// A role this binary can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,7 +63,7 @@ impl Role {
 
     /// Whether this build can run the role.
     pub fn available(self) -> bool {
-        matches!(self, Role::All | Role::Ingester)
+        matches!(self, Role::All | Role::Ingester | Role::Distributor)
     }
 }
 
@@ -220,9 +229,23 @@ impl App {
             shutting_down: shutting_down.clone(),
         });
 
+        // Per-tenant limits, for the roles that enforce them.
+        let overrides = Overrides::new(
+            config.limits.clone(),
+            config.runtime_config.clone(),
+            &metrics,
+        );
+        let discarded = DiscardedSamples::new(&metrics);
+        let runs_ingester = config.target.runs(Role::Ingester);
+        let runs_distributor = config.target.runs(Role::Distributor);
+        if runs_ingester || runs_distributor {
+            services.add(overrides.clone());
+        }
+
         // The ingester ring, for every role that reads or joins it.
         let memory_kv = MemoryKv::new();
-        if config.target.runs(Role::Ingester) {
+        let mut ingester_grpc = None;
+        if runs_ingester || runs_distributor {
             let kv = config.ring.kvstore.build(&memory_kv).await?;
             let ring = RingClient::new(
                 "ingester-ring",
@@ -233,24 +256,55 @@ impl App {
             );
             services.add(ring.clone());
             router = router.merge(ring_http::routes("/ring", ring.clone()));
-            let ingester = Ingester::new(
-                config.ingester.clone(),
-                Advertised {
-                    grpc_addr: advertised(&config.ingester.lifecycler.addr, grpc_addr),
-                    http_addr: advertised("", http_addr),
-                },
-                ring,
-                config.ring.forget_unhealthy_after,
-                &metrics,
-            );
-            services.add(Arc::new(ingester));
+            if runs_ingester {
+                let ingester = Ingester::new(
+                    config.ingester.clone(),
+                    Advertised {
+                        grpc_addr: advertised(&config.ingester.lifecycler.addr, grpc_addr),
+                        http_addr: advertised("", http_addr),
+                    },
+                    ring.clone(),
+                    config.ring.forget_unhealthy_after,
+                    overrides.clone(),
+                    discarded.clone(),
+                    &metrics,
+                );
+                ingester_grpc = Some(
+                    ingester
+                        .grpc_service()
+                        .into_server(INTERNAL_GRPC_MESSAGE_LIMIT),
+                );
+                services.add(Arc::new(ingester));
+            }
+            if runs_distributor {
+                let clients = Arc::new(ClientPool::new(
+                    Duration::from_secs(5),
+                    INTERNAL_GRPC_MESSAGE_LIMIT,
+                ));
+                let distributor = Arc::new(Distributor::new(
+                    config.distributor.clone(),
+                    &config.ring,
+                    ring,
+                    overrides.clone(),
+                    clients,
+                    discarded.clone(),
+                    &metrics,
+                ));
+                router = router.merge(push::routes(PushState {
+                    distributor,
+                    auth: Arc::new(config.auth.clone()),
+                }));
+            }
         }
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
-        let grpc_routes = tonic::service::Routes::new(health_service);
+        let mut grpc_routes = tonic::service::Routes::new(health_service);
+        if let Some(ingester) = ingester_grpc {
+            grpc_routes = grpc_routes.add_service(ingester);
+        }
         let servers = Servers::serve(
             listeners,
             router,

@@ -3,8 +3,8 @@
 
 pub mod app;
 pub mod chunk;
-pub mod distributor;
 pub mod config;
+pub mod distributor;
 pub mod ingester;
 pub mod limits;
 pub mod logging;

@@ -43,7 +43,9 @@ fn render(mode: &str) -> Result<String> {
 
 #[test]
 fn chart_lints_and_renders_valid_objects() -> Result<()> {
-    run(Command::new(tools().join("bin/helm")).arg("lint").arg(chart()))?;
+    run(Command::new(tools().join("bin/helm"))
+        .arg("lint")
+        .arg(chart()))?;
     for mode in ["single", "microservices"] {
         let rendered = render(mode)?;
         let dir = tempfile::tempdir()?;
@@ -54,17 +56,29 @@ fn chart_lints_and_renders_valid_objects() -> Result<()> {
             .arg("-strict")
             .arg("-summary")
             .arg("-schema-location")
-            .arg(format!("{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json", schemas.display()))
+            .arg(format!(
+                "{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
+                schemas.display()
+            ))
             .arg(&file))?;
-        ensure!(summary.contains("Invalid: 0, Errors: 0"), "{mode}: {summary}");
-        ensure!(summary.contains("Valid: 3"), "{mode}: three objects: {summary}");
+        ensure!(
+            summary.contains("Invalid: 0, Errors: 0"),
+            "{mode}: {summary}"
+        );
+        ensure!(
+            summary.contains("Valid: 3"),
+            "{mode}: three objects: {summary}"
+        );
     }
     Ok(())
 }
 
 #[test]
 fn rendered_strata_config_is_accepted_by_strata() -> Result<()> {
-    for (mode, target, store) in [("single", "all", "memory"), ("microservices", "ingester", "etcd")] {
+    for (mode, target, store) in [
+        ("single", "all", "memory"),
+        ("microservices", "ingester", "etcd"),
+    ] {
         let rendered = render(mode)?;
         // The ConfigMap's strata.yaml block, unindented.
         let mut config = String::new();
@@ -93,8 +107,14 @@ fn rendered_strata_config_is_accepted_by_strata() -> Result<()> {
             .arg(format!("--config.file={}", file.display()))
             .arg("--config.expand-env")
             .arg("--print-config"))?;
-        ensure!(printed.contains(&format!("target: {target}")), "{mode}: {printed}");
-        ensure!(printed.contains(&format!("store: {store}")), "{mode}: {printed}");
+        ensure!(
+            printed.contains(&format!("target: {target}")),
+            "{mode}: {printed}"
+        );
+        ensure!(
+            printed.contains(&format!("store: {store}")),
+            "{mode}: {printed}"
+        );
         if mode == "microservices" {
             ensure!(printed.contains("id: strata-ingester-0"), "{printed}");
         }

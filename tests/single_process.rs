@@ -160,7 +160,7 @@ fn help_lists_roles_and_flags() -> Result<()> {
 fn roles_not_built_yet_refuse_to_start() -> Result<()> {
     let output = Command::new(strata_bin())
         .args([
-            "--target=distributor",
+            "--target=ruler",
             "--server.http-listen-port=0",
             "--server.grpc-listen-port=0",
         ])
@@ -168,7 +168,7 @@ fn roles_not_built_yet_refuse_to_start() -> Result<()> {
     ensure!(!output.status.success(), "must not start");
     let stderr = String::from_utf8(output.stderr)?;
     ensure!(
-        stderr.contains("target distributor is not available"),
+        stderr.contains("target ruler is not available"),
         "clear message: {stderr}"
     );
     Ok(())

@@ -4,8 +4,7 @@
 //!
 //! The writer keeps the unused low-order bits of its last byte at zero, so
 //! later writes can OR into it. The reader never panics: reading past the end
-//! of its slice returns `None` and leaves the reader in an unspecified (but
-//! safe) position.
+//! of its slice yields zero bits and sets a sticky flag.
 
 /// The `n` low-order bits set; `n` may be 0..=64.
 #[inline]
@@ -41,6 +40,11 @@ impl BitWriter {
         self.bytes
     }
 
+    /// Bytes allocated for the buffer.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// Number of bits written (the padding of the last byte excluded).
     pub fn bit_len(&self) -> usize {
         self.bytes.len() * 8 - self.free as usize
@@ -67,7 +71,7 @@ impl BitWriter {
 
     /// Appends the `nbits` (0..=64) low-order bits of `value`, most
     /// significant first; higher bits of `value` are ignored.
-    #[inline]
+    #[inline(always)]
     pub fn write_bits(&mut self, value: u64, nbits: u32) {
         debug_assert!(nbits <= 64, "write_bits: {nbits} > 64 bits");
         if nbits <= self.free {
@@ -82,6 +86,7 @@ impl BitWriter {
     }
 
     /// `write_bits` when the field needs at least one more byte.
+    #[inline]
     fn write_bits_spilling(&mut self, value: u64, nbits: u32) {
         let mut n = nbits;
         if self.free > 0 {
@@ -92,27 +97,46 @@ impl BitWriter {
             }
         }
         // Byte-aligned now, with 1..=64 bits of `value` left to write:
-        // left-align them, append a whole word (one store, where a
-        // variable-length copy would call memmove) and cut it to the bytes
-        // the field touches.
-        let aligned = value << (64 - n);
-        let nbytes = n.div_ceil(8);
+        // left-align them and append the bytes they touch. With room for a
+        // whole word, append all 8 bytes and cut back (one store, where a
+        // variable-length copy calls memmove); otherwise append just those
+        // bytes, so the buffer grows exactly as it would a byte at a time.
+        let word = (value << (64 - n)).to_be_bytes();
+        let nbytes = n.div_ceil(8) as usize;
         let len = self.bytes.len();
-        self.bytes.extend_from_slice(&aligned.to_be_bytes());
-        self.bytes.truncate(len + nbytes as usize);
-        self.free = nbytes * 8 - n;
+        if self.bytes.capacity() - len >= word.len() {
+            self.bytes.extend_from_slice(&word);
+            self.bytes.truncate(len + nbytes);
+        } else {
+            self.grow_with(&word[..nbytes]);
+        }
+        self.free = (nbytes * 8) as u32 - n;
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow_with(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
     }
 }
 
-/// Reads bits from a borrowed slice, 64 at a time under the hood.
+/// Reads bits from a borrowed slice, refilling a 64-bit buffer a word at a
+/// time.
+///
+/// Reads past the end of the data yield zero bits and set a sticky
+/// [`overrun`](BitReader::overrun) flag instead of failing one by one, so a
+/// decoder reads a whole record branch-free and checks the flag once.
 #[derive(Debug, Clone)]
 pub struct BitReader<'a> {
     data: &'a [u8],
-    /// Next byte of `data` to load into `buf`.
+    /// First byte of `data` not yet counted in `valid`.
     pos: usize,
-    /// The low `valid` bits are the next bits of the stream, oldest on top.
+    /// Upcoming bits, left-aligned: the next bit is the top one. Bits below
+    /// the top `valid` may already hold the stream's next bits, loaded
+    /// ahead; a refill ORs the same bits in again, which is harmless.
     buf: u64,
     valid: u32,
+    overrun: bool,
 }
 
 impl<'a> BitReader<'a> {
@@ -123,6 +147,7 @@ impl<'a> BitReader<'a> {
             pos: start.min(data.len()),
             buf: 0,
             valid: 0,
+            overrun: false,
         }
     }
 
@@ -131,66 +156,103 @@ impl<'a> BitReader<'a> {
         self.pos * 8 - self.valid as usize
     }
 
-    /// Loads the next up-to-8 bytes; false at the end of the data. Only
-    /// called when the buffer is empty.
+    /// Whether any read so far went past the end of the data.
+    pub fn overrun(&self) -> bool {
+        self.overrun
+    }
+
+    /// Tops the buffer up to at least 56 valid bits, or to the end of the
+    /// data. Needs `valid < 64`.
     #[inline]
-    fn refill(&mut self) -> bool {
-        debug_assert_eq!(self.valid, 0);
-        let rest = &self.data[self.pos..];
-        if let Some(chunk) = rest.first_chunk::<8>() {
-            self.buf = u64::from_be_bytes(*chunk);
-            self.valid = 64;
-            self.pos += 8;
-            return true;
+    fn refill(&mut self) {
+        match self.data[self.pos..].first_chunk::<8>() {
+            Some(word) => {
+                self.buf |= u64::from_be_bytes(*word) >> self.valid;
+                let nbytes = (63 - self.valid) / 8;
+                self.pos += nbytes as usize;
+                self.valid += nbytes * 8;
+            }
+            None => self.refill_near_end(),
         }
-        if rest.is_empty() {
-            return false;
+    }
+
+    #[cold]
+    fn refill_near_end(&mut self) {
+        while self.valid <= 56 && self.pos < self.data.len() {
+            self.buf |= u64::from(self.data[self.pos]) << (56 - self.valid);
+            self.pos += 1;
+            self.valid += 8;
         }
-        self.buf = rest.iter().fold(0, |acc, &b| (acc << 8) | u64::from(b));
-        self.valid = 8 * rest.len() as u32;
+    }
+
+    #[cold]
+    fn overran(&mut self) -> u64 {
+        self.overrun = true;
         self.pos = self.data.len();
-        true
+        self.buf = 0;
+        self.valid = 0;
+        0
+    }
+
+    /// Reads 0..=56 bits.
+    #[inline]
+    fn read_short(&mut self, nbits: u32) -> u64 {
+        debug_assert!(nbits <= 56);
+        if self.valid < nbits {
+            self.refill();
+            if self.valid < nbits {
+                return self.overran();
+            }
+        }
+        // Two shifts so that nbits = 0 yields 0 rather than overflowing.
+        let bits = (self.buf >> 1) >> (63 - nbits);
+        self.buf <<= nbits;
+        self.valid -= nbits;
+        bits
     }
 
     #[inline]
-    pub fn read_bit(&mut self) -> Option<bool> {
-        if self.valid == 0 && !self.refill() {
-            return None;
-        }
-        self.valid -= 1;
-        Some((self.buf >> self.valid) & 1 == 1)
+    pub fn read_bit(&mut self) -> bool {
+        self.read_short(1) == 1
     }
 
     /// Reads `nbits` (0..=64) bits as the low-order bits of the result.
     #[inline]
-    pub fn read_bits(&mut self, nbits: u32) -> Option<u64> {
+    pub fn read_bits(&mut self, nbits: u32) -> u64 {
         debug_assert!(nbits <= 64, "read_bits: {nbits} > 64 bits");
-        if nbits <= self.valid {
-            self.valid -= nbits;
-            // wrapping_shr: nbits = 0 with a full buffer shifts by 64, and the
-            // mask is then 0 anyway.
-            return Some(self.buf.wrapping_shr(self.valid) & low_mask(nbits));
+        if nbits <= 56 {
+            return self.read_short(nbits);
         }
-        // Take what is buffered, then the rest from a fresh load.
-        let high_bits = self.valid;
-        let high = self.buf & low_mask(high_bits);
-        self.valid = 0;
-        if !self.refill() {
-            return None;
-        }
-        let low_bits = nbits - high_bits;
-        if low_bits > self.valid {
-            return None;
-        }
-        self.valid -= low_bits;
-        let low = self.buf.wrapping_shr(self.valid) & low_mask(low_bits);
-        // high_bits = 0 when low_bits = 64, so the wrapped shift is harmless.
-        Some(high.wrapping_shl(low_bits) | low)
+        let high = self.read_short(nbits - 32);
+        (high << 32) | self.read_short(32)
     }
 
     #[inline]
-    pub fn read_byte(&mut self) -> Option<u8> {
-        self.read_bits(8).map(|b| b as u8)
+    pub fn read_byte(&mut self) -> u8 {
+        self.read_short(8) as u8
+    }
+
+    /// Reads a unary prefix: up to `max` (1..=8) one bits, plus the zero bit
+    /// that ends it when there are fewer. Returns the number of ones.
+    #[inline]
+    pub fn read_unary(&mut self, max: u32) -> u32 {
+        debug_assert!((1..=8).contains(&max), "read_unary: max {max}");
+        if self.valid < max {
+            self.refill();
+        }
+        if self.valid >= max {
+            // Count the ones at once; bits past `max` do not matter.
+            let ones = (!self.buf).leading_zeros().min(max);
+            let used = (ones + 1).min(max);
+            self.buf <<= used;
+            self.valid -= used;
+            return ones;
+        }
+        let mut ones = 0;
+        while ones < max && self.read_bit() {
+            ones += 1;
+        }
+        ones
     }
 }
 
@@ -214,9 +276,10 @@ mod tests {
 
         let mut r = BitReader::new(w.bytes(), 0);
         for &(v, n) in &fields {
-            assert_eq!(r.read_bits(n), Some(v & low_mask(n)), "field of {n} bits");
+            assert_eq!(r.read_bits(n), v & low_mask(n), "field of {n} bits");
         }
         assert_eq!(r.bit_pos(), total as usize);
+        assert!(!r.overrun());
     }
 
     #[test]
@@ -232,12 +295,63 @@ mod tests {
     fn reads_past_the_end_fail_without_panicking() {
         let data = [0xa5u8, 0x0f, 0xff];
         let mut r = BitReader::new(&data, 1);
-        assert_eq!(r.read_bits(4), Some(0));
-        assert_eq!(r.read_bits(12), Some(0xfff));
-        assert_eq!(r.read_bit(), None);
-        assert_eq!(BitReader::new(&data, 0).read_bits(25), None);
-        assert_eq!(BitReader::new(&data, 9).read_bit(), None);
-        assert_eq!(BitReader::new(&[], 0).read_bits(0), Some(0));
+        assert_eq!(r.read_bits(4), 0);
+        assert_eq!(r.read_bits(12), 0xfff);
+        assert!(!r.overrun());
+        assert_eq!(r.read_bits(0), 0);
+        assert!(!r.overrun(), "reading nothing at the end is fine");
+        assert!(!r.read_bit());
+        assert!(r.overrun());
+        assert_eq!(r.read_bits(64), 0, "stays overrun");
+        assert!(r.overrun());
+
+        let mut r = BitReader::new(&data, 0);
+        assert_eq!(r.read_bits(25), 0);
+        assert!(r.overrun());
+        let mut r = BitReader::new(&data, 9);
+        assert_eq!(r.read_unary(8), 0);
+        assert!(r.overrun());
+        let mut r = BitReader::new(&[], 0);
+        assert_eq!(r.read_bits(0), 0);
+        assert!(!r.overrun());
+    }
+
+    #[test]
+    fn unary_prefixes_inside_and_across_buffer_loads() {
+        // Prefixes '0', '10', '110', '1110', '1111' (max 4), then '11' (max 2),
+        // repeated so some straddle the 64-bit loads.
+        let mut w = BitWriter::default();
+        let mut want = Vec::new();
+        for i in 0..40u32 {
+            let ones = i % 5;
+            let prefix = if ones < 4 {
+                ((1 << ones) - 1) << 1
+            } else {
+                0b1111
+            };
+            w.write_bits(prefix, (ones + 1).min(4));
+            w.write_bits(0b11, 2);
+            w.write_bits(u64::from(i), i % 7);
+            want.push(ones);
+        }
+        let mut r = BitReader::new(w.bytes(), 0);
+        for (i, &ones) in want.iter().enumerate() {
+            assert_eq!(r.read_unary(4), ones, "prefix {i}");
+            assert_eq!(r.read_unary(2), 2);
+            assert_eq!(r.read_bits(i as u32 % 7), i as u64 & low_mask(i as u32 % 7));
+        }
+        assert_eq!(r.bit_pos(), w.bit_len());
+        assert!(!r.overrun());
+        assert_eq!(BitReader::new(&[0xff], 0).read_unary(8), 8);
+        assert_eq!(BitReader::new(&[0xfe], 0).read_unary(8), 7);
+        let mut r = BitReader::new(&[0xfe], 0);
+        r.read_bits(7);
+        assert_eq!(r.read_unary(2), 0, "'0' as the very last bit");
+        assert!(!r.overrun());
+        let mut r = BitReader::new(&[0xff], 0);
+        r.read_bits(7);
+        assert_eq!(r.read_unary(2), 1, "a '1' then the end");
+        assert!(r.overrun());
     }
 
     #[test]
@@ -246,7 +360,7 @@ mod tests {
         w.truncate_bits(11);
         assert_eq!(w.bytes(), &[0xff, 0b1110_0000]);
         assert_eq!(w.bit_len(), 11);
-        w.write_bits(0b0101_1, 5);
+        w.write_bits(0b01011, 5);
         assert_eq!(w.bytes(), &[0xff, 0b1110_1011]);
         w.write_bit(true);
         assert_eq!(w.bytes(), &[0xff, 0b1110_1011, 0b1000_0000]);

@@ -16,8 +16,8 @@ pub const MAX_SAMPLES: usize = u16::MAX as usize;
 /// Bytes of the sample-count header.
 pub const HEADER_LEN: usize = 2;
 
-/// Initial capacity of a new chunk: enough for ~120 typical samples before
-/// the first reallocation (Prometheus starts at 128 bytes too).
+/// Initial capacity of a new chunk, as Prometheus's: about 100 samples of a
+/// slow, on-time series before the first reallocation.
 const INITIAL_CAPACITY: usize = 128;
 
 /// `leading` before any XOR window exists. Larger than any real leading-zero
@@ -83,21 +83,12 @@ impl Fail {
     }
 }
 
-trait OrTruncated<T> {
-    fn or_truncated(self) -> Result<T, Fail>;
-}
-
-impl<T> OrTruncated<T> for Option<T> {
-    #[inline]
-    fn or_truncated(self) -> Result<T, Fail> {
-        self.ok_or(Fail::Truncated)
-    }
-}
-
+/// Reads an unsigned varint; past the end of the data it reads zeros, which
+/// end it (the caller checks [`BitReader::overrun`]).
 fn read_uvarint(r: &mut BitReader<'_>) -> Result<u64, Fail> {
     let mut x = 0u64;
     for i in 0..10 {
-        let b = r.read_byte().or_truncated()?;
+        let b = r.read_byte();
         if i == 9 && b > 1 {
             break;
         }
@@ -109,19 +100,16 @@ fn read_uvarint(r: &mut BitReader<'_>) -> Result<u64, Fail> {
     Err(Fail::Corrupt("varint overflows 64 bits"))
 }
 
-fn read_dod(r: &mut BitReader<'_>) -> Result<i64, Fail> {
-    let mut ones = 0;
-    while ones < 4 && r.read_bit().or_truncated()? {
-        ones += 1;
-    }
-    Ok(match ones {
+#[inline]
+fn read_dod(r: &mut BitReader<'_>) -> i64 {
+    // Constant widths per arm let the shifts and masks fold.
+    match r.read_unary(4) {
         0 => 0,
-        1..=3 => {
-            let nbits = DOD_BUCKETS[ones - 1].2;
-            dod_from_bits(r.read_bits(nbits).or_truncated()?, nbits)
-        }
-        _ => r.read_bits(64).or_truncated()? as i64,
-    })
+        1 => dod_from_bits(r.read_bits(DOD_BUCKETS[0].2), DOD_BUCKETS[0].2),
+        2 => dod_from_bits(r.read_bits(DOD_BUCKETS[1].2), DOD_BUCKETS[1].2),
+        3 => dod_from_bits(r.read_bits(DOD_BUCKETS[2].2), DOD_BUCKETS[2].2),
+        _ => r.read_bits(64) as i64,
+    }
 }
 
 /// What the appender needs to know about the last sample written.
@@ -197,6 +185,12 @@ impl XorChunk {
 
     pub fn into_bytes(self) -> Vec<u8> {
         self.stream.into_bytes()
+    }
+
+    /// Bytes allocated for the encoded chunk (at least `bytes().len()`): a
+    /// new chunk reserves 128 and the buffer grows as a `Vec` does.
+    pub fn capacity(&self) -> usize {
+        self.stream.capacity()
     }
 
     /// The sample count from the header.
@@ -427,7 +421,7 @@ impl<'a> XorIterator<'a> {
     /// bytes (then [`XorIterator::err`] says which).
     #[allow(
         clippy::should_implement_trait,
-        reason = "inherent so callers need not import Iterator; the trait impl delegates here"
+        reason = "Iterator is implemented too; the inherent method works without importing it"
     )]
     #[inline]
     pub fn next(&mut self) -> Option<(i64, f64)> {
@@ -478,14 +472,24 @@ impl<'a> XorIterator<'a> {
 
     #[inline]
     fn decode_sample(&mut self) -> Result<(), Fail> {
+        let decoded = self.decode_fields();
+        // Zeros read past the end can look like anything: truncation wins.
+        if self.reader.overrun() {
+            return Err(Fail::Truncated);
+        }
+        decoded
+    }
+
+    #[inline]
+    fn decode_fields(&mut self) -> Result<(), Fail> {
         match self.read {
             0 => {
                 self.t = unzigzag(read_uvarint(&mut self.reader)?);
-                self.v = self.reader.read_bits(64).or_truncated()?;
+                self.v = self.reader.read_bits(64);
                 return Ok(());
             }
             1 => self.delta = read_uvarint(&mut self.reader)? as i64,
-            _ => self.delta = self.delta.wrapping_add(read_dod(&mut self.reader)?),
+            _ => self.delta = self.delta.wrapping_add(read_dod(&mut self.reader)),
         }
         self.t = self.t.wrapping_add(self.delta);
         self.decode_value()
@@ -494,29 +498,31 @@ impl<'a> XorIterator<'a> {
     #[inline]
     fn decode_value(&mut self) -> Result<(), Fail> {
         let r = &mut self.reader;
-        if !r.read_bit().or_truncated()? {
-            return Ok(()); // '0': same value
-        }
-        if r.read_bit().or_truncated()? {
-            // '11': a new window.
-            let header = r.read_bits(11).or_truncated()?;
-            let leading = (header >> 6) as u32;
-            let significant = match (header & 63) as u32 {
-                0 => 64,
-                n => n,
-            };
-            if leading + significant > 64 {
-                return Err(Fail::Corrupt("XOR window wider than 64 bits"));
+        match r.read_unary(2) {
+            0 => return Ok(()), // '0': same value
+            1 => {
+                // '10': the current window.
+                if self.leading == NO_WINDOW {
+                    // None yet: the whole word, as Prometheus reads it.
+                    self.leading = 0;
+                }
             }
-            self.leading = leading;
-            self.trailing = 64 - leading - significant;
-        } else if self.leading == NO_WINDOW {
-            // '10' before any window: the whole word, as Prometheus reads it.
-            self.leading = 0;
+            _ => {
+                // '11': a new window.
+                let header = r.read_bits(11);
+                let leading = (header >> 6) as u32;
+                let significant = match (header & 63) as u32 {
+                    0 => 64,
+                    n => n,
+                };
+                if leading + significant > 64 {
+                    return Err(Fail::Corrupt("XOR window wider than 64 bits"));
+                }
+                self.leading = leading;
+                self.trailing = 64 - leading - significant;
+            }
         }
-        let bits = r
-            .read_bits(64 - self.leading - self.trailing)
-            .or_truncated()?;
+        let bits = r.read_bits(64 - self.leading - self.trailing);
         self.v ^= bits << self.trailing;
         Ok(())
     }
@@ -602,7 +608,9 @@ mod tests {
         assert_eq!(reopened.last_timestamp(), None);
     }
 
-    /// The bytes Prometheus's Go XOR chunk writes for (7200000, 12000.0).
+    /// The bytes Prometheus's Go XOR chunk writes for (7200000, 12000.0)
+    /// (test vector from SINTEF/rusty-chunkenc, written by Prometheus's
+    /// `chunkenc`).
     #[test]
     fn one_sample_matches_prometheus_bytes() {
         let chunk = round_trip(&[(7_200_000, 12000.0f64.to_bits())]);
@@ -615,7 +623,9 @@ mod tests {
     }
 
     /// Ten samples encoded by Prometheus's Go XOR chunk (t = 1234123324 + i,
-    /// v = 123535.123 + i): we write the same bytes and read them back.
+    /// v = 123535.123 + i; SINTEF/rusty-chunkenc's `golang-tests/test.json`,
+    /// generated with Prometheus's `chunkenc`): we write the same bytes and
+    /// read them back.
     #[test]
     fn ten_samples_match_prometheus_bytes() {
         let expected: [u8; 27] = [
@@ -710,7 +720,12 @@ mod tests {
     fn negative_and_huge_timestamps() {
         let v = 42.0f64.to_bits();
         let series: [&[i64]; 6] = [
-            &[-1_700_000_000_000, -1_699_999_985_000, -1_699_999_970_001, -5],
+            &[
+                -1_700_000_000_000,
+                -1_699_999_985_000,
+                -1_699_999_970_001,
+                -5,
+            ],
             &[i64::MIN, i64::MAX],
             &[i64::MIN, i64::MIN + 1, 0, i64::MAX],
             &[i64::MIN, -1, 0, 1, i64::MAX - 1, i64::MAX],
@@ -734,7 +749,7 @@ mod tests {
             ("first window", 0x0000_0f00_0000_0000, 2 + 11 + 4), // (20, 40)
             ("reuse window", 0x0000_0600_0000_0000, 2 + 4),
             ("fewer leading zeros", 0x0f00_0000_0000_0000, 2 + 11 + 4), // (4, 56)
-            ("sign bit only", 1 << 63, 2 + 11 + 1),                      // (0, 63)
+            ("sign bit only", 1 << 63, 2 + 11 + 1),                     // (0, 63)
             // Over 31 leading zeros are stored as 31.
             ("low bit only", 1, 2 + 11 + 33), // (31, 0)
             ("reuse clamped window", 2, 2 + 33),
@@ -765,12 +780,19 @@ mod tests {
         }
         assert_eq!(app.append(i64::MAX, 1.0), Err(ChunkError::Full));
         let len = chunk.bytes().len();
+        assert!(chunk.capacity() >= len);
         assert_eq!(chunk.num_samples(), MAX_SAMPLES);
         assert_eq!(chunk.iter().count(), MAX_SAMPLES);
-        assert_eq!(chunk.last_timestamp(), Some((MAX_SAMPLES as i64 - 1) * 1000));
+        assert_eq!(
+            chunk.last_timestamp(),
+            Some((MAX_SAMPLES as i64 - 1) * 1000)
+        );
 
         let mut reopened = XorChunk::from_bytes(chunk.into_bytes()).unwrap();
-        assert_eq!(reopened.appender().append(i64::MAX, 1.0), Err(ChunkError::Full));
+        assert_eq!(
+            reopened.appender().append(i64::MAX, 1.0),
+            Err(ChunkError::Full)
+        );
         assert_eq!(reopened.bytes().len(), len);
     }
 
@@ -834,6 +856,20 @@ mod tests {
         }
         assert_eq!(decode(chunk.bytes()), samples);
         assert_eq!(chunk.bytes(), encode(&samples).bytes());
+    }
+
+    #[test]
+    fn capacity_grows_only_when_the_bytes_need_it() {
+        let mut chunk = XorChunk::new();
+        assert_eq!(chunk.capacity(), INITIAL_CAPACITY);
+        for (t, v) in gauge_samples(60) {
+            chunk.appender().append(t, f64::from_bits(v)).unwrap();
+            let len = chunk.bytes().len();
+            if len <= INITIAL_CAPACITY {
+                assert_eq!(chunk.capacity(), INITIAL_CAPACITY, "at {len} bytes");
+            }
+        }
+        assert!(chunk.bytes().len() > INITIAL_CAPACITY);
     }
 
     #[test]
@@ -916,7 +952,9 @@ mod tests {
     #[test]
     fn corrupt_fields_are_typed_errors() {
         // Ten continuation bytes: a varint longer than 64 bits.
-        let mut it = XorIterator::new(&[0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
+        let mut it = XorIterator::new(&[
+            0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
+        ]);
         assert_eq!(it.next(), None);
         assert!(
             matches!(it.err(), Some(ChunkError::Corrupt { offset: 2, .. })),

@@ -131,6 +131,42 @@ pub const FIELDS: &[(&str, &str)] = &[
         "How often the ingester heartbeats into the ring.",
     ),
     (
+        "ingester.lifecycler.tokens_file_path",
+        "File keeping the ingester's tokens across restarts, so it owns the same ranges again (empty: not kept).",
+    ),
+    (
+        "ingester.wal.dir",
+        "Directory of the ingester's write-ahead log.",
+    ),
+    (
+        "ingester.wal.fsync",
+        "When the WAL is fsynced: always (before acknowledging each group-committed write), interval, or never.",
+    ),
+    (
+        "ingester.wal.fsync_interval",
+        "With ingester.wal.fsync: interval, how often the WAL is fsynced.",
+    ),
+    (
+        "ingester.wal.segment_size",
+        "Largest WAL segment file in bytes (a multiple of 32768).",
+    ),
+    (
+        "ingester.head.max_samples_per_chunk",
+        "Samples after which a series' open chunk is cut.",
+    ),
+    (
+        "ingester.head.max_chunk_bytes",
+        "Encoded bytes after which a series' open chunk is cut.",
+    ),
+    (
+        "ingester.head.out_of_order_capacity",
+        "Out-of-order samples a series buffers before encoding them into a chunk of their own.",
+    ),
+    (
+        "ingester.max_inflight_push_requests",
+        "Pushes an ingester handles at once; more get a retryable error.",
+    ),
+    (
         "limits.ingestion_rate",
         "Samples per second a tenant may push; above it pushes get 429.",
     ),

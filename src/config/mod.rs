@@ -137,12 +137,20 @@ impl Config {
             ));
         }
         if self.limits.ingestion_rate < 0.0 {
-            return Err(invalid("limits.ingestion_rate", "must not be negative".into()));
+            return Err(invalid(
+                "limits.ingestion_rate",
+                "must not be negative".into(),
+            ));
         }
         if self.distributor.max_recv_msg_size == 0 {
-            return Err(invalid("distributor.max_recv_msg_size", "must be at least 1".into()));
+            return Err(invalid(
+                "distributor.max_recv_msg_size",
+                "must be at least 1".into(),
+            ));
         }
-        if self.distributor.ha_tracker.failover_timeout <= self.distributor.ha_tracker.update_timeout {
+        if self.distributor.ha_tracker.failover_timeout
+            <= self.distributor.ha_tracker.update_timeout
+        {
             return Err(invalid(
                 "distributor.ha_tracker.failover_timeout",
                 "must be longer than distributor.ha_tracker.update_timeout".into(),
@@ -160,6 +168,9 @@ impl Config {
                 "ring.kvstore.etcd.endpoints",
                 "needs at least one endpoint when ring.kvstore.store is etcd".into(),
             ));
+        }
+        if let Err(message) = self.ingester.validate() {
+            return Err(invalid("ingester", message));
         }
         let lifecycler = &self.ingester.lifecycler;
         if lifecycler.id.trim().is_empty() {

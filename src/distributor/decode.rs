@@ -66,7 +66,9 @@ pub enum DecodeError {
     UnsupportedProto(String),
     #[error("unsupported Content-Encoding {0:?}: expected snappy")]
     UnsupportedEncoding(String),
-    #[error("request body is {size} bytes decompressed, more than the limit of {limit} bytes (distributor.max_recv_msg_size)")]
+    #[error(
+        "request body is {size} bytes decompressed, more than the limit of {limit} bytes (distributor.max_recv_msg_size)"
+    )]
     TooLarge { size: usize, limit: usize },
     #[error("snappy decode error: {0}")]
     Snappy(String),
@@ -129,8 +131,12 @@ fn symbol(symbols: &[String], index: u32, what: &str) -> Result<String, DecodeEr
     })
 }
 
-fn labels_from_refs(symbols: &[String], refs: &[u32], what: &str) -> Result<Vec<Label>, DecodeError> {
-    if refs.len() % 2 != 0 {
+fn labels_from_refs(
+    symbols: &[String],
+    refs: &[u32],
+    what: &str,
+) -> Result<Vec<Label>, DecodeError> {
+    if !refs.len().is_multiple_of(2) {
         return Err(DecodeError::Symbols(format!(
             "{what} has an odd number of label references ({})",
             refs.len()
@@ -204,7 +210,11 @@ fn from_v2(request: write_v2::Request) -> Result<WriteBatch, DecodeError> {
                 timestamp: s.timestamp,
             })
             .collect();
-        let histograms = series.histograms.into_iter().map(histogram_v2_to_v1).collect();
+        let histograms = series
+            .histograms
+            .into_iter()
+            .map(histogram_v2_to_v1)
+            .collect();
         batch.timeseries.push(TimeSeries {
             labels,
             samples,
@@ -273,7 +283,9 @@ mod tests {
             Ok(Protocol::V2)
         );
         assert_eq!(
-            Protocol::from_content_type(Some("application/x-protobuf; proto=prometheus.WriteRequest")),
+            Protocol::from_content_type(Some(
+                "application/x-protobuf; proto=prometheus.WriteRequest"
+            )),
             Ok(Protocol::V1)
         );
         assert!(matches!(
@@ -362,7 +374,10 @@ mod tests {
         assert_eq!(batch.timeseries[0].samples[0].timestamp, 2000);
         assert_eq!(batch.metadata[0].metric_family_name, "http_requests_total");
         assert_eq!(batch.metadata[0].help, "Requests.");
-        assert_eq!(batch.metadata[0].r#type, metric_metadata::MetricType::Counter as i32);
+        assert_eq!(
+            batch.metadata[0].r#type,
+            metric_metadata::MetricType::Counter as i32
+        );
         assert_eq!(batch.created_timestamps, vec![1000]);
     }
 

@@ -96,7 +96,8 @@ impl HaTracker {
         // Fast path: we are the elected replica and refreshed recently.
         if let Some(cached) = self.cache.lock().get(&cache_key).cloned() {
             let fresh = now_ms - cached.fetched_at_ms <= CACHE_TTL_MS;
-            if cached.elected.replica == replica && now_ms - cached.elected.received_at_ms < update_ms
+            if cached.elected.replica == replica
+                && now_ms - cached.elected.received_at_ms < update_ms
             {
                 return Ok(HaDecision::Accept);
             }
@@ -141,13 +142,9 @@ impl HaTracker {
                 replica: replica.to_string(),
                 received_at_ms: now_ms,
             };
-            let value = serde_json::to_vec(&elected)
-                .expect("invariant: the election record serializes");
-            if self
-                .kv
-                .compare_and_swap(&key, expect, Some(value))
-                .await?
-            {
+            let value =
+                serde_json::to_vec(&elected).expect("invariant: the election record serializes");
+            if self.kv.compare_and_swap(&key, expect, Some(value)).await? {
                 self.cache.lock().insert(
                     cache_key,
                     Cached {
@@ -195,13 +192,31 @@ mod tests {
         let a = tracker(&kv);
         let b = tracker(&kv); // a second distributor, same KV
         let t0 = 1_000_000;
-        assert_eq!(a.check("t", "c", "r1", t0).await.expect("kv"), HaDecision::Accept);
-        assert_eq!(b.check("t", "c", "r2", t0 + 10).await.expect("kv"), HaDecision::Drop);
-        assert_eq!(b.check("t", "c", "r1", t0 + 20).await.expect("kv"), HaDecision::Accept);
+        assert_eq!(
+            a.check("t", "c", "r1", t0).await.expect("kv"),
+            HaDecision::Accept
+        );
+        assert_eq!(
+            b.check("t", "c", "r2", t0 + 10).await.expect("kv"),
+            HaDecision::Drop
+        );
+        assert_eq!(
+            b.check("t", "c", "r1", t0 + 20).await.expect("kv"),
+            HaDecision::Accept
+        );
         // Other clusters and tenants are independent.
-        assert_eq!(b.check("t", "d", "r2", t0).await.expect("kv"), HaDecision::Accept);
-        assert_eq!(b.check("u", "c", "r2", t0).await.expect("kv"), HaDecision::Accept);
-        assert_eq!(a.elected("t", "c").await.expect("kv").as_deref(), Some("r1"));
+        assert_eq!(
+            b.check("t", "d", "r2", t0).await.expect("kv"),
+            HaDecision::Accept
+        );
+        assert_eq!(
+            b.check("u", "c", "r2", t0).await.expect("kv"),
+            HaDecision::Accept
+        );
+        assert_eq!(
+            a.elected("t", "c").await.expect("kv").as_deref(),
+            Some("r1")
+        );
     }
 
     #[tokio::test]
@@ -209,11 +224,26 @@ mod tests {
         let kv = MemoryKv::new();
         let a = tracker(&kv);
         let t0 = 1_000_000;
-        assert_eq!(a.check("t", "c", "r1", t0).await.expect("kv"), HaDecision::Accept);
-        assert_eq!(a.check("t", "c", "r2", t0 + 29_000).await.expect("kv"), HaDecision::Drop);
-        assert_eq!(a.check("t", "c", "r2", t0 + 31_000).await.expect("kv"), HaDecision::Accept);
-        assert_eq!(a.check("t", "c", "r1", t0 + 32_000).await.expect("kv"), HaDecision::Drop);
-        assert_eq!(a.elected("t", "c").await.expect("kv").as_deref(), Some("r2"));
+        assert_eq!(
+            a.check("t", "c", "r1", t0).await.expect("kv"),
+            HaDecision::Accept
+        );
+        assert_eq!(
+            a.check("t", "c", "r2", t0 + 29_000).await.expect("kv"),
+            HaDecision::Drop
+        );
+        assert_eq!(
+            a.check("t", "c", "r2", t0 + 31_000).await.expect("kv"),
+            HaDecision::Accept
+        );
+        assert_eq!(
+            a.check("t", "c", "r1", t0 + 32_000).await.expect("kv"),
+            HaDecision::Drop
+        );
+        assert_eq!(
+            a.elected("t", "c").await.expect("kv").as_deref(),
+            Some("r2")
+        );
     }
 
     #[tokio::test]
@@ -224,10 +254,15 @@ mod tests {
         for step in 0..10 {
             // r1 keeps writing every 10 s: it stays elected past the failover timeout.
             assert_eq!(
-                a.check("t", "c", "r1", t0 + step * 10_000).await.expect("kv"),
+                a.check("t", "c", "r1", t0 + step * 10_000)
+                    .await
+                    .expect("kv"),
                 HaDecision::Accept
             );
         }
-        assert_eq!(a.check("t", "c", "r2", t0 + 95_000).await.expect("kv"), HaDecision::Drop);
+        assert_eq!(
+            a.check("t", "c", "r2", t0 + 95_000).await.expect("kv"),
+            HaDecision::Drop
+        );
     }
 }

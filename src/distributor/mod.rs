@@ -130,6 +130,7 @@ impl Distributor {
         ring: Arc<RingClient>,
         overrides: Arc<Overrides>,
         clients: Arc<ClientPool>,
+        discarded: DiscardedSamples,
         metrics: &Metrics,
     ) -> Distributor {
         let ha = config
@@ -165,7 +166,7 @@ impl Distributor {
             ring,
             overrides,
             clients,
-            discarded: DiscardedSamples::new(metrics),
+            discarded,
             limiters: Mutex::new(HashMap::new()),
             ha,
             metrics: own,
@@ -188,11 +189,16 @@ impl Distributor {
                 tenant: tenant.to_string(),
             })
             .inc();
-        self.discarded.add(tenant.as_str(), DiscardReason::InvalidSample, 1);
+        self.discarded
+            .add(tenant.as_str(), DiscardReason::InvalidSample, 1);
     }
 
     /// Validates, shards and replicates one decoded request.
-    pub async fn push(&self, tenant: &TenantId, batch: WriteBatch) -> Result<PushOutcome, PushError> {
+    pub async fn push(
+        &self,
+        tenant: &TenantId,
+        batch: WriteBatch,
+    ) -> Result<PushOutcome, PushError> {
         let limits = self.overrides.get(tenant.as_str());
         let tenant_label = TenantLabel {
             tenant: tenant.to_string(),
@@ -202,7 +208,10 @@ impl Distributor {
             .iter()
             .map(|s| (s.samples.len() + s.histograms.len()) as u64)
             .sum();
-        self.metrics.received_requests.get_or_create(&tenant_label).inc();
+        self.metrics
+            .received_requests
+            .get_or_create(&tenant_label)
+            .inc();
         self.metrics
             .received_samples
             .get_or_create(&tenant_label)
@@ -223,10 +232,17 @@ impl Distributor {
                         .find(|l| l.name == name)
                         .map(|l| l.value.clone())
                 };
-                Some((get(&limits.ha_cluster_label)?, get(&limits.ha_replica_label)?))
+                Some((
+                    get(&limits.ha_cluster_label)?,
+                    get(&limits.ha_replica_label)?,
+                ))
             });
             if let Some((cluster, replica)) = pair {
-                if ha.check(tenant.as_str(), &cluster, &replica, now_ms()).await? == HaDecision::Drop {
+                if ha
+                    .check(tenant.as_str(), &cluster, &replica, now_ms())
+                    .await?
+                    == HaDecision::Drop
+                {
                     self.discarded
                         .add(tenant.as_str(), DiscardReason::HaReplicaDropped, received);
                     return Ok(PushOutcome {
@@ -275,11 +291,13 @@ impl Distributor {
         let samples: u64 = valid.iter().map(|s| s.samples.len() as u64).sum();
         if samples > 0 {
             let mut limiters = self.limiters.lock();
-            let bucket = limiters
-                .entry(tenant.to_string())
-                .or_insert_with(|| {
-                    TokenBucket::new(limits.ingestion_rate, limits.ingestion_burst_size, Instant::now())
-                });
+            let bucket = limiters.entry(tenant.to_string()).or_insert_with(|| {
+                TokenBucket::new(
+                    limits.ingestion_rate,
+                    limits.ingestion_burst_size,
+                    Instant::now(),
+                )
+            });
             bucket.set_limits(limits.ingestion_rate, limits.ingestion_burst_size);
             match bucket.try_take(samples, Instant::now()) {
                 Ok(()) => {}
@@ -305,22 +323,22 @@ impl Distributor {
             }
         }
 
-        let mut refused_by_ingesters = 0u64;
-        if !valid.is_empty() || !metadata.is_empty() {
-            let ingester_refusals = self.replicate(tenant, &valid, &metadata).await?;
-            for (index, reason, count, message) in ingester_refusals {
-                let lost = count.min(valid[index].samples.len());
-                refused_by_ingesters += lost as u64;
-                refusals.push(Refusal {
-                    reason,
-                    samples: lost,
-                    message,
-                });
-            }
-        }
+        // Our own refusals are counted here; the ingesters count theirs.
         for refusal in &refusals {
             self.discarded
                 .add(tenant.as_str(), refusal.reason, refusal.samples as u64);
+        }
+        let mut refused_by_ingesters = 0u64;
+        if !valid.is_empty() || !metadata.is_empty() {
+            let (ingester_refusals, rejected) = self.replicate(tenant, &valid, &metadata).await?;
+            refused_by_ingesters = rejected;
+            for (index, reason, count, message) in ingester_refusals {
+                refusals.push(Refusal {
+                    reason,
+                    samples: count.min(valid[index].samples.len()),
+                    message,
+                });
+            }
         }
         Ok(PushOutcome {
             samples_written: samples.saturating_sub(refused_by_ingesters),
@@ -332,13 +350,15 @@ impl Distributor {
     }
 
     /// Pushes `series` and `metadata` to their replication sets; returns the
-    /// ingesters' per-series refusals as (series index, reason, samples, message).
+    /// ingesters' per-series refusals as (series index, reason, samples,
+    /// message) and the most samples any one ingester refused.
+    #[allow(clippy::type_complexity)]
     async fn replicate(
         &self,
         tenant: &TenantId,
         series: &[TimeSeries],
         metadata: &[MetricMetadata],
-    ) -> Result<Vec<(usize, DiscardReason, usize, String)>, PushError> {
+    ) -> Result<(Vec<(usize, DiscardReason, usize, String)>, u64), PushError> {
         let view = self.ring.view();
         let now = now_ms();
         let rf = self.replication_factor;
@@ -349,7 +369,14 @@ impl Distributor {
                 tenant.as_str(),
                 s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
             );
-            view.replication_set(shard_token(fp), Operation::Write, rf, self.zone_aware, now, &mut set)?;
+            view.replication_set(
+                shard_token(fp),
+                Operation::Write,
+                rf,
+                self.zone_aware,
+                now,
+                &mut set,
+            )?;
             sets.push(set.instances().iter().map(|i| *i as usize).collect());
         }
         for m in metadata {
@@ -359,6 +386,7 @@ impl Distributor {
         }
         let refusals: Arc<Mutex<HashMap<(usize, i32), (usize, String)>>> =
             Arc::new(Mutex::new(HashMap::new()));
+        let most_rejected = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let n_series = series.len();
         let timeout = self.config.remote_timeout;
         let result = batch::send(&sets, rf, |instance, items| {
@@ -379,6 +407,7 @@ impl Distributor {
                 }
             }
             let refusals = refusals.clone();
+            let most_rejected = most_rejected.clone();
             let failures = self.metrics.ingester_push_failures.clone();
             async move {
                 let mut client = client.map_err(|e| e.to_string())?;
@@ -394,6 +423,10 @@ impl Distributor {
                         return Err(format!("ingester {addr}: no answer within {timeout:?}"));
                     }
                 };
+                most_rejected.fetch_max(
+                    response.samples_rejected,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let mut refusals = refusals.lock();
                 for rejected in response.rejected {
                     let Some(original) = index_map.get(rejected.series_index as usize) else {
@@ -417,7 +450,10 @@ impl Distributor {
             })
             .collect();
         out.sort_by_key(|(index, _, _, _)| *index);
-        Ok(out)
+        Ok((
+            out,
+            most_rejected.load(std::sync::atomic::Ordering::Relaxed),
+        ))
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::limits::{DiscardReason, Limits, NameValidation};
-use crate::model::METRIC_NAME;
+use crate::model::{METRIC_NAME, describe_pairs};
 use crate::proto::prometheus::{Label, TimeSeries};
 
 static LEGACY_LABEL_NAME: LazyLock<Regex> = LazyLock::new(|| {
@@ -29,17 +29,7 @@ pub struct Refusal {
 
 /// `metric{a="b", ...}` for messages, from proto labels.
 pub fn describe(labels: &[Label]) -> String {
-    let name = labels
-        .iter()
-        .find(|l| l.name == METRIC_NAME)
-        .map(|l| l.value.as_str())
-        .unwrap_or("");
-    let rest: Vec<String> = labels
-        .iter()
-        .filter(|l| l.name != METRIC_NAME)
-        .map(|l| format!("{}={:?}", l.name, l.value))
-        .collect();
-    format!("{name}{{{}}}", rest.join(", "))
+    describe_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
 }
 
 /// Checks and normalises a series' labels in place: drops labels with an
@@ -56,7 +46,10 @@ pub fn validate_labels(series: &mut TimeSeries, limits: &Limits) -> Result<(), R
     let Some(name) = labels.iter().find(|l| l.name == METRIC_NAME) else {
         return Err(refuse(
             DiscardReason::MissingMetricName,
-            format!("series {} has no metric name (__name__ label)", describe(labels)),
+            format!(
+                "series {} has no metric name (__name__ label)",
+                describe(labels)
+            ),
         ));
     };
     if limits.name_validation == NameValidation::Legacy && !LEGACY_METRIC_NAME.is_match(&name.value)
@@ -248,7 +241,10 @@ mod tests {
     fn label_rules() {
         let limits = Limits::default();
         assert_eq!(reason(&[("__name__", "up"), ("job", "a")], &limits), None);
-        assert_eq!(reason(&[("job", "a")], &limits), Some(DiscardReason::MissingMetricName));
+        assert_eq!(
+            reason(&[("job", "a")], &limits),
+            Some(DiscardReason::MissingMetricName)
+        );
         assert_eq!(
             reason(&[("__name__", "up"), ("b", "1"), ("a", "2")], &limits),
             Some(DiscardReason::LabelsNotSorted)
@@ -269,7 +265,11 @@ mod tests {
             reason(&[("__name__", "up"), ("a-b", "1")], &legacy),
             Some(DiscardReason::InvalidLabel)
         );
-        assert_eq!(reason(&[("__name__", "up"), ("a-b", "1")], &limits), None, "utf8 names");
+        assert_eq!(
+            reason(&[("__name__", "up"), ("a-b", "1")], &limits),
+            None,
+            "utf8 names"
+        );
         assert_eq!(
             reason(&[("__name__", "1up")], &legacy),
             Some(DiscardReason::InvalidMetricName)
@@ -332,8 +332,15 @@ mod tests {
         let refusals = validate_samples(&mut s, &limits, now);
         assert_eq!(s.samples.len(), 2, "the two good samples stay");
         let reasons: Vec<_> = refusals.iter().map(|r| r.reason).collect();
-        assert_eq!(reasons, vec![DiscardReason::TooOld, DiscardReason::TooFarInFuture]);
-        assert!(refusals[0].message.contains("limits.reject_old_samples_max_age"));
+        assert_eq!(
+            reasons,
+            vec![DiscardReason::TooOld, DiscardReason::TooFarInFuture]
+        );
+        assert!(
+            refusals[0]
+                .message
+                .contains("limits.reject_old_samples_max_age")
+        );
         let lenient = Limits {
             reject_old_samples: false,
             ..Limits::default()

@@ -55,9 +55,7 @@ impl ClientPool {
         let client = IngesterClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size);
-        self.clients
-            .lock()
-            .insert(addr.to_string(), client.clone());
+        self.clients.lock().insert(addr.to_string(), client.clone());
         Ok(client)
     }
 

@@ -1,26 +1,132 @@
-//! The ingester: a stateful ring member that will hold recent samples.
+//! The ingester: a stateful ring member holding recent samples.
 //!
-//! Its lifecycle in the ring: JOINING while it prepares, ACTIVE when ready,
-//! LEAVING while it drains on shutdown, then gone from the ring.
-
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+//! Per tenant an in-memory [`head`] (series, postings, XOR chunks); every
+//! accepted write is in the [`wal`] before it is acknowledged ([`push`]: log,
+//! then apply, in WAL order). On start it joins the ring as JOINING, replays
+//! the WAL ([`replay`]), then turns ACTIVE; on shutdown it turns LEAVING,
+//! closes the WAL and leaves the ring. Queriers read it over gRPC ([`grpc`]).
 
 pub mod client;
+mod grpc;
+pub mod head;
+mod metadata;
+mod push;
+mod replay;
 pub mod wal;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::limits::{DiscardedSamples, Overrides};
 use crate::metrics::Metrics;
 use crate::ring::client::RingClient;
 use crate::ring::desc::InstanceState;
 use crate::ring::lifecycler::{Lifecycler, LifecyclerConfig};
 use crate::service::{Service, ServiceError};
+use head::{HeadConfig, Heads};
+use metadata::MetadataStore;
+use push::Sequencer;
+use replay::ReplayProgress;
+use wal::{FsyncPolicy, Wal, WalOptions};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub use grpc::IngesterService;
+
+/// When the WAL is fsynced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// Before acknowledging each (group-committed) write: survives power loss.
+    Always,
+    /// At most every `fsync_interval`: a machine crash may lose that much.
+    Interval,
+    /// Never: survives a process crash, not a machine crash.
+    Never,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalConfig {
+    /// Directory of the write-ahead log.
+    pub dir: String,
+    /// When the WAL is fsynced: always, interval or never.
+    pub fsync: FsyncMode,
+    /// With `fsync: interval`, how often.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// Largest WAL segment file, in bytes (a multiple of 32 KiB).
+    pub segment_size: usize,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            dir: "data/wal".to_string(),
+            fsync: FsyncMode::Always,
+            fsync_interval: Duration::from_secs(1),
+            segment_size: wal::DEFAULT_SEGMENT_SIZE,
+        }
+    }
+}
+
+impl WalConfig {
+    fn options(&self) -> WalOptions {
+        WalOptions {
+            segment_size: self.segment_size,
+            fsync: match self.fsync {
+                FsyncMode::Always => FsyncPolicy::Always,
+                FsyncMode::Never => FsyncPolicy::Never,
+                FsyncMode::Interval => FsyncPolicy::Interval(self.fsync_interval),
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngesterConfig {
     pub lifecycler: LifecyclerConfig,
+    pub wal: WalConfig,
+    pub head: HeadConfig,
+    /// Pushes applied concurrently at most; more get a retryable error.
+    pub max_inflight_push_requests: usize,
+}
+
+impl Default for IngesterConfig {
+    fn default() -> Self {
+        IngesterConfig {
+            lifecycler: LifecyclerConfig::default(),
+            wal: WalConfig::default(),
+            head: HeadConfig::default(),
+            max_inflight_push_requests: 1024,
+        }
+    }
+}
+
+impl IngesterConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.head.validate().map_err(|e| e.to_string())?;
+        if self.wal.segment_size == 0 || !self.wal.segment_size.is_multiple_of(wal::PAGE_SIZE) {
+            return Err(format!(
+                "ingester.wal.segment_size must be a positive multiple of {}",
+                wal::PAGE_SIZE
+            ));
+        }
+        if self.max_inflight_push_requests == 0 {
+            return Err("ingester.max_inflight_push_requests must be at least 1".to_string());
+        }
+        Ok(())
+    }
 }
 
 /// The addresses other processes reach this ingester at.
@@ -29,9 +135,27 @@ pub struct Advertised {
     pub http_addr: String,
 }
 
+/// What the gRPC service and the lifecycle share.
+pub(crate) struct State {
+    heads: Heads,
+    overrides: Arc<Overrides>,
+    sequencer: Mutex<Arc<Sequencer>>,
+    metadata: MetadataStore,
+    discarded: DiscardedSamples,
+    inflight: Semaphore,
+    accepting: AtomicBool,
+    samples_appended: Counter,
+    progress: ReplayProgress,
+    replaying: AtomicBool,
+}
+
 pub struct Ingester {
     config: IngesterConfig,
     lifecycler: Lifecycler,
+    state: Arc<State>,
+    replay_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    wal_metrics_registered: AtomicBool,
+    metrics: Metrics,
 }
 
 impl Ingester {
@@ -39,7 +163,9 @@ impl Ingester {
         config: IngesterConfig,
         advertised: Advertised,
         ring: Arc<RingClient>,
-        forget_unhealthy_after: std::time::Duration,
+        forget_unhealthy_after: Duration,
+        overrides: Arc<Overrides>,
+        discarded: DiscardedSamples,
         metrics: &Metrics,
     ) -> Ingester {
         let lifecycler = Lifecycler::new(
@@ -50,7 +176,92 @@ impl Ingester {
             forget_unhealthy_after,
             metrics,
         );
-        Ingester { config, lifecycler }
+        let state = Arc::new(State {
+            heads: Heads::new(config.head.clone()),
+            overrides,
+            sequencer: Mutex::new(Arc::new(Sequencer::new(Default::default()))),
+            metadata: MetadataStore::default(),
+            discarded,
+            inflight: Semaphore::new(config.max_inflight_push_requests),
+            accepting: AtomicBool::new(false),
+            samples_appended: Counter::default(),
+            progress: ReplayProgress::default(),
+            replaying: AtomicBool::new(false),
+        });
+        let replay_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        metrics.with_registry(|registry| {
+            registry.register(
+                "strata_ingester_samples_appended",
+                "Samples appended to the in-memory heads (after the WAL).",
+                state.samples_appended.clone(),
+            );
+            registry.register(
+                "strata_ingester_wal_replay_duration_seconds",
+                "How long the last WAL replay took.",
+                replay_seconds.clone(),
+            );
+            registry.register_collector(Box::new(HeadsCollector {
+                state: state.clone(),
+            }));
+        });
+        Ingester {
+            config,
+            lifecycler,
+            state,
+            replay_seconds,
+            wal_metrics_registered: AtomicBool::new(false),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// The gRPC service of this ingester.
+    pub fn grpc_service(&self) -> IngesterService {
+        IngesterService::new(self.state.clone())
+    }
+
+    fn wal_dir(&self) -> PathBuf {
+        PathBuf::from(&self.config.wal.dir)
+    }
+
+    async fn replay_and_open(&self) -> Result<(), ServiceError> {
+        let dir = self.wal_dir();
+        let state = self.state.clone();
+        let started = Instant::now();
+        self.state.replaying.store(true, Ordering::Release);
+        let replay_dir = dir.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            replay::replay(&replay_dir, &state.heads, &state.overrides, &state.progress)
+        })
+        .await;
+        self.state.replaying.store(false, Ordering::Release);
+        let (tenants, report) = result.map_err(|e| format!("WAL replay task failed: {e}"))??;
+        self.replay_seconds.set(started.elapsed().as_secs_f64());
+        tracing::info!(
+            dir = %dir.display(),
+            records = report.records,
+            series = report.series,
+            samples = report.samples,
+            refused = report.samples_refused,
+            torn_tails_cut = report.torn_tails_cut,
+            corruptions_repaired = report.corruptions_repaired,
+            seconds = started.elapsed().as_secs_f64(),
+            "WAL replayed"
+        );
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create the WAL directory {}: {e}", dir.display()))?;
+        let options = self.config.wal.options();
+        let open_dir = dir.clone();
+        let wal = tokio::task::spawn_blocking(move || Wal::open(&open_dir, options))
+            .await
+            .map_err(|e| format!("opening the WAL failed: {e}"))??;
+        if !self.wal_metrics_registered.swap(true, Ordering::AcqRel) {
+            self.metrics
+                .with_registry(|registry| wal.metrics().register(registry));
+        }
+        let sequencer = Arc::new(Sequencer::new(tenants));
+        sequencer.set_wal(Some(Arc::new(wal)));
+        *self.state.sequencer.lock() = sequencer;
+        Ok(())
     }
 }
 
@@ -64,6 +275,8 @@ impl Service for Ingester {
         self.lifecycler
             .join(self.config.lifecycler.num_tokens)
             .await?;
+        self.replay_and_open().await?;
+        self.state.accepting.store(true, Ordering::Release);
         self.lifecycler.change_state(InstanceState::Active).await?;
         Ok(())
     }
@@ -72,14 +285,95 @@ impl Service for Ingester {
         if let Err(err) = self.lifecycler.begin_leaving().await {
             tracing::warn!(error = %err, "could not mark the ingester LEAVING; leaving anyway");
         }
+        self.state.accepting.store(false, Ordering::Release);
+        // Wait for in-flight pushes, then close the WAL.
+        let permits = self.config.max_inflight_push_requests as u32;
+        if let Ok(all) = self.state.inflight.acquire_many(permits).await {
+            all.forget();
+        }
+        let sequencer = self.state.sequencer.lock().clone();
+        if let Some(wal) = sequencer.set_wal(None) {
+            match Arc::try_unwrap(wal) {
+                Ok(wal) => {
+                    if let Err(err) = wal.close().await {
+                        tracing::error!(error = %err, "closing the WAL failed");
+                    }
+                }
+                Err(_) => tracing::warn!("the WAL is still referenced; it closes when dropped"),
+            }
+        }
         self.lifecycler.leave().await?;
         Ok(())
     }
 
     fn ready(&self) -> Result<(), String> {
+        if self.state.replaying.load(Ordering::Acquire) {
+            return Err(format!(
+                "replaying the WAL ({} records so far)",
+                self.state.progress.records.load(Ordering::Relaxed)
+            ));
+        }
         match self.lifecycler.state() {
             InstanceState::Active => Ok(()),
             state => Err(format!("ingester is {state} in the ring")),
         }
+    }
+}
+
+/// Per-tenant head figures at scrape time.
+struct HeadsCollector {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for HeadsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeadsCollector")
+    }
+}
+
+impl Collector for HeadsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let heads = self.state.heads.all();
+        let estimates: Vec<_> = heads
+            .iter()
+            .map(|(tenant, head)| (tenant, head, head.memory_estimate()))
+            .collect();
+        let mut family = encoder.encode_descriptor(
+            "strata_ingester_active_series",
+            "Series in memory, per tenant.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (tenant, head, _) in &estimates {
+            ConstGauge::new(head.active_series() as i64)
+                .encode(family.encode_family(&[("tenant", tenant.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "strata_ingester_memory_series_bytes",
+            "Estimated memory of the in-memory series (labels, index, chunks), per tenant.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (tenant, _, estimate) in &estimates {
+            ConstGauge::new(estimate.total_bytes as i64)
+                .encode(family.encode_family(&[("tenant", tenant.as_str())])?)?;
+        }
+        let chunks: u64 = estimates.iter().map(|(_, h, _)| h.chunks_cut_total()).sum();
+        let counter = ConstCounter::new(chunks);
+        counter.encode(encoder.encode_descriptor(
+            "strata_ingester_chunks_cut",
+            "Chunks cut (full) in the heads.",
+            None,
+            counter.metric_type(),
+        )?)?;
+        let bytes: u64 = estimates.iter().map(|(_, h, _)| h.chunk_bytes()).sum();
+        let gauge = ConstGauge::new(bytes as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "strata_ingester_chunk_bytes",
+            "Bytes of encoded chunks in memory.",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        Ok(())
     }
 }

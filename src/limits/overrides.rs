@@ -62,13 +62,17 @@ struct RuntimeFile {
 
 /// The limits of every tenant.
 pub struct Overrides {
+    state: Arc<State>,
+    cancel: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct State {
     defaults: Arc<Limits>,
     tenants: ArcSwap<HashMap<String, Arc<Limits>>>,
     config: RuntimeConfig,
     last_text: Mutex<Option<String>>,
     reload_ok: Gauge,
-    cancel: CancellationToken,
-    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Overrides {
@@ -83,11 +87,13 @@ impl Overrides {
             )
         });
         Arc::new(Overrides {
-            defaults: Arc::new(defaults),
-            tenants: ArcSwap::from_pointee(HashMap::new()),
-            config,
-            last_text: Mutex::new(None),
-            reload_ok,
+            state: Arc::new(State {
+                defaults: Arc::new(defaults),
+                tenants: ArcSwap::from_pointee(HashMap::new()),
+                config,
+                last_text: Mutex::new(None),
+                reload_ok,
+            }),
             cancel: CancellationToken::new(),
             task: Mutex::new(None),
         })
@@ -100,20 +106,26 @@ impl Overrides {
 
     /// The effective limits of `tenant`.
     pub fn get(&self, tenant: &str) -> Arc<Limits> {
-        self.tenants
+        self.state
+            .tenants
             .load()
             .get(tenant)
             .cloned()
-            .unwrap_or_else(|| self.defaults.clone())
+            .unwrap_or_else(|| self.state.defaults.clone())
     }
 
     /// Whether `tenant` has overrides (else it runs on the defaults).
     pub fn has_override(&self, tenant: &str) -> bool {
-        self.tenants.load().contains_key(tenant)
+        self.state.tenants.load().contains_key(tenant)
     }
 
     pub fn defaults(&self) -> &Limits {
-        &self.defaults
+        &self.state.defaults
+    }
+
+    /// Re-reads the runtime file; returns whether anything changed.
+    pub fn reload(&self) -> Result<bool, OverridesError> {
+        self.state.reload()
     }
 
     /// Parses overrides text against `defaults`.
@@ -146,9 +158,10 @@ impl Overrides {
         }
         Ok(tenants)
     }
+}
 
-    /// Re-reads the runtime file; returns whether anything changed.
-    pub fn reload(&self) -> Result<bool, OverridesError> {
+impl State {
+    fn reload(&self) -> Result<bool, OverridesError> {
         if self.config.file.is_empty() {
             return Ok(false);
         }
@@ -188,7 +201,23 @@ impl Service for Overrides {
 
     async fn start(&self) -> Result<(), ServiceError> {
         // A bad file at start is a configuration error.
-        self.reload()?;
+        self.state.reload()?;
+        if self.state.config.file.is_empty() {
+            return Ok(());
+        }
+        let state = self.state.clone();
+        let cancel = self.cancel.clone();
+        let period = self.state.config.period.max(Duration::from_millis(100));
+        *self.task.lock() = Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = ticker.tick() => state.reload_and_report(),
+                }
+            }
+        }));
         Ok(())
     }
 
@@ -199,28 +228,6 @@ impl Service for Overrides {
             let _ = task.await;
         }
         Ok(())
-    }
-}
-
-impl Overrides {
-    /// Starts the periodic reload (after [`Service::start`]).
-    pub fn spawn_reloader(self: &Arc<Self>) {
-        if self.config.file.is_empty() {
-            return;
-        }
-        let this = self.clone();
-        let cancel = self.cancel.clone();
-        let period = self.config.period.max(Duration::from_millis(100));
-        *self.task.lock() = Some(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(period);
-            ticker.tick().await;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = ticker.tick() => this.reload_and_report(),
-                }
-            }
-        }));
     }
 }
 
@@ -237,7 +244,10 @@ mod tests {
         let a = &tenants["team-a"];
         assert_eq!(a.ingestion_rate, 100.0);
         assert_eq!(a.max_series_per_metric, 7);
-        assert_eq!(a.max_label_names_per_series, defaults.max_label_names_per_series);
+        assert_eq!(
+            a.max_label_names_per_series,
+            defaults.max_label_names_per_series
+        );
     }
 
     #[test]
@@ -246,7 +256,10 @@ mod tests {
         let err = Overrides::parse(&Limits::default(), text, Path::new("rt.yaml"))
             .expect_err("unknown field");
         let message = err.to_string();
-        assert!(message.contains("team-a") && message.contains("ingestion_rat"), "{message}");
+        assert!(
+            message.contains("team-a") && message.contains("ingestion_rat"),
+            "{message}"
+        );
     }
 
     #[tokio::test]
@@ -270,6 +283,10 @@ mod tests {
         assert_eq!(overrides.get("t").ingestion_rate, 9.0);
         std::fs::write(&file, "overrides: [not, a, map]\n").expect("write");
         assert!(overrides.reload().is_err());
-        assert_eq!(overrides.get("t").ingestion_rate, 9.0, "previous overrides stay");
+        assert_eq!(
+            overrides.get("t").ingestion_rate,
+            9.0,
+            "previous overrides stay"
+        );
     }
 }

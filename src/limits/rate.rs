@@ -63,9 +63,17 @@ mod tests {
         assert!(bucket.try_take(20, start).is_ok());
         let wait = bucket.try_take(5, start).expect_err("empty");
         assert_eq!(wait, Some(Duration::from_millis(500)));
-        assert!(bucket.try_take(5, start + Duration::from_millis(500)).is_ok());
+        assert!(
+            bucket
+                .try_take(5, start + Duration::from_millis(500))
+                .is_ok()
+        );
         // Never more than the burst, however long it waited.
         assert!(bucket.try_take(21, start + Duration::from_secs(100)) == Err(None));
-        assert!(bucket.try_take(20, start + Duration::from_secs(100)).is_ok());
+        assert!(
+            bucket
+                .try_take(20, start + Duration::from_secs(100))
+                .is_ok()
+        );
     }
 }

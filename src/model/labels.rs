@@ -35,10 +35,7 @@ impl Labels {
     pub fn from_pairs<N: Into<String>, V: Into<String>>(
         pairs: impl IntoIterator<Item = (N, V)>,
     ) -> Labels {
-        let mut labels: Vec<Label> = pairs
-            .into_iter()
-            .map(|(n, v)| Label::new(n, v))
-            .collect();
+        let mut labels: Vec<Label> = pairs.into_iter().map(|(n, v)| Label::new(n, v)).collect();
         labels.sort_by(|a, b| a.name.cmp(&b.name));
         let mut deduped: Vec<Label> = Vec::with_capacity(labels.len());
         for label in labels {
@@ -130,6 +127,20 @@ impl<'a> IntoIterator for &'a Labels {
     }
 }
 
+/// `metric{a="b", ...}`, as Prometheus prints a series, from `(name, value)` pairs.
+pub fn describe_pairs<'a>(labels: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> String {
+    let name = labels
+        .clone()
+        .find(|(n, _)| *n == METRIC_NAME)
+        .map(|(_, v)| v)
+        .unwrap_or("");
+    let rest: Vec<String> = labels
+        .filter(|(n, _)| *n != METRIC_NAME)
+        .map(|(n, v)| format!("{n}={v:?}"))
+        .collect();
+    format!("{name}{{{}}}", rest.join(", "))
+}
+
 /// The series fingerprint of `labels` in `tenant`. Separator bytes that can
 /// never occur in UTF-8 keep `{a="bc"}` and `{ab="c"}` apart.
 pub fn fingerprint(tenant: &str, labels: &[Label]) -> u64 {
@@ -141,7 +152,10 @@ pub fn fingerprint(tenant: &str, labels: &[Label]) -> u64 {
 
 /// [`fingerprint`] over `(name, value)` pairs in label order, for label
 /// sets in other shapes (e.g. protobuf labels).
-pub fn fingerprint_pairs<'a>(tenant: &str, labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
+pub fn fingerprint_pairs<'a>(
+    tenant: &str,
+    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> u64 {
     let mut hasher = Xxh3::new();
     hasher.update(tenant.as_bytes());
     hasher.update(&[0xff]);

@@ -90,7 +90,11 @@ mod tests {
         assert!(!re.matches("api2"), "regexes are anchored");
         let nre = Matcher::new(MatchOp::RegexNoMatch, "job", "a.*").expect("valid");
         assert!(nre.matches("") && !nre.matches("abc"));
-        assert!(Matcher::new(MatchOp::NotEqual, "x", "").expect("valid").matches("y"));
+        assert!(
+            Matcher::new(MatchOp::NotEqual, "x", "")
+                .expect("valid")
+                .matches("y")
+        );
         assert!(Matcher::equal("x", "").matches_empty());
         assert!(Matcher::new(MatchOp::RegexMatch, "x", "(").is_err());
         let dot = Matcher::new(MatchOp::RegexMatch, "x", "a.b").expect("valid");

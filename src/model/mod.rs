@@ -4,7 +4,9 @@
 pub mod labels;
 pub mod matchers;
 
-pub use labels::{Label, Labels, METRIC_NAME, fingerprint, fingerprint_pairs, shard_token};
+pub use labels::{
+    Label, Labels, METRIC_NAME, describe_pairs, fingerprint, fingerprint_pairs, shard_token,
+};
 pub use matchers::{MatchOp, Matcher, MatcherError};
 
 /// One float sample: milliseconds since the Unix epoch and a value.

@@ -42,6 +42,9 @@ pub struct LifecyclerConfig {
     /// How often the instance heartbeats into the ring.
     #[serde(with = "humantime_serde")]
     pub heartbeat_period: Duration,
+    /// File that keeps this instance's tokens across restarts, so that a
+    /// restarted instance owns the same ranges (empty: do not keep them).
+    pub tokens_file_path: String,
 }
 
 impl Default for LifecyclerConfig {
@@ -52,6 +55,7 @@ impl Default for LifecyclerConfig {
             zone: String::new(),
             num_tokens: 128,
             heartbeat_period: Duration::from_secs(5),
+            tokens_file_path: "data/tokens".to_string(),
         }
     }
 }
@@ -83,6 +87,7 @@ pub enum LifecyclerError {
 
 struct Inner {
     desc: Mutex<InstanceDesc>,
+    tokens_file: Option<std::path::PathBuf>,
     ring: Arc<RingClient>,
     forget_unhealthy_after: Duration,
     heartbeats: Counter,
@@ -118,6 +123,8 @@ impl Lifecycler {
         };
         let inner = Arc::new(Inner {
             desc: Mutex::new(desc),
+            tokens_file: (!config.tokens_file_path.is_empty())
+                .then(|| std::path::PathBuf::from(&config.tokens_file_path)),
             ring,
             forget_unhealthy_after,
             heartbeats: Counter::default(),
@@ -166,10 +173,15 @@ impl Lifecycler {
         ring.refresh().await.map_err(join_err)?;
         let now = now_ms();
         let previous = ring.member(&id);
-        let tokens = match &previous {
-            Some(member) if member.desc.tokens.len() == num_tokens => {
+        let from_file = self.inner.read_tokens_file();
+        let tokens = match (&previous, from_file) {
+            (Some(member), _) if member.desc.tokens.len() == num_tokens => {
                 tracing::info!(instance = %id, tokens = num_tokens, "rejoining the ring with the tokens of the previous run");
                 member.desc.tokens.clone()
+            }
+            (_, Some(tokens)) if tokens.len() == num_tokens => {
+                tracing::info!(instance = %id, tokens = num_tokens, "rejoining the ring with the tokens kept in the tokens file");
+                tokens
             }
             _ => {
                 let view = ring.view();
@@ -190,6 +202,7 @@ impl Lifecycler {
                 .unwrap_or(now);
         }
         self.inner.write().await.map_err(join_err)?;
+        self.inner.write_tokens_file();
         tracing::info!(instance = %id, state = "JOINING", "registered in the ring");
         let inner = self.inner.clone();
         let cancel = self.cancel.clone();
@@ -260,6 +273,47 @@ fn tokens_of_others(view: &RingView, id: &str) -> Vec<(u32, u32)> {
 }
 
 impl Inner {
+    /// Tokens kept by a previous run, one per line; `None` when absent or unreadable.
+    fn read_tokens_file(&self) -> Option<Vec<u32>> {
+        let path = self.tokens_file.as_ref()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut tokens: Vec<u32> = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match line.parse() {
+                Ok(token) => tokens.push(token),
+                Err(_) => {
+                    tracing::warn!(file = %path.display(), "ignoring a malformed tokens file");
+                    return None;
+                }
+            }
+        }
+        tokens.sort_unstable();
+        tokens.dedup();
+        Some(tokens)
+    }
+
+    fn write_tokens_file(&self) {
+        let Some(path) = &self.tokens_file else {
+            return;
+        };
+        let text: String = self
+            .desc
+            .lock()
+            .tokens
+            .iter()
+            .map(|t| format!("{t}\n"))
+            .collect();
+        let tmp = path.with_extension("tmp");
+        let result = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(err) = result {
+            tracing::warn!(file = %path.display(), error = %err, "cannot keep the tokens in the tokens file");
+        }
+    }
+
     async fn write(&self) -> Result<(), KvError> {
         let (key, value) = {
             let desc = self.desc.lock();
@@ -309,6 +363,8 @@ impl Inner {
         tokens.sort_unstable();
         tokens.dedup();
         desc.tokens = tokens;
+        drop(desc);
+        self.write_tokens_file();
     }
 
     async fn forget_unhealthy(&self) {
@@ -363,6 +419,7 @@ mod tests {
             id: id.to_string(),
             heartbeat_period: Duration::from_millis(20),
             num_tokens: 16,
+            tokens_file_path: String::new(),
             ..LifecyclerConfig::default()
         }
     }
@@ -432,6 +489,41 @@ mod tests {
         first.cancel.cancel();
         let second = Lifecycler::new(
             &config("a"),
+            String::new(),
+            String::new(),
+            ring.clone(),
+            Duration::ZERO,
+            &metrics,
+        );
+        second.join(16).await.expect("rejoins");
+        assert_eq!(second.tokens(), tokens);
+    }
+
+    #[tokio::test]
+    async fn tokens_file_keeps_tokens_across_a_graceful_leave() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = MemoryKv::new();
+        let metrics = Metrics::new();
+        let ring = client(&kv, &metrics);
+        ring.start().await.expect("ring client starts");
+        let with_file = LifecyclerConfig {
+            tokens_file_path: dir.path().join("tokens").display().to_string(),
+            ..config("a")
+        };
+        let first = Lifecycler::new(
+            &with_file,
+            String::new(),
+            String::new(),
+            ring.clone(),
+            Duration::ZERO,
+            &metrics,
+        );
+        first.join(16).await.expect("joins");
+        let tokens = first.tokens();
+        first.leave().await.expect("leaves");
+        wait_for(|| ring.member("a").is_none()).await;
+        let second = Lifecycler::new(
+            &with_file,
             String::new(),
             String::new(),
             ring.clone(),

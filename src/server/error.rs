@@ -76,7 +76,10 @@ mod tests {
             decode_status(&DecodeError::TooLarge { size: 2, limit: 1 }),
             StatusCode::PAYLOAD_TOO_LARGE
         );
-        assert_eq!(decode_status(&DecodeError::Snappy("x".into())), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            decode_status(&DecodeError::Snappy("x".into())),
+            StatusCode::BAD_REQUEST
+        );
         let limited = PushError::RateLimited {
             tenant: "t".into(),
             rate: 1.0,

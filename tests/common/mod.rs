@@ -244,3 +244,149 @@ impl Strata {
         Ok(response.json().await?)
     }
 }
+
+/// Remote-write helpers: build, encode and send requests; read back series
+/// straight from an ingester over gRPC.
+pub mod rw {
+    use anyhow::Result;
+    use prost::Message;
+    use strata::proto::prometheus::{Label, LabelMatcher, Sample, TimeSeries, WriteRequest};
+
+    pub fn now_ms() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+
+    /// A series; labels are given sorted by name.
+    pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+        TimeSeries {
+            labels: labels
+                .iter()
+                .map(|(n, v)| Label {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            samples: samples
+                .iter()
+                .map(|(t, v)| Sample {
+                    timestamp: *t,
+                    value: *v,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn encode(request: &WriteRequest) -> Vec<u8> {
+        snap::raw::Encoder::new()
+            .compress_vec(&request.encode_to_vec())
+            .expect("snappy compresses")
+    }
+
+    pub struct Answer {
+        pub status: u16,
+        pub body: String,
+        pub headers: reqwest::header::HeaderMap,
+    }
+
+    /// POSTs a raw body with the remote-write headers (1.0 unless `content_type` says otherwise).
+    pub async fn post(
+        url: &str,
+        tenant: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer> {
+        let mut request = super::http()
+            .post(url)
+            .header("Content-Type", content_type)
+            .header("Content-Encoding", "snappy")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(body);
+        if let Some(tenant) = tenant {
+            request = request.header("X-Scope-OrgID", tenant);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await?;
+        Ok(Answer {
+            status,
+            body,
+            headers,
+        })
+    }
+
+    pub async fn push(url: &str, tenant: &str, series: Vec<TimeSeries>) -> Result<Answer> {
+        let request = WriteRequest {
+            timeseries: series,
+            metadata: vec![],
+        };
+        post(
+            url,
+            Some(tenant),
+            "application/x-protobuf",
+            encode(&request),
+        )
+        .await
+    }
+
+    pub fn eq(name: &str, value: &str) -> LabelMatcher {
+        LabelMatcher {
+            r#type: 0,
+            name: name.to_string(),
+            value: value.to_string(),
+        }
+    }
+
+    /// Every series matching `matchers` in one ingester, with its samples
+    /// (labels as `name=value` pairs), sorted by labels.
+    pub async fn query_ingester(
+        grpc_port: u16,
+        tenant: &str,
+        matchers: Vec<LabelMatcher>,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<(Vec<(String, String)>, Vec<(i64, f64)>)>> {
+        use strata::ingester::client::{IngesterClient, QueryRequest};
+        use strata::ingester::head::{ChunkData, merge_chunks};
+        let mut client = IngesterClient::connect(format!("http://127.0.0.1:{grpc_port}")).await?;
+        let mut stream = client
+            .query_stream(QueryRequest {
+                tenant: tenant.to_string(),
+                start_ms: start,
+                end_ms: end,
+                matchers,
+            })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(message) = stream.message().await? {
+            for series in message.series {
+                let chunks: Vec<ChunkData> = series
+                    .chunks
+                    .iter()
+                    .map(|c| ChunkData {
+                        min_t: c.min_time_ms,
+                        max_t: c.max_time_ms,
+                        bytes: c.data.clone(),
+                    })
+                    .collect();
+                let samples: Vec<(i64, f64)> = merge_chunks(&chunks, start, end)?
+                    .into_iter()
+                    .map(|s| (s.t, s.v))
+                    .collect();
+                let labels: Vec<(String, String)> = series
+                    .labels
+                    .into_iter()
+                    .map(|l| (l.name, l.value))
+                    .collect();
+                out.push((labels, samples));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}

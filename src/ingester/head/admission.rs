@@ -124,10 +124,42 @@ mod tests {
             Result<Admission, AppendError>,
         );
         let cases: &[Case] = &[
-            ("first sample", 5, 1.0, None, None, 0, Ok(Admission::InOrder)),
-            ("newer", 11, 1.0, Some(10), Some(1.0), 0, Ok(Admission::InOrder)),
-            ("same t same value", 10, 1.0, Some(10), Some(1.0), 0, Ok(Admission::Duplicate)),
-            ("same t stale marker twice", 10, stale, Some(10), Some(stale), 0, Ok(Admission::Duplicate)),
+            (
+                "first sample",
+                5,
+                1.0,
+                None,
+                None,
+                0,
+                Ok(Admission::InOrder),
+            ),
+            (
+                "newer",
+                11,
+                1.0,
+                Some(10),
+                Some(1.0),
+                0,
+                Ok(Admission::InOrder),
+            ),
+            (
+                "same t same value",
+                10,
+                1.0,
+                Some(10),
+                Some(1.0),
+                0,
+                Ok(Admission::Duplicate),
+            ),
+            (
+                "same t stale marker twice",
+                10,
+                stale,
+                Some(10),
+                Some(stale),
+                0,
+                Ok(Admission::Duplicate),
+            ),
             (
                 "same t different value",
                 10,
@@ -155,8 +187,24 @@ mod tests {
                 0,
                 Err(AppendError::OutOfOrder { t: 9, max_t: 10 }),
             ),
-            ("older, inside window", 5, 1.0, Some(10), Some(1.0), 5, Ok(Admission::OutOfOrder)),
-            ("inside window, newest edge", 9, 1.0, Some(10), Some(1.0), 5, Ok(Admission::OutOfOrder)),
+            (
+                "older, inside window",
+                5,
+                1.0,
+                Some(10),
+                Some(1.0),
+                5,
+                Ok(Admission::OutOfOrder),
+            ),
+            (
+                "inside window, newest edge",
+                9,
+                1.0,
+                Some(10),
+                Some(1.0),
+                5,
+                Ok(Admission::OutOfOrder),
+            ),
             (
                 "older, outside window",
                 4,
@@ -164,7 +212,10 @@ mod tests {
                 Some(10),
                 Some(1.0),
                 5,
-                Err(AppendError::TooOldForOooWindow { t: 4, min_valid_t: 5 }),
+                Err(AppendError::TooOldForOooWindow {
+                    t: 4,
+                    min_valid_t: 5,
+                }),
             ),
             (
                 "window does not overflow",
@@ -186,7 +237,10 @@ mod tests {
         let ooo = AppendError::OutOfOrder { t: 1, max_t: 2 };
         assert_eq!(ooo.reason(), DiscardReason::OutOfOrder);
         assert!(ooo.to_string().contains("limits.out_of_order_time_window"));
-        let old = AppendError::TooOldForOooWindow { t: 1, min_valid_t: 2 };
+        let old = AppendError::TooOldForOooWindow {
+            t: 1,
+            min_valid_t: 2,
+        };
         assert_eq!(old.reason(), DiscardReason::OutOfBounds);
         assert!(old.to_string().contains("limits.out_of_order_time_window"));
         let dup = AppendError::DuplicateTimestampDifferentValue { t: 1 };

@@ -69,7 +69,9 @@ pub fn merge_chunks(chunks: &[ChunkData], mint: i64, maxt: i64) -> Result<Vec<Sa
         }
         let it = &mut iters[i];
         if out.last().is_none_or(|last| last.t < t) {
-            let (_, v) = it.at().expect("a heap entry's iterator is positioned on its sample");
+            let (_, v) = it
+                .at()
+                .expect("a heap entry's iterator is positioned on its sample");
             out.push(Sample { t, v });
         }
         let next = it.next();

@@ -2,10 +2,9 @@
 //! inverted index (postings) from label name and value to the sorted refs
 //! of the series that carry them, with selection by matchers.
 //!
-//! Label strings are `Arc<str>` shared by the symbol table, the postings
-//! keys and every series holding them, so each distinct string is stored
-//! once per head. A symbol leaves the table when the last series holding it
-//! is removed (its `Arc` is then held by the table alone).
+//! Each distinct label string is one `Arc<str>`, shared by the symbol table
+//! and the postings keys that use it. A symbol leaves the table with the
+//! last postings key that holds it.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -13,7 +12,7 @@ use std::mem::size_of;
 use std::sync::Arc;
 
 use super::SeriesRef;
-use super::series::InternedLabel;
+use super::packed::PackedLabels;
 use crate::model::{MatchOp, Matcher};
 
 /// Estimated bytes of one symbol besides its text: the `Arc` header and
@@ -38,6 +37,8 @@ pub(super) struct Index {
     postings_lists: usize,
     /// Sum of the label counts of all series (each is one postings entry).
     label_pairs: usize,
+    /// Sum of the series' packed label bytes.
+    packed_label_bytes: usize,
 }
 
 /// Inserts `r` into the sorted `list`; refs mostly arrive in increasing
@@ -55,7 +56,7 @@ fn insert_sorted(list: &mut Vec<SeriesRef>, r: SeriesRef) {
 
 impl Index {
     /// The shared copy of `s`, added to the table if new.
-    pub fn intern(&mut self, s: &str) -> Arc<str> {
+    fn intern(&mut self, s: &str) -> Arc<str> {
         if let Some(sym) = self.symbols.get(s) {
             return Arc::clone(sym);
         }
@@ -65,42 +66,52 @@ impl Index {
         sym
     }
 
-    /// Drops from the table the symbols in `candidates` that nothing but the
-    /// table and `candidates` itself hold any more.
-    pub fn release_symbols(&mut self, mut candidates: Vec<Arc<str>>) {
-        candidates.sort_unstable_by(|a, b| Arc::as_ptr(a).cmp(&Arc::as_ptr(b)));
-        candidates.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        for sym in candidates {
-            // One count for the table, one for `sym`.
-            if Arc::strong_count(&sym) == 2 && self.symbols.remove(&*sym) {
-                self.symbol_bytes -= sym.len() + SYMBOL_OVERHEAD;
-            }
+    /// Drops a postings key, and its symbol if no other key holds it.
+    fn release(&mut self, key: Arc<str>) {
+        // One count for the table, one for `key`.
+        if Arc::strong_count(&key) == 2 && self.symbols.remove(&*key) {
+            self.symbol_bytes -= key.len() + SYMBOL_OVERHEAD;
         }
     }
 
-    pub fn add(&mut self, r: SeriesRef, labels: &[InternedLabel]) {
-        for (name, value) in labels {
-            let values = self.postings.entry(Arc::clone(name)).or_default();
-            let list = values.entry(Arc::clone(value)).or_insert_with(|| {
-                self.postings_lists += 1;
-                Vec::new()
-            });
+    pub fn add(&mut self, r: SeriesRef, labels: &PackedLabels) {
+        for (name, value) in labels.iter() {
+            let values = match self.postings.get_mut(name) {
+                Some(values) => values,
+                None => {
+                    let name = self.intern(name);
+                    self.postings.entry(name).or_default()
+                }
+            };
+            let list = match values.get_mut(value) {
+                Some(list) => list,
+                None => {
+                    // Re-borrow around `intern`, which needs `self`.
+                    let value = self.intern(value);
+                    self.postings_lists += 1;
+                    let values = self.postings.get_mut(name).expect("inserted above");
+                    values.entry(value).or_default()
+                }
+            };
             insert_sorted(list, r);
+            self.label_pairs += 1;
         }
-        self.label_pairs += labels.len();
+        self.packed_label_bytes += labels.heap_bytes();
         insert_sorted(&mut self.all, r);
     }
 
-    /// Removes the series `removed` (refs with their labels) from every
-    /// postings list, one pass per affected list.
-    pub fn remove(&mut self, removed: &[(SeriesRef, &[InternedLabel])]) {
+    /// Removes the series `removed` from every postings list, one pass per
+    /// affected list, and the symbols no list uses any more.
+    pub fn remove(&mut self, removed: &[(SeriesRef, &PackedLabels)]) {
         let mut per_list: HashMap<(&str, &str), Vec<SeriesRef>> = HashMap::new();
         for &(r, labels) in removed {
-            for (name, value) in labels {
-                per_list.entry((&**name, &**value)).or_default().push(r);
+            for pair in labels.iter() {
+                per_list.entry(pair).or_default().push(r);
+                self.label_pairs -= 1;
             }
-            self.label_pairs -= labels.len();
+            self.packed_label_bytes -= labels.heap_bytes();
         }
+        let mut released: Vec<Arc<str>> = Vec::new();
         for ((name, value), mut refs) in per_list {
             refs.sort_unstable();
             let Some(values) = self.postings.get_mut(name) else {
@@ -109,19 +120,34 @@ impl Index {
             if let Some(list) = values.get_mut(value) {
                 list.retain(|r| refs.binary_search(r).is_err());
                 if list.is_empty() {
-                    values.remove(value);
+                    if let Some((key, _)) = values.remove_entry(value) {
+                        released.push(key);
+                    }
                     self.postings_lists -= 1;
                 } else if list.capacity() > 2 * list.len() {
                     list.shrink_to_fit();
                 }
             }
-            if values.is_empty() {
-                self.postings.remove(name);
+            if values.is_empty()
+                && let Some((key, _)) = self.postings.remove_entry(name)
+            {
+                released.push(key);
             }
+        }
+        for key in released {
+            self.release(key);
         }
         let mut refs: Vec<SeriesRef> = removed.iter().map(|&(r, _)| r).collect();
         refs.sort_unstable();
         self.all.retain(|r| refs.binary_search(r).is_err());
+        if self.all.capacity() > 2 * self.all.len() {
+            self.all.shrink_to_fit();
+        }
+    }
+
+    /// Sum of the series' packed label bytes.
+    pub fn packed_label_bytes(&self) -> usize {
+        self.packed_label_bytes
     }
 
     pub fn num_series(&self) -> usize {
@@ -303,18 +329,25 @@ mod tests {
 
     #[test]
     fn symbols_are_shared_and_released() {
+        use crate::model::Labels;
         let mut index = Index::default();
-        let a = index.intern("job");
-        let b = index.intern("job");
-        assert!(Arc::ptr_eq(&a, &b));
-        let bytes = index.heap_bytes();
-        assert!(bytes > 0);
-        drop(b);
-        index.release_symbols(vec![Arc::clone(&a)]);
-        assert_eq!(index.symbols.len(), 1, "still held by `a`");
-        index.release_symbols(vec![a]);
+        let a = PackedLabels::new(Labels::from_pairs([("job", "api"), ("x", "job")]).as_slice());
+        let b = PackedLabels::new(Labels::from_pairs([("job", "web")]).as_slice());
+        index.add(SeriesRef(1), &a);
+        index.add(SeriesRef(2), &b);
+        assert_eq!(index.symbols.len(), 4, "job, api, x, web");
+        assert_eq!(
+            index.select(&[Matcher::equal("x", "job")]),
+            vec![SeriesRef(1)]
+        );
+        index.remove(&[(SeriesRef(1), &a)]);
+        let mut symbols: Vec<&str> = index.symbols.iter().map(|s| &**s).collect();
+        symbols.sort_unstable();
+        assert_eq!(symbols, vec!["job", "web"]);
+        index.remove(&[(SeriesRef(2), &b)]);
         assert!(index.symbols.is_empty());
         assert_eq!(index.heap_bytes(), 0);
+        assert_eq!(index.packed_label_bytes(), 0);
     }
 
     #[test]

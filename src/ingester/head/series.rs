@@ -13,19 +13,16 @@
 //! * `max_t` / `last_v` are the newest sample, always an in-order one.
 
 use std::mem::size_of;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
 use super::SeriesRef;
 use super::admission::{Admission, AppendError, appendable};
 use super::merge::ChunkData;
+use super::packed::PackedLabels;
 use crate::chunk::{ChunkError, XorChunk, XorIterator};
 use crate::model::{Label, Labels};
-
-/// An interned label: name and value shared with the head's symbol table.
-pub(super) type InternedLabel = (Arc<str>, Arc<str>);
 
 /// Where chunks are cut and when out-of-order samples become a chunk.
 #[derive(Clone, Copy, Debug)]
@@ -39,11 +36,15 @@ pub(super) struct MemSeries {
     pub series_ref: SeriesRef,
     pub fingerprint: u64,
     /// Sorted by name; no empty values.
-    pub labels: Box<[InternedLabel]>,
+    pub labels: PackedLabels,
     /// Head-clock milliseconds of the last append or lookup; what
     /// `gc_idle` measures idleness by. Outside the mutex so lookups can
     /// touch it without locking.
-    pub last_active: AtomicU64,
+    last_active: AtomicU64,
+    /// Set by `gc_idle` when the series leaves the head, under the index
+    /// write lock and the data mutex. An appender that finds it set (under
+    /// the mutex, or after [`MemSeries::touch`]) looks the series up again.
+    deleted: AtomicBool,
     pub data: Mutex<SeriesData>,
 }
 
@@ -51,7 +52,7 @@ impl MemSeries {
     pub fn new(
         series_ref: SeriesRef,
         fingerprint: u64,
-        labels: Box<[InternedLabel]>,
+        labels: PackedLabels,
         now_ms: u64,
     ) -> MemSeries {
         MemSeries {
@@ -59,35 +60,59 @@ impl MemSeries {
             fingerprint,
             labels,
             last_active: AtomicU64::new(now_ms),
+            deleted: AtomicBool::new(false),
             data: Mutex::new(SeriesData::default()),
         }
     }
 
     /// Whether the stored labels are `labels` (sorted, no empty values).
     pub fn has_labels(&self, labels: &[Label]) -> bool {
-        self.labels.len() == labels.len()
-            && self
-                .labels
-                .iter()
-                .zip(labels)
-                .all(|((n, v), l)| **n == *l.name && **v == *l.value)
+        self.labels.equals(labels)
     }
 
     pub fn labels(&self) -> Labels {
-        Labels::from_sorted(
-            self.labels
-                .iter()
-                .map(|(n, v)| Label::new(&**n, &**v))
-                .collect(),
-        )
+        self.labels.to_labels()
     }
 
-    pub fn touch(&self, now_ms: u64) {
-        self.last_active.fetch_max(now_ms, Ordering::Relaxed);
+    /// Records activity at `now_ms` and says whether the series is still
+    /// in the head. Sequentially consistent with [`MemSeries::try_delete`]:
+    /// either this sees the deletion, or the deletion sees this activity
+    /// and backs off.
+    pub fn touch(&self, now_ms: u64) -> bool {
+        self.last_active.fetch_max(now_ms, Ordering::SeqCst);
+        !self.deleted.load(Ordering::SeqCst)
+    }
+
+    /// [`MemSeries::touch`] for a caller holding the data mutex, which
+    /// checks the deletion mark itself: no atomic read-modify-write.
+    pub fn touch_locked(&self, _data: &SeriesData, now_ms: u64) {
+        if self.last_active.load(Ordering::Relaxed) < now_ms {
+            self.last_active.store(now_ms, Ordering::Relaxed);
+        }
     }
 
     pub fn last_active(&self) -> u64 {
         self.last_active.load(Ordering::Relaxed)
+    }
+
+    /// Whether `gc_idle` removed the series. Stable while the data mutex is
+    /// held.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::SeqCst)
+    }
+
+    /// Marks the series deleted unless it was active at or after
+    /// `cutoff_ms`. The caller holds the index write lock and the data
+    /// mutex (`_data` proves the latter).
+    pub fn try_delete(&self, _data: &SeriesData, cutoff_ms: u64) -> bool {
+        if self.deleted.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if self.last_active.load(Ordering::SeqCst) >= cutoff_ms {
+            self.deleted.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
     }
 }
 
@@ -133,9 +158,6 @@ pub(super) struct SeriesData {
     min_t: i64,
     /// Sum of `chunks[..].bytes.len()`.
     cut_bytes: usize,
-    /// Set, under this mutex, by `gc_idle` when the series leaves the head.
-    /// An appender that finds it set looks the series up again.
-    pub deleted: bool,
 }
 
 /// Bytes a chunk buffer of `len` bytes has allocated: `XorChunk::new`
@@ -145,10 +167,6 @@ fn head_chunk_capacity(len: usize) -> usize {
 }
 
 impl SeriesData {
-    pub fn max_t(&self) -> Option<i64> {
-        self.max_t
-    }
-
     /// Oldest and newest sample, if any.
     pub fn time_range(&self) -> Option<(i64, i64)> {
         self.max_t.map(|max_t| (self.min_t, max_t))
@@ -288,10 +306,11 @@ impl SeriesData {
             .as_ref()
             .filter(|h| h.min_t <= t)
             .map(|h| h.chunk.bytes());
-        cut.chain(open).find_map(|bytes| match XorIterator::new(bytes).seek(t) {
-            Some((st, sv)) if st == t => Some(sv),
-            _ => None,
-        })
+        cut.chain(open)
+            .find_map(|bytes| match XorIterator::new(bytes).seek(t) {
+                Some((st, sv)) if st == t => Some(sv),
+                _ => None,
+            })
     }
 
     /// Encodes the out-of-order buffer into a cut chunk of its own.
@@ -378,7 +397,6 @@ impl Default for SeriesData {
             last_v: 0.0,
             min_t: i64::MAX,
             cut_bytes: 0,
-            deleted: false,
         }
     }
 }

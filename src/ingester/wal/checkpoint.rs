@@ -21,12 +21,12 @@
 use std::fs;
 use std::path::Path;
 
+use super::metrics::WalMetrics;
 use super::reader::Reader;
 use super::segment::{
-    DEFAULT_SEGMENT_SIZE, SegmentWriter, check_contiguous, checkpoint_path, checkpoint_tmp_path, list, segment_path,
-    sync_dir,
+    DEFAULT_SEGMENT_SIZE, SegmentWriter, check_contiguous, checkpoint_path, checkpoint_tmp_path,
+    list, segment_path, sync_dir,
 };
-use super::writer::WalMetrics;
 use super::{WalError, io_error};
 
 /// What a checkpoint did.
@@ -79,7 +79,7 @@ pub fn checkpoint(
             segment: up_to_segment,
         });
     }
-    check_contiguous(to_read, previous.map(|cp| cp + 1))?;
+    check_contiguous(to_read, previous.map(|cp| cp.saturating_add(1)))?;
     let mut stats = CheckpointStats {
         checkpoint: up_to_segment,
         previous,
@@ -105,24 +105,38 @@ pub fn checkpoint(
 
     // The checkpoint is in place; what follows only frees space, and what
     // it leaves behind replay ignores and the next checkpoint retries.
-    for &(segment, _) in contents.segments.iter().filter(|&&(s, _)| s <= up_to_segment) {
+    for &(segment, _) in contents
+        .segments
+        .iter()
+        .filter(|&&(s, _)| s <= up_to_segment)
+    {
         let path = segment_path(dir, segment);
         match fs::remove_file(&path) {
             Ok(()) => stats.segments_deleted.push(segment),
-            Err(err) => tracing::warn!(path = %path.display(), error = %err, "could not delete a checkpointed WAL segment"),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "could not delete a checkpointed WAL segment")
+            }
         }
     }
-    for &cp in contents.checkpoints.iter().filter(|&&cp| cp < up_to_segment) {
+    for &cp in contents
+        .checkpoints
+        .iter()
+        .filter(|&&cp| cp < up_to_segment)
+    {
         let path = checkpoint_path(dir, cp);
         match fs::remove_dir_all(&path) {
             Ok(()) => stats.checkpoints_deleted.push(cp),
-            Err(err) => tracing::warn!(path = %path.display(), error = %err, "could not delete an old WAL checkpoint"),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "could not delete an old WAL checkpoint")
+            }
         }
     }
     for path in contents.tmp_checkpoints.iter().filter(|&p| *p != tmp) {
         match fs::remove_dir_all(path) {
             Ok(()) => stats.tmp_dirs_removed += 1,
-            Err(err) => tracing::warn!(path = %path.display(), error = %err, "could not remove a leftover WAL checkpoint"),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "could not remove a leftover WAL checkpoint")
+            }
         }
     }
     if let Err(err) = sync_dir(dir) {
@@ -148,7 +162,8 @@ fn write_checkpoint(
     stats: &mut CheckpointStats,
 ) -> Result<(), WalError> {
     let mut reader = Reader::for_segments(dir, previous, &stats.segments_read)?;
-    let mut writer = SegmentWriter::create(tmp, 0, DEFAULT_SEGMENT_SIZE, true, WalMetrics::default())?;
+    let mut writer =
+        SegmentWriter::create(tmp, 0, DEFAULT_SEGMENT_SIZE, true, WalMetrics::default())?;
     while let Some(rec) = reader.next_record()? {
         stats.records_read += 1;
         if let Some(kept) = keep(rec) {
@@ -235,7 +250,8 @@ mod tests {
         match decode(rec).expect("records decode") {
             Record::Series(_) => Some(rec.to_vec()),
             Record::Samples(samples) => {
-                let recent: Vec<SampleRecord> = samples.into_iter().filter(|s| s.t >= MIN_T).collect();
+                let recent: Vec<SampleRecord> =
+                    samples.into_iter().filter(|s| s.t >= MIN_T).collect();
                 if recent.is_empty() {
                     return None;
                 }
@@ -257,7 +273,9 @@ mod tests {
             .collect()
     }
 
-    fn flatten(records: impl IntoIterator<Item = Record>) -> (Vec<SeriesRecord>, Vec<SampleRecord>) {
+    fn flatten(
+        records: impl IntoIterator<Item = Record>,
+    ) -> (Vec<SeriesRecord>, Vec<SampleRecord>) {
         let (mut series, mut samples) = (Vec::new(), Vec::new());
         for record in records {
             match record {
@@ -273,7 +291,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         write_segments(dir.path(), 0..=3).await;
         assert_eq!(
-            list(dir.path()).expect("list").segments.iter().map(|s| s.0).collect::<Vec<_>>(),
+            list(dir.path())
+                .expect("list")
+                .segments
+                .iter()
+                .map(|s| s.0)
+                .collect::<Vec<_>>(),
             vec![0, 1, 2, 3]
         );
 
@@ -285,18 +308,29 @@ mod tests {
         assert_eq!(stats.segments_deleted, vec![0, 1, 2]);
 
         let contents = list(dir.path()).expect("list");
-        assert_eq!(contents.segments.iter().map(|s| s.0).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            contents.segments.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![3]
+        );
         assert_eq!(contents.checkpoints, vec![2]);
 
         let replayed = replay(dir.path());
-        let sources: Vec<(Option<u32>, u32)> = replayed.iter().map(|(cp, s, _)| (*cp, *s)).collect();
-        let split = sources.iter().position(|&(cp, _)| cp.is_none()).expect("segment 3 is read");
+        let sources: Vec<(Option<u32>, u32)> =
+            replayed.iter().map(|(cp, s, _)| (*cp, *s)).collect();
+        let split = sources
+            .iter()
+            .position(|&(cp, _)| cp.is_none())
+            .expect("segment 3 is read");
         assert!(sources[..split].iter().all(|&src| src == (Some(2), 0)));
         assert!(sources[split..].iter().all(|&src| src == (None, 3)));
 
         let (cp_series, cp_samples) = flatten(replayed[..split].iter().map(|r| r.2.clone()));
         assert_eq!(cp_series, [series(0), series(1), series(2)].concat());
-        let want: Vec<SampleRecord> = [samples(1), samples(2)].concat().into_iter().filter(|s| s.t >= MIN_T).collect();
+        let want: Vec<SampleRecord> = [samples(1), samples(2)]
+            .concat()
+            .into_iter()
+            .filter(|s| s.t >= MIN_T)
+            .collect();
         assert_eq!(cp_samples, want);
         let (tail_series, tail_samples) = flatten(replayed[split..].iter().map(|r| r.2.clone()));
         assert_eq!((tail_series, tail_samples), (series(3), samples(3)));
@@ -313,13 +347,20 @@ mod tests {
         let leftover = checkpoint_tmp_path(dir.path(), 3);
         fs::create_dir(&leftover).expect("mkdir");
         fs::write(leftover.join("00000000"), b"half a checkpoint").expect("write");
-        assert_eq!(replay(dir.path()), before, "replay ignores the .tmp directory");
+        assert_eq!(
+            replay(dir.path()),
+            before,
+            "replay ignores the .tmp directory"
+        );
 
         // Reopening continues after segment 3.
         write_segments(dir.path(), 4..=5).await;
         assert!(matches!(
             checkpoint(dir.path(), 2, keep_recent),
-            Err(WalError::AlreadyCheckpointed { up_to: 2, checkpoint: 2 })
+            Err(WalError::AlreadyCheckpointed {
+                up_to: 2,
+                checkpoint: 2
+            })
         ));
         assert!(matches!(
             checkpoint(dir.path(), 9, keep_recent),
@@ -333,16 +374,22 @@ mod tests {
         assert!(!leftover.exists());
         let contents = list(dir.path()).expect("list");
         assert_eq!(contents.checkpoints, vec![4]);
-        assert_eq!(contents.segments.iter().map(|s| s.0).collect::<Vec<_>>(), vec![5]);
+        assert_eq!(
+            contents.segments.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![5]
+        );
 
         let replayed = replay(dir.path());
-        let from_cp: Vec<Record> = replayed.iter().filter(|r| r.0 == Some(4)).map(|r| r.2.clone()).collect();
+        let from_cp: Vec<Record> = replayed
+            .iter()
+            .filter(|r| r.0 == Some(4))
+            .map(|r| r.2.clone())
+            .collect();
         let mut want: Vec<Record> = before.into_iter().map(|r| r.2).collect();
-        for segment in [4] {
-            want.extend(encoded(segment).iter().map(|r| decode(r).expect("decode")));
-        }
+        want.extend(encoded(4).iter().map(|r| decode(r).expect("decode")));
         assert_eq!(from_cp, want);
-        let (series5, samples5) = flatten(replayed.into_iter().filter(|r| r.0.is_none()).map(|r| r.2));
+        let (series5, samples5) =
+            flatten(replayed.into_iter().filter(|r| r.0.is_none()).map(|r| r.2));
         assert_eq!((series5, samples5), (series(5), samples(5)));
     }
 

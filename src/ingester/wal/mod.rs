@@ -14,6 +14,7 @@
 //! - `reader`: reading records in order across a checkpoint and segments,
 //!   telling a torn tail from corruption, and [`repair`];
 //! - `writer`: [`Wal`], its dedicated writer thread and group commit;
+//! - `metrics`: [`WalMetrics`], counters for the ingester to register;
 //! - `checkpoint`: [`checkpoint`];
 //! - `records`: what the ingester writes in records (series, samples) and
 //!   their binary encoding.
@@ -30,7 +31,8 @@
 //! │                             ignored by replay, removed by the next checkpoint
 //! ├── 00000003                  segments, numbered without gaps (8 digits, decimal)
 //! ├── 00000004
-//! └── 00000005                  the segment being written
+//! ├── 00000005                  the segment being written
+//! └── lock                      held (flock) by the open Wal: one writer per directory
 //! ```
 //!
 //! A segment is at most `segment_size` bytes (default 128 MiB, a multiple of
@@ -74,8 +76,8 @@
 //!   left of the segment starts a new one, so a segment always ends on a
 //!   record boundary unless a write was cut short. A record larger than an
 //!   empty segment can hold is refused ([`WalError::RecordTooLarge`]).
-//! - Every page starts with a fragment header (or padding), so a reader can
-//!   resynchronise on any page boundary.
+//! - Every page starts with a fragment header (or padding), so damage stays
+//!   local to its page (our reader still stops there: it never skips).
 //! - A finished segment (one the writer moved on from) is padded to a whole
 //!   number of pages and, unless the policy is [`FsyncPolicy::Never`], was
 //!   fsynced before any record was written to the next segment.
@@ -84,7 +86,8 @@
 //!   segment, so that what was torn never ends up in the middle of the log.
 //! - A torn tail (a record cut short at the end of the last segment, with
 //!   nothing but zeros after it) was never acknowledged under
-//!   [`FsyncPolicy::Always`]; replay stops before it and reports it.
+//!   [`FsyncPolicy::Always`]; replay stops before it and reports it. (A
+//!   last record damaged in place looks the same and is treated the same.)
 //!   Anything else that does not parse is [`WalError::Corruption`], with the
 //!   segment and byte offset; no record is ever skipped silently. [`repair`]
 //!   cuts the log after the last good record on the caller's request.
@@ -102,8 +105,9 @@
 //! ```
 
 mod checkpoint;
-pub mod records;
+mod metrics;
 mod reader;
+pub mod records;
 mod segment;
 mod writer;
 
@@ -113,9 +117,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use checkpoint::{CheckpointStats, checkpoint};
+pub use metrics::WalMetrics;
 pub use reader::{Reader, RecordPosition, RepairReport, TornTail, repair};
-pub use segment::{DEFAULT_SEGMENT_SIZE, DirContents, HEADER_SIZE, PAGE_SIZE, list, max_record_len};
-pub use writer::{Wal, WalMetrics};
+pub use segment::{
+    DEFAULT_SEGMENT_SIZE, DirContents, HEADER_SIZE, PAGE_SIZE, list, max_record_len,
+};
+pub use writer::Wal;
 
 /// How a [`Wal`] is opened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,7 +181,9 @@ pub enum WalError {
     /// A checkpoint holds data that does not parse as records. A checkpoint
     /// is fsynced before it is renamed into place, so this is damage, which
     /// [`repair`] cannot fix.
-    #[error("WAL checkpoint {checkpoint:08} is corrupt in its segment {segment:08} at byte {offset}: {reason}")]
+    #[error(
+        "WAL checkpoint {checkpoint:08} is corrupt in its segment {segment:08} at byte {offset}: {reason}"
+    )]
     CheckpointCorruption {
         checkpoint: u32,
         segment: u32,
@@ -200,7 +209,9 @@ pub enum WalError {
         segment_size: usize,
     },
     /// `segment_size` is not a positive multiple of the page size.
-    #[error("invalid WAL segment_size {segment_size}: must be a positive multiple of {PAGE_SIZE} bytes")]
+    #[error(
+        "invalid WAL segment_size {segment_size}: must be a positive multiple of {PAGE_SIZE} bytes"
+    )]
     InvalidSegmentSize { segment_size: usize },
     /// A checkpoint up to this segment (or a later one) already exists.
     #[error("WAL segment {up_to:08} is already covered by checkpoint {checkpoint:08}")]
@@ -212,6 +223,9 @@ pub enum WalError {
     /// unknown, so the WAL refuses further appends. Restart, replay, repair.
     #[error("the WAL refuses appends after an earlier failure: {cause}")]
     Poisoned { cause: Arc<WalError> },
+    /// Another [`Wal`] (in this process or another) has the directory open.
+    #[error("the WAL in {} is already open (its lock file is held)", dir.display())]
+    Locked { dir: PathBuf },
     /// The WAL was closed, or its writer thread is gone.
     #[error("the WAL is closed")]
     Closed,
@@ -265,9 +279,11 @@ pub(crate) mod test_util {
 
     use super::{Reader, RecordPosition, WalError};
 
+    pub type Replayed = (Vec<(Vec<u8>, RecordPosition)>, Option<WalError>, Reader);
+
     /// Every record of `dir`, with where it was read, until the end or the
-    /// first error.
-    pub fn read_all(dir: &Path) -> (Vec<(Vec<u8>, RecordPosition)>, Option<WalError>, Reader) {
+    /// first error; the error; the reader (to ask about a torn tail).
+    pub fn read_all(dir: &Path) -> Replayed {
         let mut reader = match Reader::open(dir) {
             Ok(reader) => reader,
             Err(err) => panic!("opening a reader on {}: {err}", dir.display()),
@@ -290,7 +306,12 @@ pub(crate) mod test_util {
     pub fn record(i: usize, len: usize) -> Vec<u8> {
         let seed = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         (0..len)
-            .map(|j| (seed.wrapping_add(j as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 56) as u8)
+            .map(|j| {
+                (seed
+                    .wrapping_add(j as u64)
+                    .wrapping_mul(0xBF58_476D_1CE4_E5B9)
+                    >> 56) as u8
+            })
             .collect()
     }
 }

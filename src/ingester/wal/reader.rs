@@ -16,8 +16,8 @@ use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use super::segment::{
-    ScanError, ScanFailure, SegmentScanner, check_contiguous, checkpoint_path, list, rest_is_zero, segment_path,
-    sync_dir,
+    ScanError, ScanFailure, SegmentScanner, check_contiguous, checkpoint_path, list, lock_dir,
+    rest_is_zero, segment_path, sync_dir,
 };
 use super::{CorruptionReason, WalError, io_error};
 
@@ -91,7 +91,11 @@ impl Reader {
         let checkpoint = contents.checkpoint();
         let mut sources = checkpoint_sources(dir, checkpoint)?;
         let live = contents.live_segments();
-        let last_non_empty = live.iter().rev().find(|&&(_, len)| len > 0).map(|&(s, _)| s);
+        let last_non_empty = live
+            .iter()
+            .rev()
+            .find(|&&(_, len)| len > 0)
+            .map(|&(s, _)| s);
         sources.extend(live.iter().map(|&(segment, _)| Source {
             path: segment_path(dir, segment),
             checkpoint: None,
@@ -103,7 +107,11 @@ impl Reader {
 
     /// A reader over the newest checkpoint of `dir` and `segments`, none of
     /// which may be torn (checkpointing reads only finished segments).
-    pub(crate) fn for_segments(dir: &Path, checkpoint: Option<u32>, segments: &[u32]) -> Result<Reader, WalError> {
+    pub(crate) fn for_segments(
+        dir: &Path,
+        checkpoint: Option<u32>,
+        segments: &[u32],
+    ) -> Result<Reader, WalError> {
         let mut sources = checkpoint_sources(dir, checkpoint)?;
         sources.extend(segments.iter().map(|&segment| Source {
             path: segment_path(dir, segment),
@@ -195,7 +203,9 @@ impl Iterator for Reader {
     type Item = Result<Vec<u8>, WalError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_record().map(|rec| rec.map(<[u8]>::to_vec)).transpose()
+        self.next_record()
+            .map(|rec| rec.map(<[u8]>::to_vec))
+            .transpose()
     }
 }
 
@@ -273,7 +283,8 @@ fn truncate(path: &Path, len: u64) -> Result<(), WalError> {
         .write(true)
         .open(path)
         .map_err(io_error("opening segment", path))?;
-    file.set_len(len).map_err(io_error("truncating segment", path))?;
+    file.set_len(len)
+        .map_err(io_error("truncating segment", path))?;
     file.sync_all().map_err(io_error("fsyncing", path))
 }
 
@@ -281,8 +292,10 @@ fn truncate(path: &Path, len: u64) -> Result<(), WalError> {
 /// segment at the start of its first torn or corrupt record and deletes
 /// every later segment. Use it on the segment a [`WalError::Corruption`] or
 /// a [`TornTail`] names, before opening the WAL; records after the cut are
-/// lost, which the report says.
+/// lost, which the report says. Fails with [`WalError::Locked`] while a
+/// [`Wal`](super::Wal) is open on `dir`.
 pub fn repair(dir: &Path, segment: u32) -> Result<RepairReport, WalError> {
+    let _lock = lock_dir(dir)?;
     let contents = list(dir)?;
     let live = contents.live_segments();
     let Some(&(_, len)) = live.iter().find(|&&(s, _)| s == segment) else {
@@ -327,7 +340,12 @@ pub fn repair(dir: &Path, segment: u32) -> Result<RepairReport, WalError> {
 /// [`Wal::open`]: super::Wal::open
 pub(crate) fn cut_torn_tail(dir: &Path) -> Result<Option<TornTail>, WalError> {
     let contents = list(dir)?;
-    let Some(&(segment, _)) = contents.live_segments().iter().rev().find(|&&(_, len)| len > 0) else {
+    let Some(&(segment, _)) = contents
+        .live_segments()
+        .iter()
+        .rev()
+        .find(|&&(_, len)| len > 0)
+    else {
         return Ok(None);
     };
     let source = Source {
@@ -352,15 +370,16 @@ pub(crate) fn cut_torn_tail(dir: &Path) -> Result<Option<TornTail>, WalError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::metrics::WalMetrics;
     use super::super::segment::{HEADER_SIZE, PAGE_SIZE, SegmentWriter};
     use super::super::test_util::{read_all, record};
-    use super::super::writer::WalMetrics;
     use super::*;
 
     /// Writes records of `sizes` into segments of `segment_size` and returns
     /// them with where they landed.
     fn write(dir: &Path, segment_size: usize, sizes: &[usize]) -> Vec<(Vec<u8>, RecordPosition)> {
-        let mut w = SegmentWriter::create(dir, 0, segment_size, false, WalMetrics::default()).expect("create");
+        let mut w = SegmentWriter::create(dir, 0, segment_size, false, WalMetrics::default())
+            .expect("create");
         for (i, &len) in sizes.iter().enumerate() {
             w.log(&record(i, len)).expect("log");
         }
@@ -398,10 +417,20 @@ mod tests {
         for cut in cuts {
             fs::write(&path, &original[..cut as usize]).expect("write");
             let (records, err, reader) = read_all(dir.path());
-            assert!(err.is_none(), "cut at {cut}: a torn tail is no error: {err:?}");
-            assert_eq!(contents(&records), contents(&written[..SIZES.len() - 1]), "cut at {cut}");
+            assert!(
+                err.is_none(),
+                "cut at {cut}: a torn tail is no error: {err:?}"
+            );
+            assert_eq!(
+                contents(&records),
+                contents(&written[..SIZES.len() - 1]),
+                "cut at {cut}"
+            );
             let torn = reader.torn_tail().expect("torn tail reported").clone();
-            assert_eq!((torn.segment, torn.offset, torn.len), (0, last.start, cut - last.start));
+            assert_eq!(
+                (torn.segment, torn.offset, torn.len),
+                (0, last.start, cut - last.start)
+            );
 
             let report = repair(dir.path(), 0).expect("repair");
             assert_eq!(report.truncated_at, last.start);
@@ -411,7 +440,10 @@ mod tests {
             let (records, err, reader) = read_all(dir.path());
             assert!(err.is_none() && reader.torn_tail().is_none());
             assert_eq!(records.len(), SIZES.len() - 1);
-            assert!(matches!(repair(dir.path(), 0), Err(WalError::NothingToRepair { segment: 0 })));
+            assert!(matches!(
+                repair(dir.path(), 0),
+                Err(WalError::NothingToRepair { segment: 0 })
+            ));
         }
     }
 
@@ -468,21 +500,31 @@ mod tests {
         fs::write(&path, &bytes).expect("write");
 
         let (records, err, reader) = read_all(dir.path());
-        assert_eq!(contents(&records), contents(&written[..victim]), "every record before it is read");
+        assert_eq!(
+            contents(&records),
+            contents(&written[..victim]),
+            "every record before it is read"
+        );
         match err {
             Some(WalError::Corruption {
                 segment: 1,
                 offset,
                 reason: CorruptionReason::ChecksumMismatch { .. },
             }) => assert_eq!(offset, pos.start),
-            other => panic!("expected a checksum mismatch in segment 1 at {}: {other:?}", pos.start),
+            other => panic!(
+                "expected a checksum mismatch in segment 1 at {}: {other:?}",
+                pos.start
+            ),
         }
         assert!(reader.torn_tail().is_none());
 
         let report = repair(dir.path(), 1).expect("repair");
         assert_eq!(report.truncated_at, pos.start);
         let last_segment = *segments.last().expect("segments");
-        assert_eq!(report.deleted_segments, (2..=last_segment).collect::<Vec<_>>());
+        assert_eq!(
+            report.deleted_segments,
+            (2..=last_segment).collect::<Vec<_>>()
+        );
         let (records, err, _) = read_all(dir.path());
         assert!(err.is_none());
         assert_eq!(contents(&records), contents(&written[..victim]));
@@ -496,10 +538,13 @@ mod tests {
         let original = fs::read(&path).expect("read");
         let second = written[1].1.start as usize;
         for (typ, want) in [
-            (3u8, CorruptionReason::UnexpectedFragment {
-                found: "a MIDDLE",
-                expected: "a FULL or FIRST",
-            }),
+            (
+                3u8,
+                CorruptionReason::UnexpectedFragment {
+                    found: "a MIDDLE",
+                    expected: "a FULL or FIRST",
+                },
+            ),
             (6, CorruptionReason::UnknownFragmentType(6)),
             (0x09, CorruptionReason::UnknownFlags(0x08)),
         ] {
@@ -509,7 +554,11 @@ mod tests {
             let (records, err, _) = read_all(dir.path());
             assert_eq!(records.len(), 1);
             match err {
-                Some(WalError::Corruption { segment: 0, offset, reason }) => {
+                Some(WalError::Corruption {
+                    segment: 0,
+                    offset,
+                    reason,
+                }) => {
                     assert_eq!((offset, reason), (second as u64, want));
                 }
                 other => panic!("type {typ}: {other:?}"),
@@ -520,7 +569,7 @@ mod tests {
     #[test]
     fn a_segment_cut_short_before_a_later_segment_is_corruption_not_a_torn_tail() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let written = write(dir.path(), 2 * PAGE_SIZE, &[20_000, 20_000, 20_000, 20_000]);
+        let written = write(dir.path(), 2 * PAGE_SIZE, &[30_000, 30_000, 30_000, 30_000]);
         assert_eq!(written[2].1.segment, 1);
         let path = segment_path(dir.path(), 0);
         let bytes = fs::read(&path).expect("read");

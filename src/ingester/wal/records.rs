@@ -228,7 +228,10 @@ impl<'a> Decoder<'a> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let Some(&b) = self.buf.get(self.pos) else {
-                return Err(RecordError::Truncated { what, offset: start });
+                return Err(RecordError::Truncated {
+                    what,
+                    offset: start,
+                });
             };
             self.pos += 1;
             if shift == 63 && b > 1 {
@@ -283,11 +286,17 @@ impl<'a> Decoder<'a> {
     fn string(&mut self, what: &'static str) -> Result<String, RecordError> {
         let start = self.pos;
         let len = self.uvarint(what)?;
-        let len = usize::try_from(len).map_err(|_| RecordError::Truncated { what, offset: start })?;
+        let len = usize::try_from(len).map_err(|_| RecordError::Truncated {
+            what,
+            offset: start,
+        })?;
         let bytes = self.bytes(what, len)?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_owned()),
-            Err(_) => Err(RecordError::InvalidUtf8 { what, offset: start }),
+            Err(_) => Err(RecordError::InvalidUtf8 {
+                what,
+                offset: start,
+            }),
         }
     }
 
@@ -335,7 +344,10 @@ mod tests {
     }
 
     fn bits(samples: &[SampleRecord]) -> Vec<(u64, i64, u64)> {
-        samples.iter().map(|s| (s.series_ref, s.t, s.v.to_bits())).collect()
+        samples
+            .iter()
+            .map(|s| (s.series_ref, s.t, s.v.to_bits()))
+            .collect()
     }
 
     proptest! {
@@ -389,7 +401,11 @@ mod tests {
             .map(|i| SampleRecord {
                 series_ref: 5000 + i,
                 t: 1_700_000_000_000 + i as i64,
-                v: if i == 7 { f64::from_bits(STALE_NAN) } else { i as f64 },
+                v: if i == 7 {
+                    f64::from_bits(STALE_NAN)
+                } else {
+                    i as f64
+                },
             })
             .collect();
         let mut buf = Vec::new();
@@ -416,7 +432,10 @@ mod tests {
             decode(&[2, 0xff, 0xff, 0xff, 0x7f]),
             Err(RecordError::CountTooLarge { .. })
         ));
-        assert_eq!(decode(&[2, 0, 0]), Err(RecordError::TrailingBytes { count: 1 }));
+        assert_eq!(
+            decode(&[2, 0, 0]),
+            Err(RecordError::TrailingBytes { count: 1 })
+        );
         assert!(matches!(
             decode(&[1, 1, 0, 1, 0xff, 0]),
             Err(RecordError::InvalidUtf8 { what: "tenant", .. })
@@ -424,7 +443,10 @@ mod tests {
         let mut overflow = vec![2, 1];
         overflow.extend_from_slice(&[0xff; 10]);
         overflow.extend_from_slice(&[0; 10]);
-        assert!(matches!(decode(&overflow), Err(RecordError::VarintOverflow { offset: 2 })));
+        assert!(matches!(
+            decode(&overflow),
+            Err(RecordError::VarintOverflow { offset: 2 })
+        ));
         assert_eq!(decode(&[2, 0]), Ok(Record::Samples(vec![])));
     }
 }

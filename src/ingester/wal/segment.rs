@@ -7,12 +7,12 @@
 //! does not parse; deciding whether that is a torn tail or corruption is the
 //! reader's business, since it depends on what follows the segment.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::writer::WalMetrics;
+use super::metrics::WalMetrics;
 use super::{CorruptionReason, WalError, io_error};
 
 /// Pages are the unit a fragment never crosses.
@@ -35,6 +35,8 @@ const WRITE_BUFFER: usize = 8 * PAGE_SIZE;
 /// Bytes the scanner reads from the file at a time.
 const READ_BUFFER: usize = 8 * PAGE_SIZE;
 
+/// The file an open `Wal` holds locked in its directory.
+const LOCK_FILE: &str = "lock";
 const CHECKPOINT_PREFIX: &str = "checkpoint.";
 const TMP_SUFFIX: &str = ".tmp";
 
@@ -100,12 +102,18 @@ impl DirContents {
     /// Checks that the live segments follow the checkpoint and each other
     /// without gaps.
     pub(crate) fn check_contiguous(&self) -> Result<(), WalError> {
-        check_contiguous(self.live_segments(), self.checkpoint().map(|cp| cp + 1))
+        check_contiguous(
+            self.live_segments(),
+            self.checkpoint().map(|cp| cp.saturating_add(1)),
+        )
     }
 }
 
 /// Checks that `segments` follow each other, starting at `first` if given.
-pub(crate) fn check_contiguous(segments: &[(u32, u64)], first: Option<u32>) -> Result<(), WalError> {
+pub(crate) fn check_contiguous(
+    segments: &[(u32, u64)],
+    first: Option<u32>,
+) -> Result<(), WalError> {
     let mut expected = first;
     for &(segment, _) in segments {
         if let Some(expected) = expected
@@ -128,7 +136,10 @@ pub fn list(dir: &Path) -> Result<DirContents, WalError> {
         let file_type = entry.file_type().map_err(io_error("stat", &entry.path()))?;
         if let Some(segment) = parse_index(name) {
             if file_type.is_file() {
-                let len = entry.metadata().map_err(io_error("stat", &entry.path()))?.len();
+                let len = entry
+                    .metadata()
+                    .map_err(io_error("stat", &entry.path()))?
+                    .len();
                 contents.segments.push((segment, len));
             }
         } else if let Some(rest) = name.strip_prefix(CHECKPOINT_PREFIX)
@@ -145,6 +156,25 @@ pub fn list(dir: &Path) -> Result<DirContents, WalError> {
     contents.checkpoints.sort_unstable();
     contents.tmp_checkpoints.sort_unstable();
     Ok(contents)
+}
+
+/// Takes the directory's lock file, or fails if another `Wal`
+/// (or a repair) holds it. The lock lasts as long as the returned file.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, WalError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error("opening lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(WalError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(err)) => Err(io_error("locking", &path)(err)),
+    }
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
@@ -216,7 +246,8 @@ impl SegmentWriter {
         // After each fragment the page is finished when HEADER_SIZE bytes or
         // fewer are left, so at least one data byte fits in this page.
         let in_page = PAGE_SIZE - self.page_used - HEADER_SIZE;
-        let in_later_pages = (self.pages_per_segment - self.done_pages - 1) * (PAGE_SIZE - HEADER_SIZE);
+        let in_later_pages =
+            (self.pages_per_segment - self.done_pages - 1) * (PAGE_SIZE - HEADER_SIZE);
         len <= in_page + in_later_pages
     }
 
@@ -244,10 +275,12 @@ impl SegmentWriter {
                 (false, false) => MIDDLE,
                 (false, true) => LAST,
             };
-            let len = u16::try_from(part.len()).expect("a fragment fits in a page, whose size fits in u16");
+            let len = u16::try_from(part.len())
+                .expect("a fragment fits in a page, whose size fits in u16");
             self.buf.push(typ);
             self.buf.extend_from_slice(&len.to_be_bytes());
-            self.buf.extend_from_slice(&crc32c::crc32c(part).to_be_bytes());
+            self.buf
+                .extend_from_slice(&crc32c::crc32c(part).to_be_bytes());
             self.buf.extend_from_slice(part);
             self.page_used += HEADER_SIZE + part.len();
             if PAGE_SIZE - self.page_used <= HEADER_SIZE {
@@ -269,7 +302,8 @@ impl SegmentWriter {
         if self.page_used == 0 {
             return;
         }
-        self.buf.resize(self.buf.len() + (PAGE_SIZE - self.page_used), 0);
+        self.buf
+            .resize(self.buf.len() + (PAGE_SIZE - self.page_used), 0);
         self.page_used = 0;
         self.done_pages += 1;
     }
@@ -294,9 +328,13 @@ impl SegmentWriter {
     pub fn sync(&mut self) -> Result<(), WalError> {
         self.flush()?;
         let start = Instant::now();
-        self.file.sync_data().map_err(io_error("fsyncing", &self.path))?;
+        self.file
+            .sync_data()
+            .map_err(io_error("fsyncing", &self.path))?;
         self.metrics.fsyncs.inc();
-        self.metrics.fsync_duration_seconds.inc_by(start.elapsed().as_secs_f64());
+        self.metrics
+            .fsync_duration_seconds
+            .inc_by(start.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -310,7 +348,9 @@ impl SegmentWriter {
             self.flush()?;
         }
         let next = self.segment.checked_add(1).ok_or_else(|| {
-            io_error("numbering the next segment", &self.path)(io::Error::other("segment numbers exhausted"))
+            io_error("numbering the next segment", &self.path)(io::Error::other(
+                "segment numbers exhausted",
+            ))
         })?;
         let path = segment_path(&self.dir, next);
         self.file = create_segment(&self.dir, &path, self.sync)?;
@@ -524,7 +564,8 @@ fn fragment_name(typ: u8) -> &'static str {
 /// Whether `path` holds nothing but zero bytes from `from` to its end.
 pub(crate) fn rest_is_zero(path: &Path, from: u64) -> Result<bool, WalError> {
     let mut file = File::open(path).map_err(io_error("opening segment", path))?;
-    file.seek(SeekFrom::Start(from)).map_err(io_error("seeking in segment", path))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(io_error("seeking in segment", path))?;
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
         match file.read(&mut buf) {
@@ -576,7 +617,11 @@ mod tests {
         w.log(b"").expect("log");
         w.finish().expect("close");
         let bytes = fs::read(segment_path(dir.path(), 0)).expect("read");
-        assert_eq!(bytes.len(), 2 * PAGE_SIZE, "closed segments are whole pages");
+        assert_eq!(
+            bytes.len(),
+            2 * PAGE_SIZE,
+            "closed segments are whole pages"
+        );
         assert_eq!(&bytes[..3], &[FULL, 0, 3]);
         let second = HEADER_SIZE + 3;
         assert_eq!(bytes[second], FIRST);
@@ -590,7 +635,13 @@ mod tests {
         assert_eq!(records.len(), 3);
         assert_eq!(records[0].0, b"abc");
         assert_eq!(records[1].0, big);
-        assert_eq!(records[1].1, (second as u64, (PAGE_SIZE + HEADER_SIZE + PAGE_SIZE - first_part) as u64));
+        assert_eq!(
+            records[1].1,
+            (
+                second as u64,
+                (PAGE_SIZE + HEADER_SIZE + PAGE_SIZE - first_part) as u64
+            )
+        );
         assert_eq!(records[2].0, b"");
     }
 
@@ -603,9 +654,16 @@ mod tests {
         w.log(&vec![2; PAGE_SIZE - HEADER_SIZE]).expect("log");
         assert_eq!(w.segment(), 1);
         let too_big = vec![3; PAGE_SIZE];
-        assert!(matches!(w.log(&too_big), Err(WalError::RecordTooLarge { .. })));
+        assert!(matches!(
+            w.log(&too_big),
+            Err(WalError::RecordTooLarge { .. })
+        ));
         w.log(b"").expect("log");
-        assert_eq!(w.segment(), 2, "a full segment takes no more records, not even empty ones");
+        assert_eq!(
+            w.segment(),
+            2,
+            "a full segment takes no more records, not even empty ones"
+        );
         w.finish().expect("close");
         assert_eq!(scan(&segment_path(dir.path(), 0)).len(), 1);
         assert_eq!(scan(&segment_path(dir.path(), 1)).len(), 1);
@@ -618,7 +676,11 @@ mod tests {
         for name in ["00000000", "00000002", "00000001", "notes", "0000000x"] {
             fs::write(dir.path().join(name), b"x").expect("write");
         }
-        for name in ["checkpoint.00000001", "checkpoint.00000003.tmp", "checkpoint.x"] {
+        for name in [
+            "checkpoint.00000001",
+            "checkpoint.00000003.tmp",
+            "checkpoint.x",
+        ] {
             fs::create_dir(dir.path().join(name)).expect("mkdir");
         }
         let contents = list(dir.path()).expect("list");

@@ -11,92 +11,24 @@
 //! kernel may have dropped the dirty pages, so retrying could acknowledge
 //! records that are not on disk. The ingester restarts, replays and repairs.
 
+use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Instant;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 use super::checkpoint::{CheckpointStats, checkpoint};
+use super::metrics::WalMetrics;
 use super::reader::cut_torn_tail;
-use super::segment::{SegmentWriter, list, sync_dir, validate_segment_size};
+use super::segment::{SegmentWriter, list, lock_dir, sync_dir, validate_segment_size};
 use super::{FsyncPolicy, WalError, WalOptions, io_error};
 
 /// The most record bytes the writer takes into one group before it commits.
 pub const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
-
-/// Counters of the WAL, for the ingester to register.
-#[derive(Clone, Debug, Default)]
-pub struct WalMetrics {
-    /// Bytes written to segment files (headers and padding included).
-    pub bytes_written: Counter,
-    /// Records written.
-    pub records_written: Counter,
-    /// Calls to `append` answered, successfully or not.
-    pub appends: Counter,
-    /// Groups of appends committed (written, and fsynced if the policy says).
-    pub commits: Counter,
-    /// Fsyncs of segment files.
-    pub fsyncs: Counter,
-    /// Total time spent in those fsyncs.
-    pub fsync_duration_seconds: Counter<f64, AtomicU64>,
-    /// Groups whose write or fsync failed.
-    pub write_failures: Counter,
-    /// The segment being written.
-    pub segment_current: Gauge,
-}
-
-impl WalMetrics {
-    /// Registers the counters as `strata_ingester_wal_*`.
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "strata_ingester_wal_written_bytes",
-            "Bytes written to WAL segment files.",
-            self.bytes_written.clone(),
-        );
-        registry.register(
-            "strata_ingester_wal_records_written",
-            "Records written to the WAL.",
-            self.records_written.clone(),
-        );
-        registry.register(
-            "strata_ingester_wal_appends",
-            "Batches appended to the WAL, successfully or not.",
-            self.appends.clone(),
-        );
-        registry.register(
-            "strata_ingester_wal_commits",
-            "Groups of appends the WAL committed together.",
-            self.commits.clone(),
-        );
-        registry.register(
-            "strata_ingester_wal_fsyncs",
-            "Fsyncs of WAL segment files.",
-            self.fsyncs.clone(),
-        );
-        registry.register(
-            "strata_ingester_wal_fsync_duration_seconds",
-            "Time spent fsyncing WAL segment files.",
-            self.fsync_duration_seconds.clone(),
-        );
-        registry.register(
-            "strata_ingester_wal_write_failures",
-            "Groups of WAL appends whose write or fsync failed.",
-            self.write_failures.clone(),
-        );
-        registry.register(
-            "strata_ingester_wal_segment_current",
-            "The WAL segment being written.",
-            self.segment_current.clone(),
-        );
-    }
-}
 
 enum Request {
     Append {
@@ -111,8 +43,10 @@ enum Request {
     },
 }
 
-/// An open write-ahead log. Share it (`Arc<Wal>`) between appenders;
-/// dropping it lets the writer thread finish what is queued and exit.
+/// An open write-ahead log. Share it (`Arc<Wal>`) between appenders.
+/// Dropping it lets the writer thread finish what is queued and exit in the
+/// background; [`Wal::close`] waits for that (and for the directory lock to
+/// be released).
 pub struct Wal {
     dir: PathBuf,
     tx: mpsc::Sender<Request>,
@@ -145,14 +79,22 @@ impl Wal {
                 sync_dir(parent)?;
             }
         }
+        let lock = lock_dir(dir)?;
         cut_torn_tail(dir)?;
         let contents = list(dir)?;
-        let after_segments = contents.segments.last().map(|&(s, _)| s + 1);
-        let after_checkpoint = contents.checkpoint().map(|cp| cp + 1);
-        let first = after_segments.max(after_checkpoint).unwrap_or(0);
+        let last = contents.segments.last().map(|&(s, _)| s);
+        let first = match last.max(contents.checkpoint()) {
+            None => 0,
+            Some(last) => last.checked_add(1).ok_or_else(|| {
+                io_error("numbering the next segment in", dir)(std::io::Error::other(
+                    "segment numbers exhausted",
+                ))
+            })?,
+        };
 
         let metrics = WalMetrics::default();
-        let writer = SegmentWriter::create(dir, first, options.segment_size, sync, metrics.clone())?;
+        let writer =
+            SegmentWriter::create(dir, first, options.segment_size, sync, metrics.clone())?;
         let max_record_len = writer.max_record_len();
         let active = Arc::new(AtomicU32::new(first));
         let (tx, rx) = mpsc::channel();
@@ -166,6 +108,7 @@ impl Wal {
             unsynced: false,
             last_sync: Instant::now(),
             hooks,
+            _lock: lock,
         };
         let thread = thread::Builder::new()
             .name("wal-writer".into())
@@ -191,7 +134,10 @@ impl Wal {
     /// polled, and dropping the future does not withdraw them. A crash can
     /// keep a prefix of the batch. Bound the appends in flight upstream: the
     /// queue to the writer is not bounded.
-    pub fn append(&self, records: Vec<Vec<u8>>) -> impl Future<Output = Result<(), WalError>> + Send + use<> {
+    pub fn append(
+        &self,
+        records: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<(), WalError>> + Send + use<> {
         let queued = self.queue(records);
         async move {
             match queued? {
@@ -201,7 +147,10 @@ impl Wal {
         }
     }
 
-    fn queue(&self, records: Vec<Vec<u8>>) -> Result<Option<oneshot::Receiver<Result<(), WalError>>>, WalError> {
+    fn queue(
+        &self,
+        records: Vec<Vec<u8>>,
+    ) -> Result<Option<oneshot::Receiver<Result<(), WalError>>>, WalError> {
         if records.is_empty() {
             return Ok(None);
         }
@@ -295,6 +244,8 @@ struct WriterThread {
     unsynced: bool,
     last_sync: Instant,
     hooks: TestHooks,
+    /// Held while the thread runs, so that one writer has the directory.
+    _lock: File,
 }
 
 type Waiter = oneshot::Sender<Result<(), WalError>>;
@@ -378,9 +329,14 @@ impl WriterThread {
     }
 
     /// Runs `f` unless the WAL is poisoned; poisons it if `f` fails.
-    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, WalError>) -> Result<T, WalError> {
+    fn guarded<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
         if let Some(cause) = &self.poisoned {
-            return Err(WalError::Poisoned { cause: cause.clone() });
+            return Err(WalError::Poisoned {
+                cause: cause.clone(),
+            });
         }
         f(self).inspect_err(|err| {
             self.metrics.write_failures.inc();
@@ -456,9 +412,11 @@ impl TestHooks {
         if let Some(fail) = &self.fail_writes
             && fail.load(Ordering::SeqCst)
         {
-            return Err(io_error("writing (injected failure)", Path::new("segment"))(
-                std::io::Error::other("injected"),
-            ));
+            return Err(
+                io_error("writing (injected failure)", Path::new("segment"))(
+                    std::io::Error::other("injected"),
+                ),
+            );
         }
         Ok(())
     }
@@ -477,8 +435,18 @@ mod tests {
     use super::super::test_util::{read_all, record};
     use super::*;
 
+    /// A record no other `i` has, of `len` bytes more than its tag.
+    fn tagged(i: usize, len: usize) -> Vec<u8> {
+        let mut rec = (i as u64).to_be_bytes().to_vec();
+        rec.extend(record(i, len));
+        rec
+    }
+
     fn options(segment_size: usize, fsync: FsyncPolicy) -> WalOptions {
-        WalOptions { segment_size, fsync }
+        WalOptions {
+            segment_size,
+            fsync,
+        }
     }
 
     fn open(dir: &Path, options: WalOptions) -> Wal {
@@ -521,10 +489,16 @@ mod tests {
         }
         let last = wal.active_segment();
         wal.close().await.expect("close");
-        assert!(last >= 10, "records spread over many segments, got {}", last + 1);
+        assert!(
+            last >= 10,
+            "records spread over many segments, got {}",
+            last + 1
+        );
         for segment in 0..last {
-            let len = std::fs::metadata(segment_path(dir.path(), segment)).expect("stat").len();
-            assert!(len <= segment_size as u64 && len % PAGE_SIZE as u64 == 0);
+            let len = std::fs::metadata(segment_path(dir.path(), segment))
+                .expect("stat")
+                .len();
+            assert!(len <= segment_size as u64 && len.is_multiple_of(PAGE_SIZE as u64));
         }
         let (read, err, _) = read_all(dir.path());
         assert!(err.is_none(), "{err:?}");
@@ -532,7 +506,10 @@ mod tests {
         assert!(positions.is_sorted());
         let read: Vec<Vec<u8>> = read.into_iter().map(|(r, _)| r).collect();
         assert_eq!(read.len(), expected.len());
-        assert!(read == expected, "records read back differ from those written");
+        assert!(
+            read == expected,
+            "records read back differ from those written"
+        );
     }
 
     #[tokio::test]
@@ -540,7 +517,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal = open(dir.path(), WalOptions::default());
         assert_eq!(wal.active_segment(), 0);
-        wal.append(vec![b"one".to_vec(), b"two".to_vec()]).await.expect("append");
+        wal.append(vec![b"one".to_vec(), b"two".to_vec()])
+            .await
+            .expect("append");
         wal.close().await.expect("close");
 
         let wal = open(dir.path(), WalOptions::default());
@@ -548,15 +527,29 @@ mod tests {
         wal.append(vec![b"three".to_vec()]).await.expect("append");
         wal.close().await.expect("close");
         let wal = open(dir.path(), WalOptions::default());
-        assert_eq!(wal.active_segment(), 2, "an empty segment is still a segment");
+        assert_eq!(
+            wal.active_segment(),
+            2,
+            "an empty segment is still a segment"
+        );
         wal.close().await.expect("close");
 
+        let owned: Result<Vec<Vec<u8>>, WalError> =
+            Wal::replay(dir.path()).expect("replay").collect();
+        assert_eq!(
+            owned.expect("records"),
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
         let (read, err, _) = read_all(dir.path());
         assert!(err.is_none());
         let read: Vec<(Vec<u8>, u32)> = read.into_iter().map(|(r, p)| (r, p.segment)).collect();
         assert_eq!(
             read,
-            vec![(b"one".to_vec(), 0), (b"two".to_vec(), 0), (b"three".to_vec(), 1)]
+            vec![
+                (b"one".to_vec(), 0),
+                (b"two".to_vec(), 0),
+                (b"three".to_vec(), 1)
+            ]
         );
     }
 
@@ -569,8 +562,12 @@ mod tests {
             fail_writes: None,
         };
         let wal = Arc::new(
-            Wal::open_with_hooks(dir.path(), options(2 * PAGE_SIZE, FsyncPolicy::Always), hooks)
-                .expect("open"),
+            Wal::open_with_hooks(
+                dir.path(),
+                options(2 * PAGE_SIZE, FsyncPolicy::Always),
+                hooks,
+            )
+            .expect("open"),
         );
         let queued = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..100)
@@ -599,9 +596,17 @@ mod tests {
             "group commit: {} fsyncs for 100 appends",
             metrics.fsyncs.get()
         );
-        assert!(metrics.commits.get() <= 2, "{} commits", metrics.commits.get());
+        assert!(
+            metrics.commits.get() <= 2,
+            "{} commits",
+            metrics.commits.get()
+        );
         assert!(wal.active_segment() > 0, "the group spanned segments");
-        Arc::into_inner(wal).expect("last handle").close().await.expect("close");
+        Arc::into_inner(wal)
+            .expect("last handle")
+            .close()
+            .await
+            .expect("close");
 
         let read = records_of(dir.path());
         let expected: HashSet<Vec<u8>> = (0..100).map(|i| record(i, 10 + i * 37)).collect();
@@ -612,14 +617,18 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hundred_free_running_appenders_are_all_acknowledged_and_logged_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let wal = Arc::new(open(dir.path(), options(16 * PAGE_SIZE, FsyncPolicy::Always)));
+        let wal = Arc::new(open(
+            dir.path(),
+            options(16 * PAGE_SIZE, FsyncPolicy::Always),
+        ));
         let tasks: Vec<_> = (0..100)
             .map(|task| {
                 let wal = wal.clone();
                 tokio::spawn(async move {
                     for j in 0..10 {
                         let i = task * 10 + j;
-                        wal.append(vec![record(i, i % 700), record(i + 1000, 5)]).await?;
+                        wal.append(vec![tagged(i, i % 700), tagged(i + 1000, 5)])
+                            .await?;
                     }
                     Ok::<_, WalError>(())
                 })
@@ -631,17 +640,21 @@ mod tests {
         let metrics = wal.metrics().clone();
         assert_eq!(metrics.appends.get(), 1000);
         assert!(metrics.fsyncs.get() <= 1000);
-        Arc::into_inner(wal).expect("last handle").close().await.expect("close");
+        Arc::into_inner(wal)
+            .expect("last handle")
+            .close()
+            .await
+            .expect("close");
 
         let read = records_of(dir.path());
         assert_eq!(read.len(), 2000);
         let unique: HashSet<Vec<u8>> = read.iter().cloned().collect();
         assert_eq!(unique.len(), 2000, "no record logged twice");
         for i in 0..1000 {
-            assert!(unique.contains(&record(i, i % 700)));
+            assert!(unique.contains(&tagged(i, i % 700)));
         }
         // One task's appends stay in its order.
-        let index = |i: usize| read.iter().position(|r| *r == record(i, i % 700));
+        let index = |i: usize| read.iter().position(|r| *r == tagged(i, i % 700));
         assert!(index(50) < index(51) && index(51) < index(59));
     }
 
@@ -654,8 +667,12 @@ mod tests {
             gate: Some(gate_rx),
             fail_writes: Some(fail.clone()),
         };
-        let wal = Wal::open_with_hooks(dir.path(), options(2 * PAGE_SIZE, FsyncPolicy::Always), hooks)
-            .expect("open");
+        let wal = Wal::open_with_hooks(
+            dir.path(),
+            options(2 * PAGE_SIZE, FsyncPolicy::Always),
+            hooks,
+        )
+        .expect("open");
         let good = wal.append(vec![b"before".to_vec()]);
         gate.send(()).expect("writer waits");
         good.await.expect("append");
@@ -671,7 +688,10 @@ mod tests {
             wal.append(vec![b"after".to_vec()]).await,
             Err(WalError::Poisoned { .. })
         ));
-        assert!(matches!(wal.next_segment().await, Err(WalError::Poisoned { .. })));
+        assert!(matches!(
+            wal.next_segment().await,
+            Err(WalError::Poisoned { .. })
+        ));
         assert_eq!(wal.metrics().write_failures.get(), 1);
         assert!(wal.close().await.is_err());
         assert_eq!(records_of(dir.path()), vec![b"before".to_vec()]);
@@ -692,7 +712,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal = open(
             dir.path(),
-            options(16 * PAGE_SIZE, FsyncPolicy::Interval(Duration::from_millis(50))),
+            options(
+                16 * PAGE_SIZE,
+                FsyncPolicy::Interval(Duration::from_millis(50)),
+            ),
         );
         wal.append(vec![b"x".to_vec()]).await.expect("append");
         wal.append(vec![b"y".to_vec()]).await.expect("append");
@@ -718,7 +741,9 @@ mod tests {
             Err(WalError::RecordTooLarge { .. })
         ));
         wal.append(vec![]).await.expect("an empty batch is a no-op");
-        wal.append(vec![vec![1; wal.max_record_len()]]).await.expect("the largest record fits");
+        wal.append(vec![vec![1; wal.max_record_len()]])
+            .await
+            .expect("the largest record fits");
         wal.close().await.expect("close");
         assert_eq!(records_of(dir.path()), vec![vec![1; PAGE_SIZE - 7]]);
     }
@@ -727,7 +752,9 @@ mod tests {
     async fn open_cuts_a_torn_tail_so_it_never_ends_up_mid_log() {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal = open(dir.path(), options(4 * PAGE_SIZE, FsyncPolicy::Always));
-        wal.append(vec![record(1, 100), record(2, 50_000)]).await.expect("append");
+        wal.append(vec![record(1, 100), record(2, 50_000)])
+            .await
+            .expect("append");
         wal.close().await.expect("close");
         let (read, _, _) = read_all(dir.path());
         let torn_start = read[1].1.start;
@@ -747,7 +774,9 @@ mod tests {
     async fn open_refuses_to_append_after_corruption_in_the_last_segment() {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal = open(dir.path(), options(4 * PAGE_SIZE, FsyncPolicy::Always));
-        wal.append(vec![record(1, 100), record(2, 100)]).await.expect("append");
+        wal.append(vec![record(1, 100), record(2, 100)])
+            .await
+            .expect("append");
         wal.close().await.expect("close");
         let path = segment_path(dir.path(), 0);
         let mut bytes = std::fs::read(&path).expect("read");
@@ -755,10 +784,33 @@ mod tests {
         std::fs::write(&path, &bytes).expect("write");
         assert!(matches!(
             Wal::open(dir.path(), WalOptions::default()),
-            Err(WalError::Corruption { segment: 0, offset: 0, .. })
+            Err(WalError::Corruption {
+                segment: 0,
+                offset: 0,
+                ..
+            })
         ));
         let report = super::super::repair(dir.path(), 0).expect("repair");
         assert_eq!(report.truncated_at, 0);
+        let wal = open(dir.path(), WalOptions::default());
+        assert_eq!(wal.active_segment(), 1);
+        wal.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn one_wal_per_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = open(dir.path(), WalOptions::default());
+        assert!(matches!(
+            Wal::open(dir.path(), WalOptions::default()),
+            Err(WalError::Locked { .. })
+        ));
+        assert_eq!(wal.active_segment(), 0, "the refused open touched nothing");
+        assert!(matches!(
+            super::super::repair(dir.path(), 0),
+            Err(WalError::Locked { .. })
+        ));
+        wal.close().await.expect("close");
         let wal = open(dir.path(), WalOptions::default());
         assert_eq!(wal.active_segment(), 1);
         wal.close().await.expect("close");
@@ -772,25 +824,18 @@ mod tests {
         assert_eq!(wal.next_segment().await.expect("rotate"), 1);
         assert_eq!(wal.active_segment(), 1);
         assert_eq!(
-            std::fs::metadata(segment_path(dir.path(), 0)).expect("stat").len(),
+            std::fs::metadata(segment_path(dir.path(), 0))
+                .expect("stat")
+                .len(),
             PAGE_SIZE as u64
         );
         assert!(matches!(
             wal.checkpoint(1, |r| Some(r.to_vec())),
-            Err(WalError::ActiveSegment { up_to: 1, active: 1 })
+            Err(WalError::ActiveSegment {
+                up_to: 1,
+                active: 1
+            })
         ));
         wal.close().await.expect("close");
-    }
-
-    #[test]
-    fn metrics_register_under_the_strata_prefix() {
-        let metrics = WalMetrics::default();
-        metrics.fsyncs.inc();
-        let mut registry = Registry::default();
-        metrics.register(&mut registry);
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
-        assert!(out.contains("strata_ingester_wal_fsyncs_total 1"), "{out}");
-        assert!(out.contains("strata_ingester_wal_fsync_duration_seconds_total"));
     }
 }

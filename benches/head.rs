@@ -1,0 +1,225 @@
+//! The ingester head: append throughput (per sample) for 10k series × 120
+//! samples pushed as remote-write-like batches of 500 series × 1 sample,
+//! steady-state appends to existing series, and a query of 1k series over
+//! 2 h. Prints the head's memory per active series (its own estimate and
+//! what a counting allocator measured) and bytes per sample.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicI64, AtomicIsize, Ordering};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use strata::ingester::head::{Head, HeadConfig, merge_chunks};
+use strata::limits::Limits;
+use strata::model::{Labels, Matcher, Sample};
+
+/// Counts live heap bytes, to check the head's memory estimate.
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract for `dealloc` is passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: the caller's contract for `realloc` is passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const SERIES: usize = 10_000;
+const SAMPLES_PER_SERIES: usize = 120;
+const BATCH_SERIES: usize = 500;
+const START_MS: i64 = 1_700_000_000_000;
+const SCRAPE_INTERVAL_MS: i64 = 15_000;
+/// 2 h of 15 s scrapes.
+const QUERY_SAMPLES: usize = 480;
+
+/// 10k series as a Kubernetes scrape gives them: 100 targets of 100
+/// metrics, 7 labels each.
+fn series_labels() -> Vec<Labels> {
+    (0..SERIES)
+        .map(|i| {
+            let target = i / 100;
+            Labels::from_pairs([
+                ("__name__", format!("app_metric_{}_total", i % 100)),
+                ("job", format!("job-{}", target % 10)),
+                (
+                    "instance",
+                    format!("10.1.{}.{}:9100", target / 50, target % 50),
+                ),
+                ("namespace", format!("team-{}", target % 5)),
+                (
+                    "pod",
+                    format!(
+                        "app-{target:03}-7d9f8b6c4-x{:04x}",
+                        target * 2654435761 % 65536
+                    ),
+                ),
+                ("container", "app".to_string()),
+                ("cluster", "prod-eu-1".to_string()),
+            ])
+        })
+        .collect()
+}
+
+/// A counter's next value: grows by whole numbers, sometimes stays put.
+fn next_value(v: f64, rng: &mut StdRng) -> f64 {
+    if rng.random_bool(0.2) {
+        v
+    } else {
+        v + f64::from(rng.random_range(1..=100u32))
+    }
+}
+
+/// Samples per scrape round: `rounds[r][s]` is series `s`'s sample in
+/// round `r` (15 s apart, with ±50 ms jitter).
+fn scrape_rounds(rounds: usize, seed: u64) -> Vec<Vec<Sample>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut values: Vec<f64> = (0..SERIES)
+        .map(|_| f64::from(rng.random_range(0..1_000_000u32)))
+        .collect();
+    (0..rounds)
+        .map(|r| {
+            (0..SERIES)
+                .map(|s| {
+                    values[s] = next_value(values[s], &mut rng);
+                    Sample {
+                        t: START_MS + r as i64 * SCRAPE_INTERVAL_MS + rng.random_range(-50..=50),
+                        v: values[s],
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Pushes one scrape round in batches of 500 series × 1 sample.
+fn push_round(head: &Head, labels: &[Labels], round: &[Sample], limits: &Limits) {
+    let mut batch: Vec<(&Labels, &[Sample])> = Vec::with_capacity(BATCH_SERIES);
+    for (ls, ss) in labels.chunks(BATCH_SERIES).zip(round.chunks(BATCH_SERIES)) {
+        batch.clear();
+        batch.extend(ls.iter().zip(ss).map(|(l, s)| (l, std::slice::from_ref(s))));
+        let result = head.append_batch(&batch, limits);
+        debug_assert!(result.rejected.is_empty());
+        black_box(result);
+    }
+}
+
+fn build(labels: &[Labels], rounds: &[Vec<Sample>], limits: &Limits) -> Head {
+    let head = Head::new("bench", &HeadConfig::default());
+    for round in rounds {
+        push_round(&head, labels, round, limits);
+    }
+    head
+}
+
+fn report_memory(labels: &[Labels], rounds: &[Vec<Sample>], limits: &Limits) {
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let head = build(labels, rounds, limits);
+    let measured = LIVE_BYTES.load(Ordering::Relaxed) - before;
+    let est = head.memory_estimate();
+    let samples = head.samples_appended_total();
+    println!(
+        "head {} series x {} samples: estimate {:.0} B/series (series {:.0}, index {:.0}, samples {:.0}), \
+         measured {:.0} B/series; chunks {:.2} B/sample",
+        est.series,
+        rounds.len(),
+        est.bytes_per_series,
+        est.series_bytes as f64 / est.series as f64,
+        est.index_bytes as f64 / est.series as f64,
+        est.sample_bytes as f64 / est.series as f64,
+        measured as f64 / est.series as f64,
+        head.chunk_bytes() as f64 / samples as f64,
+    );
+}
+
+fn append(c: &mut Criterion) {
+    let limits = Limits::default();
+    let labels = series_labels();
+    let rounds = scrape_rounds(SAMPLES_PER_SERIES, 1);
+    report_memory(&labels, &rounds, &limits);
+    report_memory(&labels, &scrape_rounds(QUERY_SAMPLES, 2), &limits);
+
+    let mut group = c.benchmark_group("head_append");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements((SERIES * SAMPLES_PER_SERIES) as u64));
+    group.bench_function("10k_series_x_120_new_head", |b| {
+        b.iter_batched(
+            || (),
+            |()| build(&labels, &rounds, &limits),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+
+    // Steady state: every series exists; one scrape round per iteration.
+    let head = build(&labels, &rounds[..1], &limits);
+    let round = AtomicI64::new(1);
+    let mut samples = rounds[0].clone();
+    let mut group = c.benchmark_group("head_append");
+    group.throughput(Throughput::Elements(SERIES as u64));
+    group.bench_function("existing_series_500x1_batches", |b| {
+        b.iter(|| {
+            let r = round.fetch_add(1, Ordering::Relaxed);
+            for s in samples.iter_mut() {
+                s.t = START_MS + r * SCRAPE_INTERVAL_MS;
+                s.v += 1.0;
+            }
+            push_round(&head, &labels, &samples, &limits);
+        })
+    });
+    group.finish();
+}
+
+fn query(c: &mut Criterion) {
+    let limits = Limits::default();
+    let labels = series_labels();
+    let head = build(&labels, &scrape_rounds(QUERY_SAMPLES, 3), &limits);
+    let matchers = [Matcher::equal("job", "job-3")];
+    let (mint, maxt) = (
+        START_MS - SCRAPE_INTERVAL_MS,
+        START_MS + QUERY_SAMPLES as i64 * SCRAPE_INTERVAL_MS,
+    );
+    assert_eq!(head.query(&matchers, mint, maxt).len(), 1000);
+
+    let mut group = c.benchmark_group("head_query");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("1k_series_2h_chunks", |b| {
+        b.iter(|| black_box(head.query(black_box(&matchers), mint, maxt)))
+    });
+    group.bench_function("1k_series_2h_decoded", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for series in head.query(black_box(&matchers), mint, maxt) {
+                n += merge_chunks(&series.chunks, mint, maxt).map_or(0, |s| s.len());
+            }
+            assert_eq!(n, 1000 * QUERY_SAMPLES);
+            n
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append, query);
+criterion_main!(benches);

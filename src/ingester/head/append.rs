@@ -1,0 +1,354 @@
+//! Writing to the head: finding and creating series (where the series
+//! limits apply), batch appends, and the ref-based half the WAL uses.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::RwLockWriteGuard;
+
+use super::admission::{Admission, ooo_window_ms};
+use super::packed::{PackedLabels, fingerprint_with};
+use super::postings::Index;
+use super::series::{MemSeries, SeriesData, StatsDelta};
+use super::{
+    AppendResult, Head, HeadError, RejectedSample, Rejection, SeriesLimitError, SeriesRef,
+};
+use crate::limits::Limits;
+use crate::model::{Label, Labels, METRIC_NAME, Sample, fingerprint};
+
+/// One batch's shared state while it is applied.
+struct Batch<'a> {
+    limits: &'a Limits,
+    ooo_window_ms: i64,
+    now_ms: u64,
+    stats: StatsDelta,
+    result: AppendResult,
+}
+
+/// `labels` without empty-valued labels, which Prometheus treats as absent.
+pub(super) fn normalized(labels: &Labels) -> Cow<'_, [Label]> {
+    if labels.iter().any(|l| l.value.is_empty()) {
+        Cow::Owned(
+            labels
+                .iter()
+                .filter(|l| !l.value.is_empty())
+                .cloned()
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(labels.as_slice())
+    }
+}
+
+/// Whether creating one more series with `labels` stays within `limits`.
+fn check_series_limits(
+    index: &Index,
+    labels: &[Label],
+    limits: &Limits,
+) -> Result<(), SeriesLimitError> {
+    let limit = limits.max_series_per_tenant;
+    if limit > 0 && index.num_series() >= limit {
+        return Err(SeriesLimitError::PerTenant { limit });
+    }
+    let limit = limits.max_series_per_metric;
+    if limit > 0
+        && let Some(metric) = labels.iter().find(|l| l.name == METRIC_NAME)
+        && index.postings_len(METRIC_NAME, &metric.value) >= limit
+    {
+        return Err(SeriesLimitError::PerMetric { limit });
+    }
+    Ok(())
+}
+
+impl Head {
+    /// Appends a batch (typically one remote-write request): for each
+    /// `(labels, samples)`, finds or creates the series and appends its
+    /// samples in the order given. Series limits apply when a series is
+    /// created; a series over a limit has all its samples refused.
+    ///
+    /// Refused samples are reported in [`AppendResult::rejected`] with the
+    /// index of their series in `batch`, so the caller can name the series
+    /// and the reason in its 400 answer and count discards by
+    /// [`Rejection::reason`]. A series with no samples is skipped (not
+    /// created).
+    ///
+    /// Looking up existing series takes no global lock; creating series
+    /// takes the index write lock.
+    pub fn append_batch(&self, batch: &[(&Labels, &[Sample])], limits: &Limits) -> AppendResult {
+        let mut state = Batch {
+            limits,
+            ooo_window_ms: ooo_window_ms(limits),
+            now_ms: self.now_ms(),
+            stats: StatsDelta::default(),
+            result: AppendResult::default(),
+        };
+        let mut scratch: Vec<u8> = Vec::with_capacity(512);
+        for (index, &(labels, samples)) in batch.iter().enumerate() {
+            if samples.is_empty() {
+                continue;
+            }
+            let labels = normalized(labels);
+            let fp = fingerprint_with(&mut scratch, &self.tenant, &labels);
+            self.append_series(fp, &labels, samples, index, &mut state);
+        }
+        state.result.samples_appended = state.stats.samples_appended;
+        self.apply_stats(&state.stats);
+        state.result
+    }
+
+    fn append_series(
+        &self,
+        fp: u64,
+        labels: &[Label],
+        samples: &[Sample],
+        series_index: usize,
+        batch: &mut Batch<'_>,
+    ) {
+        // Fast path: an existing series, no global lock.
+        if let Some(series) = self.lookup(fp, labels) {
+            let mut data = series.data.lock();
+            if !series.is_deleted() {
+                series.touch_locked(&data, batch.now_ms);
+                self.append_locked(&mut data, samples, series_index, batch);
+                return;
+            }
+        }
+        // Slow path: find or create under the index lock, then append while
+        // still holding it (downgraded to read) so `gc_idle` cannot remove
+        // the series in between.
+        let mut index = self.index.write();
+        match self.find_or_create_locked(&mut index, fp, labels, Some(batch.limits), batch.now_ms) {
+            Ok((series, created)) => {
+                if created {
+                    batch.result.series_created += 1;
+                }
+                let _index = RwLockWriteGuard::downgrade(index);
+                let mut data = series.data.lock();
+                self.append_locked(&mut data, samples, series_index, batch);
+            }
+            Err(limit) => {
+                drop(index);
+                batch
+                    .result
+                    .rejected
+                    .extend(samples.iter().map(|s| RejectedSample {
+                        series_index,
+                        timestamp: s.t,
+                        rejection: Rejection::SeriesLimit(limit),
+                    }));
+            }
+        }
+    }
+
+    fn append_locked(
+        &self,
+        data: &mut SeriesData,
+        samples: &[Sample],
+        series_index: usize,
+        batch: &mut Batch<'_>,
+    ) {
+        let (chunk_bytes, heap_bytes) = (data.chunk_bytes(), data.heap_bytes());
+        for s in samples {
+            match data.append(
+                s.t,
+                s.v,
+                batch.ooo_window_ms,
+                self.chunk_limits,
+                &mut batch.stats,
+            ) {
+                Ok(Admission::Duplicate) => batch.result.duplicates += 1,
+                Ok(Admission::InOrder | Admission::OutOfOrder) => {}
+                Err(e) => batch.result.rejected.push(RejectedSample {
+                    series_index,
+                    timestamp: s.t,
+                    rejection: Rejection::Sample(e),
+                }),
+            }
+        }
+        batch.stats.chunk_bytes += data.chunk_bytes() as i64 - chunk_bytes as i64;
+        batch.stats.heap_bytes += data.heap_bytes() as i64 - heap_bytes as i64;
+    }
+
+    /// The series with these (normalized) labels, if in the head.
+    fn lookup(&self, fp: u64, labels: &[Label]) -> Option<Arc<MemSeries>> {
+        self.hash_stripe(fp).maps.read().find(fp, labels).cloned()
+    }
+
+    /// Finds or creates a series; `limits` is `None` on WAL replay. The
+    /// caller holds the index write lock, so no series is created or
+    /// removed meanwhile.
+    fn find_or_create_locked(
+        &self,
+        index: &mut Index,
+        fp: u64,
+        labels: &[Label],
+        limits: Option<&Limits>,
+        now_ms: u64,
+    ) -> Result<(Arc<MemSeries>, bool), SeriesLimitError> {
+        if let Some(series) = self.lookup(fp, labels) {
+            series.touch(now_ms);
+            return Ok((series, false));
+        }
+        if let Some(limits) = limits {
+            check_series_limits(index, labels, limits)?;
+        }
+        let series_ref = SeriesRef(self.next_ref.fetch_add(1, Ordering::Relaxed));
+        Ok((
+            self.insert_locked(index, series_ref, fp, labels, now_ms),
+            true,
+        ))
+    }
+
+    /// Adds a new series to the maps and the index; the caller holds the
+    /// index write lock and has checked that neither the labels nor the ref
+    /// are taken.
+    fn insert_locked(
+        &self,
+        index: &mut Index,
+        series_ref: SeriesRef,
+        fp: u64,
+        labels: &[Label],
+        now_ms: u64,
+    ) -> Arc<MemSeries> {
+        let series = Arc::new(MemSeries::new(
+            series_ref,
+            fp,
+            PackedLabels::new(labels),
+            now_ms,
+        ));
+        self.hash_stripe(fp)
+            .maps
+            .write()
+            .insert_hash(Arc::clone(&series));
+        self.ref_stripe(series_ref)
+            .maps
+            .write()
+            .by_ref
+            .insert(series_ref, Arc::clone(&series));
+        index.add(series_ref, &series.labels);
+        self.num_series.fetch_add(1, Ordering::Relaxed);
+        self.series_created.fetch_add(1, Ordering::Relaxed);
+        series
+    }
+
+    /// The ref of the series with `labels`, creating it (within `limits`)
+    /// if needed; `true` when created, so the caller logs its labels to the
+    /// WAL before logging samples by ref. Counts as activity for
+    /// [`Head::gc_idle`], so the series stays for at least `idle_for` after
+    /// this call.
+    pub fn get_or_create_series(
+        &self,
+        labels: &Labels,
+        limits: &Limits,
+    ) -> Result<(SeriesRef, bool), SeriesLimitError> {
+        let labels = normalized(labels);
+        let fp = fingerprint(&self.tenant, &labels);
+        self.get_or_create_with_fingerprint(fp, &labels, limits)
+    }
+
+    /// [`Head::get_or_create_series`] with the fingerprint given (tests use
+    /// it to force collisions).
+    pub(super) fn get_or_create_with_fingerprint(
+        &self,
+        fp: u64,
+        labels: &[Label],
+        limits: &Limits,
+    ) -> Result<(SeriesRef, bool), SeriesLimitError> {
+        let now_ms = self.now_ms();
+        if let Some(series) = self.lookup(fp, labels)
+            && series.touch(now_ms)
+        {
+            return Ok((series.series_ref, false));
+        }
+        let mut index = self.index.write();
+        let (series, created) =
+            self.find_or_create_locked(&mut index, fp, labels, Some(limits), now_ms)?;
+        Ok((series.series_ref, created))
+    }
+
+    /// Appends one sample to the series `series_ref` (from
+    /// [`Head::get_or_create_series`] or WAL replay), with the tenant's
+    /// out-of-order window from `limits`.
+    pub fn append_sample(
+        &self,
+        series_ref: SeriesRef,
+        t: i64,
+        v: f64,
+        limits: &Limits,
+    ) -> Result<Admission, HeadError> {
+        let unknown = || HeadError::UnknownSeries {
+            tenant: self.tenant.clone(),
+            series_ref,
+        };
+        let series = self.series_by_ref(series_ref).ok_or_else(unknown)?;
+        series.touch(self.now_ms());
+        let mut stats = StatsDelta::default();
+        let admission = {
+            let mut data = series.data.lock();
+            if series.is_deleted() {
+                return Err(unknown());
+            }
+            let (chunk_bytes, heap_bytes) = (data.chunk_bytes(), data.heap_bytes());
+            let admission = data.append(t, v, ooo_window_ms(limits), self.chunk_limits, &mut stats);
+            stats.chunk_bytes = data.chunk_bytes() as i64 - chunk_bytes as i64;
+            stats.heap_bytes = data.heap_bytes() as i64 - heap_bytes as i64;
+            admission
+        };
+        self.apply_stats(&stats);
+        Ok(admission?)
+    }
+
+    /// Recreates a series logged in the WAL under its logged ref, without
+    /// series limits (it existed before the restart). Returns the ref to
+    /// apply the series' logged samples to: `series_ref`, or the ref of a
+    /// series already in the head with the same labels (a replay may meet a
+    /// series logged twice under two refs). Idempotent. Later series get
+    /// refs above every replayed one.
+    pub fn create_series_with_ref(
+        &self,
+        series_ref: SeriesRef,
+        labels: &Labels,
+    ) -> Result<SeriesRef, HeadError> {
+        let labels = normalized(labels);
+        let fp = fingerprint(&self.tenant, &labels);
+        let now_ms = self.now_ms();
+        let mut index = self.index.write();
+        if let Some(existing) = self.series_by_ref(series_ref) {
+            if existing.has_labels(&labels) {
+                return Ok(series_ref);
+            }
+            return Err(HeadError::SeriesRefConflict {
+                tenant: self.tenant.clone(),
+                series_ref,
+                existing: existing.labels(),
+                labels: Labels::from_sorted(labels.into_owned()),
+            });
+        }
+        if let Some(series) = self.lookup(fp, &labels) {
+            series.touch(now_ms);
+            return Ok(series.series_ref);
+        }
+        self.insert_locked(&mut index, series_ref, fp, &labels, now_ms);
+        self.next_ref
+            .fetch_max(series_ref.0.saturating_add(1), Ordering::Relaxed);
+        Ok(series_ref)
+    }
+
+    /// The labels of series `series_ref`, if in the head.
+    pub fn series_labels(&self, series_ref: SeriesRef) -> Option<Labels> {
+        self.series_by_ref(series_ref).map(|s| s.labels())
+    }
+
+    /// Every series in the head with its labels, by ref (for a WAL
+    /// checkpoint).
+    pub fn all_series(&self) -> Vec<(SeriesRef, Labels)> {
+        let mut out: Vec<(SeriesRef, Labels)> = Vec::with_capacity(self.active_series() as usize);
+        for stripe in self.stripes.iter() {
+            let maps = stripe.maps.read();
+            out.extend(maps.by_ref.values().map(|s| (s.series_ref, s.labels())));
+        }
+        out.sort_unstable_by_key(|(r, _)| *r);
+        out
+    }
+}

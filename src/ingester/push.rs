@@ -1,0 +1,313 @@
+//! The ingester's write path: log, then apply.
+//!
+//! A push resolves its series (creating new ones, within the series limits),
+//! queues one WAL batch — the new series' labels, then every sample by series
+//! ref — and, once the WAL has it (fsynced under the default policy),
+//! applies the samples to the head. Applies happen in WAL order (a ticket
+//! taken when the batch is queued), so the head after a replay is the head
+//! that answered the pushes: the same samples accepted, the same refused.
+//!
+//! WAL series refs are global across tenants: `tenant_id << 40 | local ref`,
+//! where the tenant id is dense and learnt back from the series records on
+//! replay.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::head::{Head, Rejection, SeriesRef};
+use super::wal::records::{SampleRecord, SeriesRecord, encode_samples, encode_series};
+use super::wal::{Wal, WalError};
+use crate::limits::{DiscardReason, Limits};
+use crate::model::{Labels, Sample, describe_pairs};
+use crate::proto::ingester::{RejectReason, Rejected};
+use crate::proto::prometheus::TimeSeries;
+
+/// Bits of a global WAL ref that hold the head's local ref.
+pub const LOCAL_REF_BITS: u32 = 40;
+const LOCAL_REF_MASK: u64 = (1 << LOCAL_REF_BITS) - 1;
+
+pub fn global_ref(tenant_id: u32, local: SeriesRef) -> u64 {
+    (u64::from(tenant_id) << LOCAL_REF_BITS) | (local.0 & LOCAL_REF_MASK)
+}
+
+pub fn split_ref(global: u64) -> (u32, SeriesRef) {
+    (
+        (global >> LOCAL_REF_BITS) as u32,
+        SeriesRef(global & LOCAL_REF_MASK),
+    )
+}
+
+/// Dense ids for tenants, as used in WAL refs.
+#[derive(Default)]
+pub struct TenantIds {
+    by_name: HashMap<String, u32>,
+    next: u32,
+}
+
+impl TenantIds {
+    pub fn id(&mut self, tenant: &str) -> u32 {
+        if let Some(id) = self.by_name.get(tenant) {
+            return *id;
+        }
+        let id = self.next;
+        self.next += 1;
+        self.by_name.insert(tenant.to_string(), id);
+        id
+    }
+
+    /// Records an id seen in the WAL.
+    pub fn learn(&mut self, tenant: &str, id: u32) {
+        self.by_name.insert(tenant.to_string(), id);
+        self.next = self.next.max(id + 1);
+    }
+}
+
+/// The WAL and the order of applies.
+pub struct Sequencer {
+    inner: Mutex<SequencerInner>,
+    applied: watch::Sender<u64>,
+}
+
+struct SequencerInner {
+    wal: Option<Arc<Wal>>,
+    next_ticket: u64,
+    tenants: TenantIds,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushFailure {
+    #[error("the ingester is not accepting writes: {0}")]
+    NotReady(&'static str),
+    #[error("writing the WAL failed, nothing was applied: {0}")]
+    Wal(#[from] WalError),
+}
+
+impl Sequencer {
+    pub fn new(tenants: TenantIds) -> Sequencer {
+        let (applied, _) = watch::channel(0);
+        Sequencer {
+            inner: Mutex::new(SequencerInner {
+                wal: None,
+                next_ticket: 1,
+                tenants,
+            }),
+            applied,
+        }
+    }
+
+    pub fn set_wal(&self, wal: Option<Arc<Wal>>) -> Option<Arc<Wal>> {
+        std::mem::replace(&mut self.inner.lock().wal, wal)
+    }
+}
+
+/// A push after series resolution, ready to log.
+struct Prepared {
+    /// Per request series: its ref, or the rejection of the whole series
+    /// (`None`: no samples, nothing to do).
+    refs: Vec<Option<Result<SeriesRef, Rejection>>>,
+    records: Vec<Vec<u8>>,
+}
+
+fn prepare(head: &Head, tenant_id: u32, timeseries: &[TimeSeries], limits: &Limits) -> Prepared {
+    let mut new_series = Vec::new();
+    let mut samples = Vec::new();
+    let mut refs = Vec::with_capacity(timeseries.len());
+    for series in timeseries {
+        if series.samples.is_empty() {
+            refs.push(None);
+            continue;
+        }
+        let labels = Labels::from_pairs(
+            series
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        );
+        match head.get_or_create_series(&labels, limits) {
+            Ok((local, created)) => {
+                let global = global_ref(tenant_id, local);
+                if created {
+                    new_series.push(SeriesRecord {
+                        series_ref: global,
+                        tenant: head.tenant().to_string(),
+                        labels: labels
+                            .iter()
+                            .map(|l| (l.name.clone(), l.value.clone()))
+                            .collect(),
+                    });
+                }
+                samples.extend(series.samples.iter().map(|s| SampleRecord {
+                    series_ref: global,
+                    t: s.timestamp,
+                    v: s.value,
+                }));
+                refs.push(Some(Ok(local)));
+            }
+            Err(limit) => refs.push(Some(Err(Rejection::SeriesLimit(limit)))),
+        }
+    }
+    let mut records = Vec::new();
+    // Keep each record well under the WAL's page-sized fragments limit.
+    for chunk in new_series.chunks(512) {
+        let mut buf = Vec::new();
+        encode_series(chunk, &mut buf);
+        records.push(buf);
+    }
+    for chunk in samples.chunks(4096) {
+        let mut buf = Vec::new();
+        encode_samples(chunk, &mut buf);
+        records.push(buf);
+    }
+    Prepared { refs, records }
+}
+
+fn reject_reason(reason: DiscardReason) -> RejectReason {
+    match reason {
+        DiscardReason::OutOfOrder => RejectReason::OutOfOrder,
+        DiscardReason::OutOfBounds => RejectReason::OutOfBounds,
+        DiscardReason::DuplicateSample => RejectReason::DuplicateSample,
+        DiscardReason::PerTenantSeriesLimit => RejectReason::PerTenantSeriesLimit,
+        DiscardReason::PerMetricSeriesLimit => RejectReason::PerMetricSeriesLimit,
+        _ => RejectReason::Unspecified,
+    }
+}
+
+/// What a push did: samples appended and per-series refusals.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub samples_appended: u64,
+    pub rejected: Vec<Rejected>,
+    /// (reason, samples) for the discard counters.
+    pub discarded: Vec<(DiscardReason, u64)>,
+}
+
+/// Logs and applies one push. Runs to completion even if the caller goes
+/// away, so that applies stay in WAL order.
+pub async fn push(
+    sequencer: Arc<Sequencer>,
+    head: Arc<Head>,
+    timeseries: Vec<TimeSeries>,
+    limits: Arc<Limits>,
+) -> Result<Applied, PushFailure> {
+    let (ticket, logged) = {
+        let mut inner = sequencer.inner.lock();
+        let Some(wal) = inner.wal.clone() else {
+            return Err(PushFailure::NotReady("the WAL is not open"));
+        };
+        let tenant_id = inner.tenants.id(head.tenant());
+        let prepared = prepare(&head, tenant_id, &timeseries, &limits);
+        let logged = wal.append(prepared.records);
+        let ticket = inner.next_ticket;
+        inner.next_ticket += 1;
+        (ticket, (logged, prepared.refs))
+    };
+    let (logged, refs) = logged;
+    let task = tokio::spawn(async move {
+        let result = logged.await;
+        let mut turn = sequencer.applied.subscribe();
+        // Every earlier ticket advances the counter, even when it failed.
+        let _ = turn.wait_for(|applied| *applied + 1 >= ticket).await;
+        let outcome = match result {
+            Ok(()) => Ok(apply(&head, &timeseries, &refs, &limits)),
+            Err(err) => Err(PushFailure::Wal(err)),
+        };
+        sequencer
+            .applied
+            .send_modify(|applied| *applied = (*applied).max(ticket));
+        outcome
+    });
+    match task.await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(PushFailure::NotReady("the push task was cancelled")),
+    }
+}
+
+fn apply(
+    head: &Head,
+    timeseries: &[TimeSeries],
+    refs: &[Option<Result<SeriesRef, Rejection>>],
+    limits: &Limits,
+) -> Applied {
+    let mut applied = Applied::default();
+    let mut discarded: HashMap<DiscardReason, u64> = HashMap::new();
+    for (index, (series, series_ref)) in timeseries.iter().zip(refs).enumerate() {
+        let Some(series_ref) = series_ref else {
+            continue;
+        };
+        // Per reason: (count, first timestamp, message).
+        let mut refused: Vec<(DiscardReason, u32, i64, String)> = Vec::new();
+        let mut refuse = |reason: DiscardReason, t: i64, message: String| match refused
+            .iter_mut()
+            .find(|r| r.0 == reason)
+        {
+            Some(entry) => entry.1 += 1,
+            None => refused.push((reason, 1, t, message)),
+        };
+        match series_ref {
+            Err(rejection) => {
+                for s in &series.samples {
+                    refuse(rejection.reason(), s.timestamp, rejection.to_string());
+                }
+            }
+            Ok(local) => {
+                for s in &series.samples {
+                    let sample = Sample {
+                        t: s.timestamp,
+                        v: s.value,
+                    };
+                    match head.append_sample(*local, sample.t, sample.v, limits) {
+                        Ok(_) => applied.samples_appended += 1,
+                        Err(super::head::HeadError::Append(err)) => {
+                            refuse(err.reason(), sample.t, err.to_string())
+                        }
+                        Err(other) => {
+                            refuse(DiscardReason::InvalidSample, sample.t, other.to_string())
+                        }
+                    }
+                }
+            }
+        }
+        for (reason, count, t, message) in refused {
+            *discarded.entry(reason).or_default() += u64::from(count);
+            applied.rejected.push(Rejected {
+                series_index: index as u32,
+                reason: reject_reason(reason) as i32,
+                samples: count,
+                timestamp_ms: t,
+                message: format!(
+                    "series {}: {count} sample(s) refused, the first at timestamp {t} ms: {message}",
+                    describe_pairs(series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+                ),
+            });
+        }
+    }
+    applied.discarded = discarded.into_iter().collect();
+    applied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_round_trip() {
+        let g = global_ref(7, SeriesRef(123));
+        assert_eq!(split_ref(g), (7, SeriesRef(123)));
+        assert_ne!(global_ref(1, SeriesRef(5)), global_ref(2, SeriesRef(5)));
+    }
+
+    #[test]
+    fn tenant_ids_are_dense_and_learnt() {
+        let mut ids = TenantIds::default();
+        assert_eq!(ids.id("a"), 0);
+        assert_eq!(ids.id("b"), 1);
+        assert_eq!(ids.id("a"), 0);
+        let mut replayed = TenantIds::default();
+        replayed.learn("x", 4);
+        assert_eq!(replayed.id("y"), 5);
+        assert_eq!(replayed.id("x"), 4);
+    }
+}

@@ -1,0 +1,154 @@
+//! Rebuilding the heads from the WAL on start: streamed record by record
+//! (memory bounded by one record and the series map), with progress for
+//! `/ready` and the logs. A torn last record (a crash mid-write) is cut off,
+//! logged and counted. Corruption before the end is logged loudly with what
+//! is cut, counted, and repaired (the log is truncated at the corruption):
+//! the replicas on the other ingesters still hold those samples.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::head::{Head, Heads, SeriesRef};
+use super::push::{TenantIds, split_ref};
+use super::wal::records::{
+    RecordType, SampleRecord, SeriesRecord, decode_samples_into, decode_series_into, record_type,
+};
+use super::wal::{Reader, WalError, repair};
+use crate::limits::Overrides;
+use crate::model::Labels;
+
+/// What a replay did.
+#[derive(Debug, Default, Clone)]
+pub struct ReplayReport {
+    pub records: u64,
+    pub series: u64,
+    pub samples: u64,
+    /// Samples the head refused on replay (as it did when they arrived).
+    pub samples_refused: u64,
+    pub torn_tails_cut: u64,
+    pub corruptions_repaired: u64,
+    /// Samples whose series record was missing (only after a repair).
+    pub orphan_samples: u64,
+}
+
+/// Progress counters, read by `/ready` while the replay runs.
+#[derive(Debug, Default)]
+pub struct ReplayProgress {
+    pub records: AtomicU64,
+}
+
+/// Replays every record of the WAL in `dir` into `heads`; returns the
+/// tenant ids learnt.
+pub fn replay(
+    dir: &Path,
+    heads: &Heads,
+    overrides: &Overrides,
+    progress: &ReplayProgress,
+) -> Result<(TenantIds, ReplayReport), WalError> {
+    let mut report = ReplayReport::default();
+    let mut tenants = TenantIds::default();
+    // Global WAL ref -> the head and local ref it was replayed to.
+    let mut refs: HashMap<u64, (Arc<Head>, SeriesRef)> = HashMap::new();
+    if !dir.exists() {
+        return Ok((tenants, report));
+    }
+    // At most a few passes: each repair cuts the log shorter.
+    for _pass in 0..8 {
+        let mut reader = Reader::open(dir)?;
+        let mut series_buf: Vec<SeriesRecord> = Vec::new();
+        let mut samples_buf: Vec<SampleRecord> = Vec::new();
+        let mut skip = report.records;
+        let mut failed: Option<WalError> = None;
+        loop {
+            let record = match reader.next_record() {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(err) => {
+                    failed = Some(err);
+                    break;
+                }
+            };
+            // After a repair the reader starts over: skip what was applied.
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            report.records += 1;
+            progress.records.store(report.records, Ordering::Relaxed);
+            match record_type(record) {
+                Ok(RecordType::Series) => {
+                    series_buf.clear();
+                    if let Err(err) = decode_series_into(record, &mut series_buf) {
+                        tracing::error!(error = %err, "skipping an undecodable WAL series record");
+                        continue;
+                    }
+                    for series in series_buf.drain(..) {
+                        let (tenant_id, local) = split_ref(series.series_ref);
+                        tenants.learn(&series.tenant, tenant_id);
+                        let head = heads.get_or_create(&series.tenant);
+                        let labels = Labels::from_pairs(series.labels);
+                        match head.create_series_with_ref(local, &labels) {
+                            Ok(actual) => {
+                                report.series += 1;
+                                refs.insert(series.series_ref, (head, actual));
+                            }
+                            Err(err) => {
+                                tracing::error!(error = %err, "WAL series record conflicts with the head")
+                            }
+                        }
+                    }
+                }
+                Ok(RecordType::Samples) => {
+                    samples_buf.clear();
+                    if let Err(err) = decode_samples_into(record, &mut samples_buf) {
+                        tracing::error!(error = %err, "skipping an undecodable WAL samples record");
+                        continue;
+                    }
+                    for sample in &samples_buf {
+                        let Some((head, local)) = refs.get(&sample.series_ref) else {
+                            report.orphan_samples += 1;
+                            continue;
+                        };
+                        let limits = overrides.get(head.tenant());
+                        match head.append_sample(*local, sample.t, sample.v, &limits) {
+                            Ok(_) => report.samples += 1,
+                            Err(_) => report.samples_refused += 1,
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "skipping a WAL record of unknown type");
+                }
+            }
+        }
+        if let Some(torn) = reader.torn_tail() {
+            tracing::warn!(
+                segment = torn.segment,
+                offset = torn.offset,
+                "the WAL ends in a torn record (a crash mid-write); cutting it off"
+            );
+            report.torn_tails_cut += 1;
+            repair(dir, torn.segment)?;
+        }
+        match failed {
+            None => return Ok((tenants, report)),
+            Some(WalError::Corruption {
+                segment, offset, ..
+            }) => {
+                let repaired = repair(dir, segment)?;
+                report.corruptions_repaired += 1;
+                tracing::error!(
+                    segment,
+                    offset,
+                    bytes_cut = repaired.bytes_cut,
+                    segments_deleted = repaired.deleted_segments.len(),
+                    "the WAL is corrupt before its end; truncated it at the corruption (the other replicas hold what was cut)"
+                );
+            }
+            Some(other) => return Err(other),
+        }
+    }
+    Ok((tenants, report))
+}
