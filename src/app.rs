@@ -370,7 +370,7 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("available targets: all, ingester"),
+            message.contains("available targets: all, distributor, ingester"),
             "{message}"
         );
     }

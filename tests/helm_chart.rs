@@ -89,8 +89,8 @@ fn rendered_strata_config_is_accepted_by_strata() -> Result<()> {
                 continue;
             }
             if inside {
-                if line.starts_with("    ") {
-                    config.push_str(&line[4..]);
+                if let Some(rest) = line.strip_prefix("    ") {
+                    config.push_str(rest);
                     config.push('\n');
                 } else {
                     break;

@@ -49,7 +49,7 @@ async fn three_ingesters_share_one_ring_on_etcd() -> Result<()> {
     for id in ["ingester-1", "ingester-2", "ingester-3"] {
         ingesters.push(Strata::spawn(id, &ingester_args(&etcd, id))?);
     }
-    for ingester in &ingesters {
+    for ingester in &mut ingesters {
         ingester.wait_ready().await?;
     }
 
@@ -177,7 +177,7 @@ async fn restarted_ingester_keeps_its_tokens_and_etcd_outage_keeps_the_ring() ->
 
     // Crash and restart with the same id: it rejoins with the same tokens.
     first.guard.kill9();
-    let second = Strata::spawn("ingester-a", &ingester_args(&etcd, "ingester-a"))?;
+    let mut second = Strata::spawn("ingester-a", &ingester_args(&etcd, "ingester-a"))?;
     second.wait_ready().await?;
     let log = second.guard.log_text();
     ensure!(

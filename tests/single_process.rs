@@ -115,6 +115,7 @@ async fn admin_endpoints_and_graceful_sigterm() -> Result<()> {
     ensure!(
         states
             == vec![
+                ("runtime-config".to_string(), "Running".to_string()),
                 ("ingester-ring".to_string(), "Running".to_string()),
                 ("ingester".to_string(), "Running".to_string())
             ],

@@ -40,7 +40,7 @@ async fn discarded(strata: &Strata, reason: &str, tenant: &str) -> Result<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_samples_are_stored_for_their_tenant_only() -> Result<()> {
-    let strata = single(&[])?;
+    let mut strata = single(&[])?;
     strata.wait_ready().await?;
     let url = strata.url("/api/v1/push");
     let t0 = now_ms() - 60_000;
@@ -127,7 +127,7 @@ async fn pushed_samples_are_stored_for_their_tenant_only() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_write_2_is_accepted_with_written_headers() -> Result<()> {
-    let strata = single(&[])?;
+    let mut strata = single(&[])?;
     strata.wait_ready().await?;
     let t = now_ms() - 1000;
     let request = write_v2::Request {
@@ -205,7 +205,7 @@ async fn remote_write_2_is_accepted_with_written_headers() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_the_spec_status_and_lose_nothing() -> Result<()> {
-    let strata = single(&[
+    let mut strata = single(&[
         "--distributor.max-recv-msg-size=100000",
         "--limits.max-series-per-metric=2",
         "--limits.max-label-names-per-series=5",
@@ -449,7 +449,7 @@ async fn bad_requests_get_the_spec_status_and_lose_nothing() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_answers_429_with_retry_after() -> Result<()> {
-    let strata = single(&[
+    let mut strata = single(&[
         "--limits.ingestion-rate=10",
         "--limits.ingestion-burst-size=20",
     ])?;

@@ -615,7 +615,8 @@ async fn send(
     };
     outcome.response = match tokio::time::timeout_at(deadline, request).await {
         Err(_) => Response::Aborted,
-        Ok(Err(err)) => Response::Network(format!("{err:#}")),
+        // The source chain says why (refused, reset, timed out).
+        Ok(Err(err)) => Response::Network(format!("{:#}", anyhow::Error::new(err))),
         Ok(Ok((code, text))) => {
             let body = if (200..300).contains(&code) {
                 String::new()

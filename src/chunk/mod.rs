@@ -88,9 +88,10 @@
 //!   Readers ignore bytes after the last sample; an appender continuing a
 //!   chunk read back from bytes drops them and writes right after the last
 //!   sample's final bit.
-//! * The layout is that of Prometheus's XOR chunk data (`EncXOR`): the tests
-//!   check our bytes against chunks Prometheus's Go code wrote, so chunks
-//!   can move between Strata and Prometheus blocks unchanged.
+//! * The layout is that of Prometheus's XOR chunk data (`EncXOR`); the tests
+//!   check our bytes against chunks Prometheus's Go code wrote. A chunk's
+//!   bytes can therefore go into, or come out of, a Prometheus block as they
+//!   are (the block adds the length, encoding byte and CRC around them).
 //! * Readers never panic: truncated or corrupt bytes end iteration with a
 //!   [`ChunkError`] carrying the byte offset of the sample that failed.
 

@@ -107,6 +107,13 @@ impl Guard {
         }
     }
 
+    /// The exit status, if the process has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -129,7 +136,20 @@ pub struct Etcd {
 }
 
 impl Etcd {
+    /// Starts etcd on free ports; tries again on new ports if one was taken
+    /// in the meantime.
     pub async fn start() -> Result<Etcd> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Etcd::try_start().await {
+                Ok(etcd) => return Ok(etcd),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd did not start")))
+    }
+
+    async fn try_start() -> Result<Etcd> {
         let dir = tempfile::tempdir()?;
         let client_port = free_port();
         let peer_port = free_port();
@@ -145,20 +165,26 @@ impl Etcd {
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=s1={peer}"))
             .arg("--log-level=warn");
-        let guard = Guard::spawn("etcd", command, dir.path().join("etcd.log"))
+        let mut guard = Guard::spawn("etcd", command, dir.path().join("etcd.log"))
             .context("etcd must be installed (tests/run.sh installs it)")?;
         let http = http();
         let health = format!("{client}/health");
-        eventually("etcd healthy", Duration::from_secs(20), || {
-            let http = http.clone();
-            let health = health.clone();
-            async move {
-                let response = http.get(&health).send().await?;
-                let body = response.text().await?;
-                Ok(body.contains("\"health\":\"true\"").then_some(()))
+        let start = Instant::now();
+        loop {
+            if let Some(status) = guard.exited() {
+                bail!("etcd exited with {status}: {}", guard.log_text());
             }
-        })
-        .await?;
+            if let Ok(response) = http.get(&health).send().await
+                && let Ok(body) = response.text().await
+                && body.contains("\"health\":\"true\"")
+            {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("etcd not healthy within 30 s: {}", guard.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Ok(Etcd {
             guard,
             client_port,
@@ -181,29 +207,51 @@ pub struct Strata {
     pub guard: Guard,
     pub http_port: u16,
     pub grpc_port: u16,
-    pub dir: tempfile::TempDir,
+    /// The process's working directory (its `data/` lives here), unless the
+    /// test owns it (see [`Strata::spawn_in`]).
+    pub dir: Option<tempfile::TempDir>,
+    workdir: PathBuf,
+    args: Vec<String>,
 }
 
 impl Strata {
-    /// Starts `strata` with loopback listeners on free ports and `args`.
+    /// Starts `strata` with loopback listeners on free ports and `args`, in
+    /// a fresh temporary working directory.
     pub fn spawn(name: &str, args: &[String]) -> Result<Strata> {
         let dir = tempfile::tempdir()?;
+        let mut strata = Strata::spawn_in(name, dir.path(), args)?;
+        strata.dir = Some(dir);
+        Ok(strata)
+    }
+
+    /// Starts `strata` in `workdir` (which the caller keeps, e.g. to restart
+    /// on the same WAL).
+    pub fn spawn_in(name: &str, workdir: &Path, args: &[String]) -> Result<Strata> {
         let http_port = free_port();
         let grpc_port = free_port();
+        let log = workdir.join(format!(
+            "strata-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
         let mut command = Command::new(strata_bin());
         command
-            .current_dir(dir.path())
+            .current_dir(workdir)
             .arg("--server.http-listen-address=127.0.0.1")
             .arg(format!("--server.http-listen-port={http_port}"))
             .arg("--server.grpc-listen-address=127.0.0.1")
             .arg(format!("--server.grpc-listen-port={grpc_port}"))
             .args(args);
-        let guard = Guard::spawn(name, command, dir.path().join("strata.log"))?;
+        let guard = Guard::spawn(name, command, log)?;
         Ok(Strata {
             guard,
             http_port,
             grpc_port,
-            dir,
+            dir: None,
+            workdir: workdir.to_path_buf(),
+            args: args.to_vec(),
         })
     }
 
@@ -211,24 +259,45 @@ impl Strata {
         format!("http://127.0.0.1:{}{}", self.http_port, path)
     }
 
-    /// Waits until `/ready` answers 200.
-    pub async fn wait_ready(&self) -> Result<()> {
+    /// Waits until `/ready` answers 200; fails at once if the process exits.
+    pub async fn wait_ready(&mut self) -> Result<()> {
         let http = http();
         let url = self.url("/ready");
-        eventually(
-            &format!("{} ready", self.guard.name),
-            Duration::from_secs(30),
-            || {
-                let http = http.clone();
-                let url = url.clone();
-                async move {
-                    let response = http.get(&url).send().await?;
-                    Ok((response.status() == 200).then_some(()))
+        let start = Instant::now();
+        let mut respawns = 0;
+        loop {
+            if let Some(status) = self.guard.exited() {
+                // Another process took a port between free_port() and bind:
+                // start again on new ports.
+                if respawns < 3 && self.guard.log_text().contains("cannot listen on") {
+                    respawns += 1;
+                    let name = self.guard.name.clone();
+                    let fresh = Strata::spawn_in(&name, &self.workdir, &self.args)?;
+                    let dir = self.dir.take();
+                    *self = fresh;
+                    self.dir = dir;
+                    continue;
                 }
-            },
-        )
-        .await
-        .with_context(|| format!("log:\n{}", self.guard.log_text()))
+                bail!(
+                    "{} exited with {status} before it was ready; log:\n{}",
+                    self.guard.name,
+                    self.guard.log_text()
+                );
+            }
+            if let Ok(response) = http.get(&url).send().await
+                && response.status() == 200
+            {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "{} not ready within 60 s; log:\n{}",
+                    self.guard.name,
+                    self.guard.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// `/ring` as JSON.

@@ -1,21 +1,20 @@
 //! Writing to the head: finding and creating series (where the series
 //! limits apply), batch appends, and the ref-based half the WAL uses.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use parking_lot::RwLockWriteGuard;
 
 use super::admission::{Admission, ooo_window_ms};
-use super::packed::{PackedLabels, fingerprint_with};
+use super::packed::{KeyBuilder, PackedLabels, SeriesKey, pairs};
 use super::postings::Index;
 use super::series::{MemSeries, SeriesData, StatsDelta};
 use super::{
     AppendResult, Head, HeadError, RejectedSample, Rejection, SeriesLimitError, SeriesRef,
 };
 use crate::limits::Limits;
-use crate::model::{Label, Labels, METRIC_NAME, Sample, fingerprint};
+use crate::model::{Labels, METRIC_NAME, Sample};
 
 /// One batch's shared state while it is applied.
 struct Batch<'a> {
@@ -26,25 +25,11 @@ struct Batch<'a> {
     result: AppendResult,
 }
 
-/// `labels` without empty-valued labels, which Prometheus treats as absent.
-pub(super) fn normalized(labels: &Labels) -> Cow<'_, [Label]> {
-    if labels.iter().any(|l| l.value.is_empty()) {
-        Cow::Owned(
-            labels
-                .iter()
-                .filter(|l| !l.value.is_empty())
-                .cloned()
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(labels.as_slice())
-    }
-}
-
-/// Whether creating one more series with `labels` stays within `limits`.
+/// Whether creating one more series with these packed labels stays within
+/// `limits`.
 fn check_series_limits(
     index: &Index,
-    labels: &[Label],
+    packed: &[u8],
     limits: &Limits,
 ) -> Result<(), SeriesLimitError> {
     let limit = limits.max_series_per_tenant;
@@ -53,8 +38,8 @@ fn check_series_limits(
     }
     let limit = limits.max_series_per_metric;
     if limit > 0
-        && let Some(metric) = labels.iter().find(|l| l.name == METRIC_NAME)
-        && index.postings_len(METRIC_NAME, &metric.value) >= limit
+        && let Some((_, metric)) = pairs(packed).find(|&(name, _)| name == METRIC_NAME)
+        && index.postings_len(METRIC_NAME, metric) >= limit
     {
         return Err(SeriesLimitError::PerMetric { limit });
     }
@@ -83,14 +68,13 @@ impl Head {
             stats: StatsDelta::default(),
             result: AppendResult::default(),
         };
-        let mut scratch: Vec<u8> = Vec::with_capacity(512);
+        let mut keys = KeyBuilder::new(&self.tenant);
         for (index, &(labels, samples)) in batch.iter().enumerate() {
             if samples.is_empty() {
                 continue;
             }
-            let labels = normalized(labels);
-            let fp = fingerprint_with(&mut scratch, &self.tenant, &labels);
-            self.append_series(fp, &labels, samples, index, &mut state);
+            let key = keys.key(labels.as_slice());
+            self.append_series(key, samples, index, &mut state);
         }
         state.result.samples_appended = state.stats.samples_appended;
         self.apply_stats(&state.stats);
@@ -99,14 +83,13 @@ impl Head {
 
     fn append_series(
         &self,
-        fp: u64,
-        labels: &[Label],
+        key: SeriesKey<'_>,
         samples: &[Sample],
         series_index: usize,
         batch: &mut Batch<'_>,
     ) {
         // Fast path: an existing series, no global lock.
-        if let Some(series) = self.lookup(fp, labels) {
+        if let Some(series) = self.lookup(key) {
             let mut data = series.data.lock();
             if !series.is_deleted() {
                 series.touch_locked(&data, batch.now_ms);
@@ -118,7 +101,7 @@ impl Head {
         // still holding it (downgraded to read) so `gc_idle` cannot remove
         // the series in between.
         let mut index = self.index.write();
-        match self.find_or_create_locked(&mut index, fp, labels, Some(batch.limits), batch.now_ms) {
+        match self.find_or_create_locked(&mut index, key, Some(batch.limits), batch.now_ms) {
             Ok((series, created)) => {
                 if created {
                     batch.result.series_created += 1;
@@ -170,9 +153,13 @@ impl Head {
         batch.stats.heap_bytes += data.heap_bytes() as i64 - heap_bytes as i64;
     }
 
-    /// The series with these (normalized) labels, if in the head.
-    fn lookup(&self, fp: u64, labels: &[Label]) -> Option<Arc<MemSeries>> {
-        self.hash_stripe(fp).maps.read().find(fp, labels).cloned()
+    /// The series with this key, if in the head.
+    fn lookup(&self, key: SeriesKey<'_>) -> Option<Arc<MemSeries>> {
+        self.hash_stripe(key.fingerprint)
+            .maps
+            .read()
+            .find(key)
+            .cloned()
     }
 
     /// Finds or creates a series; `limits` is `None` on WAL replay. The
@@ -181,23 +168,19 @@ impl Head {
     fn find_or_create_locked(
         &self,
         index: &mut Index,
-        fp: u64,
-        labels: &[Label],
+        key: SeriesKey<'_>,
         limits: Option<&Limits>,
         now_ms: u64,
     ) -> Result<(Arc<MemSeries>, bool), SeriesLimitError> {
-        if let Some(series) = self.lookup(fp, labels) {
+        if let Some(series) = self.lookup(key) {
             series.touch(now_ms);
             return Ok((series, false));
         }
         if let Some(limits) = limits {
-            check_series_limits(index, labels, limits)?;
+            check_series_limits(index, key.packed, limits)?;
         }
         let series_ref = SeriesRef(self.next_ref.fetch_add(1, Ordering::Relaxed));
-        Ok((
-            self.insert_locked(index, series_ref, fp, labels, now_ms),
-            true,
-        ))
+        Ok((self.insert_locked(index, series_ref, key, now_ms), true))
     }
 
     /// Adds a new series to the maps and the index; the caller holds the
@@ -207,17 +190,16 @@ impl Head {
         &self,
         index: &mut Index,
         series_ref: SeriesRef,
-        fp: u64,
-        labels: &[Label],
+        key: SeriesKey<'_>,
         now_ms: u64,
     ) -> Arc<MemSeries> {
         let series = Arc::new(MemSeries::new(
             series_ref,
-            fp,
-            PackedLabels::new(labels),
+            key.fingerprint,
+            PackedLabels::new(key.packed),
             now_ms,
         ));
-        self.hash_stripe(fp)
+        self.hash_stripe(key.fingerprint)
             .maps
             .write()
             .insert_hash(Arc::clone(&series));
@@ -242,28 +224,26 @@ impl Head {
         labels: &Labels,
         limits: &Limits,
     ) -> Result<(SeriesRef, bool), SeriesLimitError> {
-        let labels = normalized(labels);
-        let fp = fingerprint(&self.tenant, &labels);
-        self.get_or_create_with_fingerprint(fp, &labels, limits)
+        let mut keys = KeyBuilder::new(&self.tenant);
+        self.get_or_create_by_key(keys.key(labels.as_slice()), limits)
     }
 
-    /// [`Head::get_or_create_series`] with the fingerprint given (tests use
-    /// it to force collisions).
-    pub(super) fn get_or_create_with_fingerprint(
+    /// [`Head::get_or_create_series`] by key (tests use it to force
+    /// fingerprint collisions).
+    pub(super) fn get_or_create_by_key(
         &self,
-        fp: u64,
-        labels: &[Label],
+        key: SeriesKey<'_>,
         limits: &Limits,
     ) -> Result<(SeriesRef, bool), SeriesLimitError> {
         let now_ms = self.now_ms();
-        if let Some(series) = self.lookup(fp, labels)
+        if let Some(series) = self.lookup(key)
             && series.touch(now_ms)
         {
             return Ok((series.series_ref, false));
         }
         let mut index = self.index.write();
         let (series, created) =
-            self.find_or_create_locked(&mut index, fp, labels, Some(limits), now_ms)?;
+            self.find_or_create_locked(&mut index, key, Some(limits), now_ms)?;
         Ok((series.series_ref, created))
     }
 
@@ -310,26 +290,26 @@ impl Head {
         series_ref: SeriesRef,
         labels: &Labels,
     ) -> Result<SeriesRef, HeadError> {
-        let labels = normalized(labels);
-        let fp = fingerprint(&self.tenant, &labels);
+        let mut keys = KeyBuilder::new(&self.tenant);
+        let key = keys.key(labels.as_slice());
         let now_ms = self.now_ms();
         let mut index = self.index.write();
         if let Some(existing) = self.series_by_ref(series_ref) {
-            if existing.has_labels(&labels) {
+            if existing.labels.bytes() == key.packed {
                 return Ok(series_ref);
             }
             return Err(HeadError::SeriesRefConflict {
                 tenant: self.tenant.clone(),
                 series_ref,
                 existing: existing.labels(),
-                labels: Labels::from_sorted(labels.into_owned()),
+                labels: labels.clone(),
             });
         }
-        if let Some(series) = self.lookup(fp, &labels) {
+        if let Some(series) = self.lookup(key) {
             series.touch(now_ms);
             return Ok(series.series_ref);
         }
-        self.insert_locked(&mut index, series_ref, fp, &labels, now_ms);
+        self.insert_locked(&mut index, series_ref, key, now_ms);
         self.next_ref
             .fetch_max(series_ref.0.saturating_add(1), Ordering::Relaxed);
         Ok(series_ref)

@@ -69,7 +69,7 @@
 //! [`Head::memory_estimate`] adds up, from counters kept as the head
 //! changes: the fixed size of each series (its struct, `Arc` header, and
 //! slots in the two stripe maps at 7/8 load), its packed labels (label
-//! bytes plus a length byte per string), the index (each symbol's text plus
+//! bytes plus a separator byte per string), the index (each symbol's text plus
 //! its `Arc` header and table slot, each postings list's map slot, 8 bytes
 //! per postings entry), and the chunks (cut chunks' exact bytes and list
 //! slots, the open chunk's buffer capacity, out-of-order buffers). Allocator
@@ -90,6 +90,7 @@ mod series;
 mod tests;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::mem::size_of;
@@ -107,7 +108,8 @@ pub use merge::{ChunkData, SeriesChunks, merge_chunks};
 
 use crate::chunk::MAX_SAMPLES;
 use crate::limits::{DiscardReason, Limits};
-use crate::model::{Label, Labels};
+use crate::model::Labels;
+use packed::SeriesKey;
 use postings::Index;
 use series::{ChunkLimits, MemSeries, StatsDelta};
 
@@ -345,23 +347,24 @@ struct StripeMaps {
 }
 
 impl StripeMaps {
-    fn find(&self, fingerprint: u64, labels: &[Label]) -> Option<&Arc<MemSeries>> {
-        let first = self.by_hash.get(&fingerprint)?;
-        if first.has_labels(labels) {
+    fn find(&self, key: SeriesKey<'_>) -> Option<&Arc<MemSeries>> {
+        let first = self.by_hash.get(&key.fingerprint)?;
+        if first.labels.bytes() == key.packed {
             return Some(first);
         }
         self.conflicts
-            .get(&fingerprint)?
+            .get(&key.fingerprint)?
             .iter()
-            .find(|s| s.has_labels(labels))
+            .find(|s| s.labels.bytes() == key.packed)
     }
 
     fn insert_hash(&mut self, series: Arc<MemSeries>) {
         let fingerprint = series.fingerprint;
-        if self.by_hash.contains_key(&fingerprint) {
-            self.conflicts.entry(fingerprint).or_default().push(series);
-        } else {
-            self.by_hash.insert(fingerprint, series);
+        match self.by_hash.entry(fingerprint) {
+            Entry::Occupied(_) => self.conflicts.entry(fingerprint).or_default().push(series),
+            Entry::Vacant(slot) => {
+                slot.insert(series);
+            }
         }
     }
 

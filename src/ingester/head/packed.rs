@@ -1,60 +1,82 @@
-//! A series' labels packed into one allocation, and the series fingerprint
-//! computed over a reused buffer.
+//! A series' labels packed into one allocation, and the lookup key (series
+//! fingerprint and packed labels) built in one pass over a reused buffer.
 //!
-//! Packed layout, label after label in label order:
+//! Packed layout, label after label in label order, with the separator
+//! bytes of [`crate::model::fingerprint`] (which never occur in UTF-8):
 //!
 //! ```text
-//! ┌───────────────────┬──────────┬────────────────────┬───────────┐
-//! │ name len <uvarint>│ name     │ value len <uvarint>│ value     │ ...
-//! └───────────────────┴──────────┴────────────────────┴───────────┘
+//! ┌──────┬──────┬───────┬──────┬──────┬──────┬───────┬──────┬─────
+//! │ name │ 0xfe │ value │ 0xff │ name │ 0xfe │ value │ 0xff │ ...
+//! └──────┴──────┴───────┴──────┴──────┴──────┴───────┴──────┴─────
 //! ```
 //!
-//! Comparing a pushed label set with a stored one (every append's lookup)
-//! then reads one contiguous buffer instead of chasing a pointer per
-//! string, and a series costs its label bytes plus ~2 bytes a label rather
-//! than two pointers a label. The index interns the same strings once per
-//! head for the postings.
+//! The fingerprint hashes `tenant 0xff` followed by exactly these bytes, so
+//! one buffer gives both: the hash in one shot (rather than streaming many
+//! small updates), and the bytes a stored series is compared with in one
+//! `memcmp` (rather than a pointer and a compare per string). A series
+//! costs its label bytes plus 2 bytes a label; the index interns the same
+//! strings once per head for the postings.
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::model::{Label, Labels};
 
+const NAME_END: u8 = 0xfe;
+const LABEL_END: u8 = 0xff;
+
+/// Labels in the packed layout, owned by a series.
 pub(super) struct PackedLabels(Box<[u8]>);
 
-fn put_uvarint(out: &mut Vec<u8>, mut x: usize) {
-    while x >= 0x80 {
-        out.push((x as u8) | 0x80);
-        x >>= 7;
-    }
-    out.push(x as u8);
+/// How a series is looked up: its fingerprint and packed labels.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SeriesKey<'a> {
+    pub fingerprint: u64,
+    pub packed: &'a [u8],
 }
 
-/// Reads a uvarint at the start of `bytes`: (value, bytes read).
-fn get_uvarint(bytes: &[u8]) -> (usize, usize) {
-    let mut x = 0usize;
-    for (i, &b) in bytes.iter().enumerate() {
-        x |= usize::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return (x, i + 1);
+/// Builds [`SeriesKey`]s for one tenant, reusing its buffer.
+pub(super) struct KeyBuilder {
+    buf: Vec<u8>,
+    prefix: usize,
+}
+
+impl KeyBuilder {
+    pub fn new(tenant: &str) -> KeyBuilder {
+        let mut buf = Vec::with_capacity(tenant.len() + 256);
+        buf.extend_from_slice(tenant.as_bytes());
+        buf.push(LABEL_END);
+        KeyBuilder {
+            prefix: buf.len(),
+            buf,
         }
     }
-    unreachable!("packed labels end with a complete varint; we wrote them");
+
+    /// The key of `labels`, leaving out empty-valued labels (Prometheus
+    /// treats them as absent). The fingerprint equals
+    /// [`crate::model::fingerprint`] of the labels that remain.
+    pub fn key(&mut self, labels: &[Label]) -> SeriesKey<'_> {
+        self.buf.truncate(self.prefix);
+        for l in labels.iter().filter(|l| !l.value.is_empty()) {
+            self.buf.extend_from_slice(l.name.as_bytes());
+            self.buf.push(NAME_END);
+            self.buf.extend_from_slice(l.value.as_bytes());
+            self.buf.push(LABEL_END);
+        }
+        SeriesKey {
+            fingerprint: xxh3_64(&self.buf),
+            packed: &self.buf[self.prefix..],
+        }
+    }
 }
 
 impl PackedLabels {
-    pub fn new(labels: &[Label]) -> PackedLabels {
-        let len = labels
-            .iter()
-            .map(|l| l.name.len() + l.value.len() + 2)
-            .sum();
-        let mut out = Vec::with_capacity(len);
-        for l in labels {
-            put_uvarint(&mut out, l.name.len());
-            out.extend_from_slice(l.name.as_bytes());
-            put_uvarint(&mut out, l.value.len());
-            out.extend_from_slice(l.value.as_bytes());
-        }
-        PackedLabels(out.into_boxed_slice())
+    /// Copies a key's packed labels.
+    pub fn new(packed: &[u8]) -> PackedLabels {
+        PackedLabels(packed.into())
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// Heap bytes of the packed labels.
@@ -62,43 +84,9 @@ impl PackedLabels {
         self.0.len()
     }
 
-    /// Whether these are exactly `labels`, compared byte for byte.
-    pub fn equals(&self, labels: &[Label]) -> bool {
-        let mut rest: &[u8] = &self.0;
-        for l in labels {
-            for s in [&l.name, &l.value] {
-                let (len, n) = match rest.first() {
-                    Some(&b) if b < 0x80 => (usize::from(b), 1),
-                    Some(_) => get_uvarint(rest),
-                    None => return false,
-                };
-                match rest.get(n..n + len) {
-                    Some(stored) if stored == s.as_bytes() => rest = &rest[n + len..],
-                    _ => return false,
-                }
-            }
-        }
-        rest.is_empty()
-    }
-
     /// The labels as `(name, value)`, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let mut rest: &[u8] = &self.0;
-        std::iter::from_fn(move || {
-            if rest.is_empty() {
-                return None;
-            }
-            let mut next = || {
-                let (len, n) = get_uvarint(rest);
-                let s = std::str::from_utf8(&rest[n..n + len])
-                    .expect("packed from UTF-8 strings, split at their ends");
-                rest = &rest[n + len..];
-                s
-            };
-            let name = next();
-            let value = next();
-            Some((name, value))
-        })
+        pairs(&self.0)
     }
 
     pub fn to_labels(&self) -> Labels {
@@ -106,21 +94,24 @@ impl PackedLabels {
     }
 }
 
-/// [`crate::model::fingerprint`], computed in one shot over `scratch`
-/// instead of streaming many small updates: the same bytes go through the
-/// same hash, so the result is identical (tested), at a fraction of the
-/// cost on the append path.
-pub(super) fn fingerprint_with(scratch: &mut Vec<u8>, tenant: &str, labels: &[Label]) -> u64 {
-    scratch.clear();
-    scratch.extend_from_slice(tenant.as_bytes());
-    scratch.push(0xff);
-    for l in labels {
-        scratch.extend_from_slice(l.name.as_bytes());
-        scratch.push(0xfe);
-        scratch.extend_from_slice(l.value.as_bytes());
-        scratch.push(0xff);
-    }
-    xxh3_64(scratch)
+/// The `(name, value)` pairs of packed labels, in order.
+pub(super) fn pairs(packed: &[u8]) -> impl Iterator<Item = (&str, &str)> + '_ {
+    packed
+        .split(|&b| b == LABEL_END)
+        // The piece after the last label's end is empty.
+        .filter(|label| !label.is_empty())
+        .map(|label| {
+            let at = label
+                .iter()
+                .position(|&b| b == NAME_END)
+                .expect("every packed label has a name end");
+            (utf8(&label[..at]), utf8(&label[at + 1..]))
+        })
+}
+
+fn utf8(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes)
+        .expect("packed from UTF-8 strings, split at separators UTF-8 never holds")
 }
 
 #[cfg(test)]
@@ -137,20 +128,33 @@ mod tests {
             ("long", &long),
             ("ü", "é"),
         ]);
-        let packed = PackedLabels::new(labels.as_slice());
+        let mut keys = KeyBuilder::new("t");
+        let packed = PackedLabels::new(keys.key(labels.as_slice()).packed);
         assert_eq!(packed.to_labels(), labels);
-        assert!(packed.equals(labels.as_slice()));
-        assert!(!packed.equals(&labels.as_slice()[..3]));
-        assert!(!packed.equals(labels.with("job", "apj").as_slice()));
-        assert!(!packed.equals(labels.with("zz", "1").as_slice()));
-        let empty = PackedLabels::new(&[]);
-        assert!(empty.equals(&[]));
+        assert_eq!(keys.key(labels.as_slice()).packed, packed.bytes());
+        assert_ne!(keys.key(&labels.as_slice()[..3]).packed, packed.bytes());
+        assert_ne!(
+            keys.key(labels.with("job", "apj").as_slice()).packed,
+            packed.bytes()
+        );
+        let empty = PackedLabels::new(keys.key(&[]).packed);
         assert_eq!(empty.iter().count(), 0);
+        assert_eq!(empty.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn empty_values_are_left_out() {
+        let mut keys = KeyBuilder::new("t");
+        let with_empty = Labels::from_pairs([("a", "1"), ("b", ""), ("c", "3")]);
+        let without = Labels::from_pairs([("a", "1"), ("c", "3")]);
+        let a = keys.key(with_empty.as_slice());
+        let (fp, packed) = (a.fingerprint, a.packed.to_vec());
+        let b = keys.key(without.as_slice());
+        assert_eq!((fp, &packed[..]), (b.fingerprint, b.packed));
     }
 
     #[test]
     fn fingerprint_matches_the_model() {
-        let mut scratch = Vec::new();
         let long = "x".repeat(500);
         for labels in [
             Labels::default(),
@@ -164,7 +168,7 @@ mod tests {
         ] {
             for tenant in ["", "team-a"] {
                 assert_eq!(
-                    fingerprint_with(&mut scratch, tenant, labels.as_slice()),
+                    KeyBuilder::new(tenant).key(labels.as_slice()).fingerprint,
                     fingerprint(tenant, labels.as_slice())
                 );
             }

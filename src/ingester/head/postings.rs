@@ -331,8 +331,15 @@ mod tests {
     fn symbols_are_shared_and_released() {
         use crate::model::Labels;
         let mut index = Index::default();
-        let a = PackedLabels::new(Labels::from_pairs([("job", "api"), ("x", "job")]).as_slice());
-        let b = PackedLabels::new(Labels::from_pairs([("job", "web")]).as_slice());
+        let mut keys = super::super::packed::KeyBuilder::new("t");
+        let a = PackedLabels::new(
+            keys.key(Labels::from_pairs([("job", "api"), ("x", "job")]).as_slice())
+                .packed,
+        );
+        let b = PackedLabels::new(
+            keys.key(Labels::from_pairs([("job", "web")]).as_slice())
+                .packed,
+        );
         index.add(SeriesRef(1), &a);
         index.add(SeriesRef(2), &b);
         assert_eq!(index.symbols.len(), 4, "job, api, x, web");

@@ -1,4 +1,4 @@
-//! One series in the head: its interned labels and its samples, kept as
+//! One series in the head: its packed labels and its samples, kept as
 //! cut (immutable) chunks, an open head chunk and a small sorted buffer of
 //! out-of-order samples.
 //!
@@ -22,7 +22,7 @@ use super::admission::{Admission, AppendError, appendable};
 use super::merge::ChunkData;
 use super::packed::PackedLabels;
 use crate::chunk::{ChunkError, XorChunk, XorIterator};
-use crate::model::{Label, Labels};
+use crate::model::Labels;
 
 /// Where chunks are cut and when out-of-order samples become a chunk.
 #[derive(Clone, Copy, Debug)]
@@ -65,11 +65,7 @@ impl MemSeries {
         }
     }
 
-    /// Whether the stored labels are `labels` (sorted, no empty values).
-    pub fn has_labels(&self, labels: &[Label]) -> bool {
-        self.labels.equals(labels)
-    }
-
+    /// The series' labels, unpacked.
     pub fn labels(&self) -> Labels {
         self.labels.to_labels()
     }

@@ -281,21 +281,23 @@ fn fingerprint_collisions_make_two_series() {
     let a = labels(&[("__name__", "a")]);
     let b = labels(&[("__name__", "b")]);
     let c = labels(&[("__name__", "c")]);
-    let fp = 42;
     let lim = unlimited();
-    let (ra, created_a) = head
-        .get_or_create_with_fingerprint(fp, a.as_slice(), &lim)
-        .expect("created");
-    let (rb, created_b) = head
-        .get_or_create_with_fingerprint(fp, b.as_slice(), &lim)
-        .expect("created");
-    let (rc, _) = head
-        .get_or_create_with_fingerprint(fp, c.as_slice(), &lim)
-        .expect("created");
+    let mut keys = packed::KeyBuilder::new("t");
+    // Every label set under one fingerprint.
+    let mut get = |l: &Labels| {
+        let key = packed::SeriesKey {
+            fingerprint: 42,
+            ..keys.key(l.as_slice())
+        };
+        head.get_or_create_by_key(key, &lim)
+    };
+    let (ra, created_a) = get(&a).expect("created");
+    let (rb, created_b) = get(&b).expect("created");
+    let (rc, _) = get(&c).expect("created");
     assert!(created_a && created_b);
     assert_ne!(ra, rb);
     assert_eq!(
-        head.get_or_create_with_fingerprint(fp, b.as_slice(), &lim),
+        get(&b),
         Ok((rb, false)),
         "found again in the collision list"
     );
@@ -321,17 +323,9 @@ fn fingerprint_collisions_make_two_series() {
         |s| s.labels == a,
     );
     assert_eq!(removed, 1);
-    assert_eq!(
-        head.get_or_create_with_fingerprint(fp, b.as_slice(), &lim),
-        Ok((rb, false))
-    );
-    assert_eq!(
-        head.get_or_create_with_fingerprint(fp, c.as_slice(), &lim),
-        Ok((rc, false))
-    );
-    let (ra2, created) = head
-        .get_or_create_with_fingerprint(fp, a.as_slice(), &lim)
-        .expect("created");
+    assert_eq!(get(&b), Ok((rb, false)));
+    assert_eq!(get(&c), Ok((rc, false)));
+    let (ra2, created) = get(&a).expect("created");
     assert!(created && ra2 != ra, "a new series with a new ref");
 }
 
@@ -605,6 +599,81 @@ fn concurrent_appends_to_overlapping_series() {
 }
 
 #[test]
+fn gc_racing_appends_keeps_the_head_consistent() {
+    let head = Head::new("t", &HeadConfig::default());
+    let series: Vec<Labels> = (0..100)
+        .map(|i| labels(&[("__name__", &format!("m{}", i % 7)), ("i", &i.to_string())]))
+        .collect();
+    let lim = with_ooo_window(1_000_000);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let removed = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for k in 0..3i64 {
+            let (head, series, lim) = (&head, &series, &lim);
+            scope.spawn(move || {
+                for step in 0..200 {
+                    let s = [Sample {
+                        t: step * 3 + k,
+                        v: 1.0,
+                    }];
+                    let batch: Vec<(&Labels, &[Sample])> =
+                        series.iter().map(|l| (l, &s[..])).collect();
+                    let r = head.append_batch(&batch, lim);
+                    assert!(r.rejected.is_empty(), "{:?}", r.rejected.first());
+                }
+            });
+        }
+        scope.spawn(|| {
+            // Everything looks idle an hour from now: series are removed
+            // and recreated under the appenders' feet.
+            let later = Instant::now() + Duration::from_secs(7200);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = head.gc_idle_at(later, Duration::from_secs(3600), |_| true);
+                removed.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                std::thread::yield_now();
+            }
+        });
+        // Let the appenders finish, then stop the collector.
+        while head.samples_appended_total() < 3 * 200 * 100
+            && removed.load(std::sync::atomic::Ordering::Relaxed) < 1_000_000
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(
+        removed.into_inner() > 0,
+        "the collector ran against the appenders"
+    );
+    let live = head.all_series();
+    assert_eq!(live.len() as u64, head.active_series());
+    let selected = head.select(&[m(MatchOp::RegexMatch, "__name__", ".+")]);
+    assert_eq!(selected, live.iter().map(|(r, _)| *r).collect::<Vec<_>>());
+    for (r, l) in &live {
+        let matchers: Vec<Matcher> = l.iter().map(|l| eq(&l.name, &l.value)).collect();
+        assert_eq!(head.select(&matchers), vec![*r], "{l}");
+    }
+    assert_eq!(
+        head.series_created_total() - head.series_removed_total(),
+        head.active_series()
+    );
+    // Removing everything returns every byte the counters track.
+    head.gc_idle_at(
+        Instant::now() + Duration::from_secs(7200),
+        Duration::from_secs(3600),
+        |_| true,
+    );
+    assert_eq!(head.active_series(), 0);
+    assert_eq!(head.chunk_bytes(), 0);
+    let est = head.memory_estimate();
+    assert_eq!(
+        (est.series_bytes, est.index_bytes, est.sample_bytes),
+        (0, 0, 0),
+        "{est:?}"
+    );
+}
+
+#[test]
 fn wal_api_replays_into_a_new_head() {
     let lim = with_ooo_window(1000);
     let head = Head::new("t", &HeadConfig::default());
@@ -758,10 +827,11 @@ struct Model {
 impl Model {
     /// Some(true): appended, Some(false): duplicate, None: refused.
     fn append(&mut self, t: i64, v: f64, window: i64) -> Option<bool> {
-        if let Some(max_t) = self.max_t {
-            if t < max_t && (window == 0 || t < max_t - window) {
-                return None;
-            }
+        if let Some(max_t) = self.max_t
+            && t < max_t
+            && (window == 0 || t < max_t - window)
+        {
+            return None;
         }
         match self.samples.get(&t) {
             Some(stored) if stored.to_bits() == v.to_bits() => Some(false),
