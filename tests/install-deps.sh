@@ -10,6 +10,9 @@ as_root() {
 
 apt_packages=()
 command -v etcd >/dev/null 2>&1 || apt_packages+=(etcd-server etcd-client)
+# Real remote-write senders: Prometheus 2.42 and vmagent (in victoria-metrics).
+command -v prometheus >/dev/null 2>&1 || apt_packages+=(prometheus)
+command -v vmagent >/dev/null 2>&1 || apt_packages+=(victoria-metrics)
 
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "install-deps: installing ${apt_packages[*]} from Debian"

@@ -459,3 +459,87 @@ pub mod rw {
         Ok(out)
     }
 }
+
+/// A real sender: Debian's Prometheus 2.42 or vmagent, on loopback.
+pub struct Sender {
+    pub guard: Guard,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Sender {
+    /// Prometheus on `port` with `config` (YAML) as its config file.
+    pub async fn prometheus(name: &str, port: u16, config: &str) -> Result<Sender> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("prometheus.yml");
+        std::fs::write(&file, config)?;
+        let mut command = Command::new("prometheus");
+        command
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        let guard = Guard::spawn(name, command, dir.path().join("prometheus.log"))
+            .context("prometheus must be installed (tests/install-deps.sh installs it)")?;
+        let sender = Sender {
+            guard,
+            port,
+            _dir: dir,
+        };
+        sender.wait_http("/-/ready").await?;
+        Ok(sender)
+    }
+
+    /// vmagent on `port` scraping with `scrape_config` (YAML) and
+    /// remote-writing to `url` with extra `-remoteWrite.*` arguments.
+    pub async fn vmagent(
+        name: &str,
+        port: u16,
+        scrape_config: &str,
+        url: &str,
+        extra: &[String],
+    ) -> Result<Sender> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("scrape.yml");
+        std::fs::write(&file, scrape_config)?;
+        let mut command = Command::new("vmagent");
+        command
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-promscrape.config={}", file.display()))
+            .arg(format!("-remoteWrite.url={url}"))
+            .arg(format!(
+                "-remoteWrite.tmpDataPath={}",
+                dir.path().join("tmp").display()
+            ))
+            .arg("-remoteWrite.flushInterval=1s")
+            .args(extra);
+        let guard = Guard::spawn(name, command, dir.path().join("vmagent.log")).context(
+            "vmagent must be installed (tests/install-deps.sh installs victoria-metrics)",
+        )?;
+        let sender = Sender {
+            guard,
+            port,
+            _dir: dir,
+        };
+        sender.wait_http("/health").await?;
+        Ok(sender)
+    }
+
+    async fn wait_http(&self, path: &str) -> Result<()> {
+        let url = format!("http://127.0.0.1:{}{}", self.port, path);
+        let client = http();
+        eventually(
+            &format!("{} up", self.guard.name),
+            Duration::from_secs(30),
+            || {
+                let client = client.clone();
+                let url = url.clone();
+                async move { Ok((client.get(&url).send().await?.status() == 200).then_some(())) }
+            },
+        )
+        .await
+        .with_context(|| self.guard.log_text())
+    }
+}
