@@ -266,3 +266,80 @@ async fn no_acknowledged_sample_is_lost() -> Result<()> {
     drop(distributor);
     Ok(())
 }
+
+/// A rolling restart under load (SIGTERM, wait, start again, next): no
+/// write fails, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_restart_under_load_causes_no_write_error() -> Result<()> {
+    let etcd = Etcd::start().await?;
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir())
+        .collect::<Result<_, _>>()?;
+    let ids = ["ingester-a", "ingester-b", "ingester-c"];
+    let mut ingesters = Vec::new();
+    for (id, dir) in ids.iter().zip(&dirs) {
+        ingesters.push(Strata::spawn_in(id, dir.path(), &ingester_args(&etcd, id))?);
+    }
+    for ingester in &mut ingesters {
+        ingester.wait_ready().await?;
+    }
+    let mut distributor = Strata::spawn("distributor", &distributor_args(&etcd))?;
+    distributor.wait_ready().await?;
+    eventually(
+        "three ACTIVE ingesters",
+        Duration::from_secs(15),
+        || async {
+            let ring = distributor.ring().await?;
+            let active = ring["members"]
+                .as_array()
+                .map(|m| m.iter().filter(|m| m["state"] == "ACTIVE").count());
+            Ok((active == Some(3)).then_some(()))
+        },
+    )
+    .await?;
+
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(write_load(
+        distributor.url("/api/v1/push"),
+        stop.clone(),
+        acked.clone(),
+    ));
+    for (i, id) in ids.iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        ingesters[i].guard.signal(libc::SIGTERM);
+        let status = ingesters[i].guard.wait_exit(Duration::from_secs(30))?;
+        ensure!(status.success(), "{id} exits 0 on SIGTERM");
+        let mut back = Strata::spawn_in(id, dirs[i].path(), &ingester_args(&etcd, id))?;
+        back.wait_ready().await?;
+        eventually(
+            "the restarted ingester is ACTIVE again",
+            Duration::from_secs(15),
+            || async {
+                let ring = distributor.ring().await?;
+                let active = ring["members"]
+                    .as_array()
+                    .map(|m| m.iter().filter(|m| m["state"] == "ACTIVE").count());
+                Ok((active == Some(3)).then_some(()))
+            },
+        )
+        .await?;
+        ingesters[i] = back;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Release);
+    let (ok, failed) = load.await??;
+    ensure!(
+        failed == 0,
+        "{failed} of {} pushes failed during the rolling restart",
+        ok + failed
+    );
+    let all = held(&ingesters.iter().map(|s| s.grpc_port).collect::<Vec<_>>()).await?;
+    let acked_all = acked.lock().clone();
+    let lost = missing(&acked_all, &all);
+    ensure!(
+        lost == 0,
+        "{lost} acknowledged samples missing after the rolling restart"
+    );
+    Ok(())
+}
