@@ -10,6 +10,33 @@ use serde::Serialize;
 
 pub type ServiceError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A service's background task: spawned at start, cancelled and awaited at stop.
+#[derive(Default)]
+pub struct BackgroundTask {
+    cancel: tokio_util::sync::CancellationToken,
+    handle: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl BackgroundTask {
+    /// Spawns `run`, handing it the token that [`BackgroundTask::stop`] cancels.
+    pub fn spawn<F>(&self, run: impl FnOnce(tokio_util::sync::CancellationToken) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::spawn(run(self.cancel.clone()));
+        *self.handle.lock() = Some(handle);
+    }
+
+    /// Cancels the task and waits for it to finish.
+    pub async fn stop(&self) {
+        self.cancel.cancel();
+        let handle = self.handle.lock().take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+}
+
 /// A long-lived part of the process.
 #[async_trait]
 pub trait Service: Send + Sync + 'static {

@@ -153,34 +153,49 @@ fn tear_wal_tail(workdir: &Path) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn no_acknowledged_sample_is_lost() -> Result<()> {
-    let etcd = Etcd::start().await?;
+/// Three ingesters (each in its own working directory, for its WAL) and a
+/// distributor on `etcd`, all ready, with three ACTIVE members in the ring.
+async fn cluster(
+    etcd: &Etcd,
+    ids: &[&str; 3],
+) -> Result<(Vec<tempfile::TempDir>, Vec<Strata>, Strata)> {
     let dirs: Vec<tempfile::TempDir> = (0..3)
         .map(|_| tempfile::tempdir())
         .collect::<Result<_, _>>()?;
-    let ids = ["ingester-1", "ingester-2", "ingester-3"];
     let mut ingesters = Vec::new();
     for (id, dir) in ids.iter().zip(&dirs) {
-        ingesters.push(Strata::spawn_in(id, dir.path(), &ingester_args(&etcd, id))?);
+        ingesters.push(Strata::spawn_in(id, dir.path(), &ingester_args(etcd, id))?);
     }
     for ingester in &mut ingesters {
         ingester.wait_ready().await?;
     }
-    let mut distributor = Strata::spawn("distributor", &distributor_args(&etcd))?;
+    let mut distributor = Strata::spawn("distributor", &distributor_args(etcd))?;
     distributor.wait_ready().await?;
+    wait_for_active(&distributor, 3).await?;
+    Ok((dirs, ingesters, distributor))
+}
+
+/// Waits until the distributor's ring shows `count` ACTIVE members.
+async fn wait_for_active(distributor: &Strata, count: usize) -> Result<()> {
     eventually(
-        "distributor sees three ACTIVE ingesters",
+        &format!("{count} ACTIVE ingesters"),
         Duration::from_secs(15),
         || async {
             let ring = distributor.ring().await?;
             let active = ring["members"]
                 .as_array()
                 .map(|m| m.iter().filter(|m| m["state"] == "ACTIVE").count());
-            Ok((active == Some(3)).then_some(()))
+            Ok((active == Some(count)).then_some(()))
         },
     )
-    .await?;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_acknowledged_sample_is_lost() -> Result<()> {
+    let etcd = Etcd::start().await?;
+    let ids = ["ingester-1", "ingester-2", "ingester-3"];
+    let (dirs, mut ingesters, distributor) = cluster(&etcd, &ids).await?;
 
     // Phase 1: load, then kill -9 ingester-2 in the middle of it.
     let acked: Acked = Arc::default();
@@ -272,31 +287,8 @@ async fn no_acknowledged_sample_is_lost() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_under_load_causes_no_write_error() -> Result<()> {
     let etcd = Etcd::start().await?;
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir())
-        .collect::<Result<_, _>>()?;
     let ids = ["ingester-a", "ingester-b", "ingester-c"];
-    let mut ingesters = Vec::new();
-    for (id, dir) in ids.iter().zip(&dirs) {
-        ingesters.push(Strata::spawn_in(id, dir.path(), &ingester_args(&etcd, id))?);
-    }
-    for ingester in &mut ingesters {
-        ingester.wait_ready().await?;
-    }
-    let mut distributor = Strata::spawn("distributor", &distributor_args(&etcd))?;
-    distributor.wait_ready().await?;
-    eventually(
-        "three ACTIVE ingesters",
-        Duration::from_secs(15),
-        || async {
-            let ring = distributor.ring().await?;
-            let active = ring["members"]
-                .as_array()
-                .map(|m| m.iter().filter(|m| m["state"] == "ACTIVE").count());
-            Ok((active == Some(3)).then_some(()))
-        },
-    )
-    .await?;
+    let (dirs, mut ingesters, distributor) = cluster(&etcd, &ids).await?;
 
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -312,18 +304,7 @@ async fn rolling_restart_under_load_causes_no_write_error() -> Result<()> {
         ensure!(status.success(), "{id} exits 0 on SIGTERM");
         let mut back = Strata::spawn_in(id, dirs[i].path(), &ingester_args(&etcd, id))?;
         back.wait_ready().await?;
-        eventually(
-            "the restarted ingester is ACTIVE again",
-            Duration::from_secs(15),
-            || async {
-                let ring = distributor.ring().await?;
-                let active = ring["members"]
-                    .as_array()
-                    .map(|m| m.iter().filter(|m| m["state"] == "ACTIVE").count());
-                Ok((active == Some(3)).then_some(()))
-            },
-        )
-        .await?;
+        wait_for_active(&distributor, 3).await?;
         ingesters[i] = back;
     }
     tokio::time::sleep(Duration::from_millis(700)).await;

@@ -15,12 +15,10 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::Limits;
 use crate::metrics::Metrics;
-use crate::service::{Service, ServiceError};
+use crate::service::{BackgroundTask, Service, ServiceError};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,8 +61,7 @@ struct RuntimeFile {
 /// The limits of every tenant.
 pub struct Overrides {
     state: Arc<State>,
-    cancel: CancellationToken,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: BackgroundTask,
 }
 
 struct State {
@@ -94,8 +91,7 @@ impl Overrides {
                 last_text: Mutex::new(None),
                 reload_ok,
             }),
-            cancel: CancellationToken::new(),
-            task: Mutex::new(None),
+            task: BackgroundTask::default(),
         })
     }
 
@@ -206,9 +202,8 @@ impl Service for Overrides {
             return Ok(());
         }
         let state = self.state.clone();
-        let cancel = self.cancel.clone();
         let period = self.state.config.period.max(Duration::from_millis(100));
-        *self.task.lock() = Some(tokio::spawn(async move {
+        self.task.spawn(|cancel| async move {
             let mut ticker = tokio::time::interval(period);
             ticker.tick().await;
             loop {
@@ -217,16 +212,12 @@ impl Service for Overrides {
                     _ = ticker.tick() => state.reload_and_report(),
                 }
             }
-        }));
+        });
         Ok(())
     }
 
     async fn stop(&self) -> Result<(), ServiceError> {
-        self.cancel.cancel();
-        let task = self.task.lock().take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.task.stop().await;
         Ok(())
     }
 }

@@ -17,14 +17,13 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::desc::{InstanceDesc, InstanceState, now_ms};
 use super::kv::{KvError, KvStore, WatchEvent};
 use super::read::RingView;
 use crate::metrics::Metrics;
-use crate::service::{Service, ServiceError};
+use crate::service::{BackgroundTask, Service, ServiceError};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -50,8 +49,7 @@ struct Shared {
 pub struct RingClient {
     shared: Arc<Shared>,
     name: &'static str,
-    cancel: CancellationToken,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: BackgroundTask,
 }
 
 impl RingClient {
@@ -91,8 +89,7 @@ impl RingClient {
         Arc::new(RingClient {
             shared,
             name,
-            cancel: CancellationToken::new(),
-            task: Mutex::new(None),
+            task: BackgroundTask::default(),
         })
     }
 
@@ -132,22 +129,27 @@ impl RingClient {
     }
 }
 
+/// A KV entry as a member, or `None` (logged) when malformed.
+fn member(entry: &super::kv::KvEntry) -> Option<Member> {
+    match InstanceDesc::decode(&entry.key, &entry.value) {
+        Ok(desc) => Some(Member {
+            desc,
+            revision: entry.revision,
+        }),
+        Err(err) => {
+            tracing::warn!(error = %err, "skipping malformed ring entry");
+            None
+        }
+    }
+}
+
 impl Shared {
     async fn resync(&self) -> Result<i64, KvError> {
         let snapshot = self.kv.list(&self.key_prefix).await?;
         let mut members = BTreeMap::new();
-        for entry in snapshot.entries {
-            match InstanceDesc::decode(&entry.key, &entry.value) {
-                Ok(desc) => {
-                    members.insert(
-                        desc.id.clone(),
-                        Member {
-                            desc,
-                            revision: entry.revision,
-                        },
-                    );
-                }
-                Err(err) => tracing::warn!(error = %err, "skipping malformed ring entry"),
+        for entry in &snapshot.entries {
+            if let Some(member) = member(entry) {
+                members.insert(member.desc.id.clone(), member);
             }
         }
         *self.members.lock() = members;
@@ -162,19 +164,8 @@ impl Shared {
             for event in events {
                 match event {
                     WatchEvent::Put(entry) => {
-                        match InstanceDesc::decode(&entry.key, &entry.value) {
-                            Ok(desc) => {
-                                members.insert(
-                                    desc.id.clone(),
-                                    Member {
-                                        desc,
-                                        revision: entry.revision,
-                                    },
-                                );
-                            }
-                            Err(err) => {
-                                tracing::warn!(error = %err, "skipping malformed ring entry")
-                            }
+                        if let Some(member) = member(&entry) {
+                            members.insert(member.desc.id.clone(), member);
                         }
                     }
                     WatchEvent::Delete { key, .. } => {
@@ -243,17 +234,13 @@ impl Service for RingClient {
         if let Err(err) = self.shared.resync().await {
             tracing::warn!(error = %err, "cannot read the ring yet; retrying in the background");
         }
-        let task = tokio::spawn(self.shared.clone().run(self.cancel.clone()));
-        *self.task.lock() = Some(task);
+        let shared = self.shared.clone();
+        self.task.spawn(|cancel| shared.run(cancel));
         Ok(())
     }
 
     async fn stop(&self) -> Result<(), ServiceError> {
-        self.cancel.cancel();
-        let task = self.task.lock().take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.task.stop().await;
         Ok(())
     }
 

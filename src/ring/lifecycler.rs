@@ -16,8 +16,6 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::client::RingClient;
 use super::desc::{InstanceDesc, InstanceState, now_ms};
@@ -25,6 +23,7 @@ use super::kv::{Expect, KvError};
 use super::read::RingView;
 use super::token::generate_tokens;
 use crate::metrics::Metrics;
+use crate::service::BackgroundTask;
 
 /// This instance's identity in the ring.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,8 +97,7 @@ struct Inner {
 pub struct Lifecycler {
     inner: Arc<Inner>,
     heartbeat_period: Duration,
-    cancel: CancellationToken,
-    task: Mutex<Option<JoinHandle<()>>>,
+    heartbeat: BackgroundTask,
 }
 
 impl Lifecycler {
@@ -145,8 +143,7 @@ impl Lifecycler {
         Lifecycler {
             inner,
             heartbeat_period: config.heartbeat_period,
-            cancel: CancellationToken::new(),
-            task: Mutex::new(None),
+            heartbeat: BackgroundTask::default(),
         }
     }
 
@@ -205,9 +202,8 @@ impl Lifecycler {
         self.inner.write_tokens_file();
         tracing::info!(instance = %id, state = "JOINING", "registered in the ring");
         let inner = self.inner.clone();
-        let cancel = self.cancel.clone();
         let period = self.heartbeat_period;
-        *self.task.lock() = Some(tokio::spawn(async move {
+        self.heartbeat.spawn(|cancel| async move {
             let mut ticker = tokio::time::interval(period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await;
@@ -217,7 +213,7 @@ impl Lifecycler {
                     _ = ticker.tick() => inner.heartbeat().await,
                 }
             }
-        }));
+        });
         Ok(())
     }
 
@@ -240,11 +236,7 @@ impl Lifecycler {
 
     /// Stops heartbeating and removes the instance from the ring.
     pub async fn leave(&self) -> Result<(), LifecyclerError> {
-        self.cancel.cancel();
-        let task = self.task.lock().take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.heartbeat.stop().await;
         let id = self.id();
         let key = self.inner.ring.member_key(&id);
         self.inner
@@ -486,7 +478,7 @@ mod tests {
         first.join(16).await.expect("joins");
         let tokens = first.tokens();
         // A crash: the heartbeat stops, the descriptor stays.
-        first.cancel.cancel();
+        first.heartbeat.stop().await;
         let second = Lifecycler::new(
             &config("a"),
             String::new(),
