@@ -10,6 +10,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod promql;
 pub mod proto;
 pub mod ring;
 pub mod server;
