@@ -96,6 +96,7 @@
 //!   [`ChunkError`] carrying the byte offset of the sample that failed.
 
 pub mod bstream;
+pub mod merge;
 pub mod xor;
 
 pub use xor::{MAX_SAMPLES, XorAppender, XorChunk, XorIterator};

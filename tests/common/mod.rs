@@ -419,8 +419,8 @@ pub mod rw {
         start: i64,
         end: i64,
     ) -> Result<Vec<(Vec<(String, String)>, Vec<(i64, f64)>)>> {
+        use strata::chunk::merge::{ChunkData, merge_chunks};
         use strata::ingester::client::{IngesterClient, QueryRequest};
-        use strata::ingester::head::{ChunkData, merge_chunks};
         let mut client = IngesterClient::connect(format!("http://127.0.0.1:{grpc_port}")).await?;
         let mut stream = client
             .query_stream(QueryRequest {

@@ -101,10 +101,11 @@ use std::time::Instant;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+pub use crate::chunk::merge::{ChunkData, merge_chunks};
 pub use admission::{Admission, AppendError, appendable, ooo_window_ms};
 pub use gc::IdleSeries;
 pub use heads::Heads;
-pub use merge::{ChunkData, SeriesChunks, merge_chunks};
+pub use merge::SeriesChunks;
 
 use crate::chunk::MAX_SAMPLES;
 use crate::limits::{DiscardReason, Limits};

@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 
 use super::SeriesRef;
 use super::admission::{Admission, AppendError, appendable};
-use super::merge::ChunkData;
 use super::packed::PackedLabels;
+use crate::chunk::merge::ChunkData;
 use crate::chunk::{ChunkError, XorChunk, XorIterator};
 use crate::model::Labels;
 

@@ -1,0 +1,171 @@
+//! Chunks as readers receive them (time range + XOR bytes), and the merge
+//! readers apply to them.
+//!
+//! The chunks of one series may overlap in time: out-of-order samples come
+//! as chunks of their own, and replicas' copies of a series come from
+//! several ingesters. Each chunk's samples strictly increase; a reader
+//! merges the chunks into one sorted stream and keeps one sample per
+//! timestamp ([`merge_chunks`]).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::{ChunkError, XorIterator};
+use crate::model::Sample;
+
+/// One XOR chunk (see [`crate::chunk`]) and the time range of its samples.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkData {
+    /// Timestamp of the first sample, milliseconds.
+    pub min_t: i64,
+    /// Timestamp of the last sample, milliseconds.
+    pub max_t: i64,
+    /// The encoded chunk, header included.
+    pub bytes: Vec<u8>,
+}
+
+impl ChunkData {
+    /// Whether the chunk's time range meets `[mint, maxt]`.
+    pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.min_t <= maxt && self.max_t >= mint
+    }
+}
+
+/// The samples of `chunks` inside `[mint, maxt]`, sorted by timestamp, one
+/// per timestamp. When chunks disagree at a timestamp, the sample of the
+/// chunk listed first wins (the head never stores two samples at one
+/// timestamp; replicas of a series can).
+///
+/// Chunks that follow each other in time are read in turn; otherwise the
+/// chunks stream through a heap of iterators, so they may overlap in any
+/// way. A chunk that does not decode fails the merge with its error.
+pub fn merge_chunks(chunks: &[ChunkData], mint: i64, maxt: i64) -> Result<Vec<Sample>, ChunkError> {
+    let chunks: Vec<&ChunkData> = chunks.iter().filter(|c| c.overlaps(mint, maxt)).collect();
+    let capacity = chunks
+        .iter()
+        .map(|c| XorIterator::new(&c.bytes).num_samples())
+        .sum();
+    let mut out: Vec<Sample> = Vec::with_capacity(capacity);
+    if chunks.windows(2).all(|w| w[0].max_t < w[1].min_t) {
+        // The common case, without out-of-order chunks or replicas: the
+        // chunks follow each other, so they are read one after the other.
+        for chunk in chunks {
+            let mut it = XorIterator::new(&chunk.bytes);
+            let mut next = it.seek(mint);
+            while let Some((t, v)) = next {
+                if t > maxt {
+                    break;
+                }
+                out.push(Sample { t, v });
+                next = it.next();
+            }
+            check(&it)?;
+        }
+        return Ok(out);
+    }
+
+    let mut iters: Vec<XorIterator<'_>> = Vec::with_capacity(chunks.len());
+    // (timestamp, chunk position): ties go to the chunk listed first.
+    let mut heap: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::with_capacity(chunks.len());
+    for chunk in chunks {
+        let mut it = XorIterator::new(&chunk.bytes);
+        let first = it.seek(mint);
+        check(&it)?;
+        if let Some((t, _)) = first {
+            heap.push(Reverse((t, iters.len())));
+        }
+        iters.push(it);
+    }
+    while let Some(Reverse((t, i))) = heap.pop() {
+        if t > maxt {
+            // Every later entry is at or after this timestamp.
+            break;
+        }
+        let it = &mut iters[i];
+        if out.last().is_none_or(|last| last.t < t) {
+            let (_, v) = it
+                .at()
+                .expect("a heap entry's iterator is positioned on its sample");
+            out.push(Sample { t, v });
+        }
+        let next = it.next();
+        check(it)?;
+        if let Some((t, _)) = next {
+            heap.push(Reverse((t, i)));
+        }
+    }
+    Ok(out)
+}
+
+fn check(it: &XorIterator<'_>) -> Result<(), ChunkError> {
+    match it.err() {
+        Some(e) => Err(e.clone()),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::XorChunk;
+
+    fn chunk(samples: &[(i64, f64)]) -> ChunkData {
+        let mut c = XorChunk::new();
+        let mut app = c.appender();
+        for &(t, v) in samples {
+            app.append(t, v).expect("increasing timestamps");
+        }
+        ChunkData {
+            min_t: samples[0].0,
+            max_t: samples[samples.len() - 1].0,
+            bytes: c.into_bytes(),
+        }
+    }
+
+    fn ts(samples: &[Sample]) -> Vec<i64> {
+        samples.iter().map(|s| s.t).collect()
+    }
+
+    #[test]
+    fn merges_overlapping_chunks_in_order_first_wins() {
+        let a = chunk(&[(1, 1.0), (3, 3.0), (5, 5.0)]);
+        let b = chunk(&[(2, 20.0), (3, 30.0), (6, 60.0)]);
+        let merged = merge_chunks(&[a.clone(), b.clone()], i64::MIN, i64::MAX).expect("valid");
+        assert_eq!(ts(&merged), vec![1, 2, 3, 5, 6]);
+        assert_eq!(merged[2].v, 3.0, "the first chunk wins a tie");
+        let merged = merge_chunks(&[b, a], i64::MIN, i64::MAX).expect("valid");
+        assert_eq!(merged[2].v, 30.0);
+    }
+
+    #[test]
+    fn clips_to_range() {
+        let a = chunk(&[(1, 1.0), (3, 3.0), (5, 5.0), (7, 7.0)]);
+        let b = chunk(&[(100, 1.0)]);
+        let merged = merge_chunks(&[a, b], 3, 6).expect("valid");
+        assert_eq!(ts(&merged), vec![3, 5]);
+    }
+
+    #[test]
+    fn disjoint_chunks_in_any_order() {
+        let a = chunk(&[(1, 1.0), (3, 3.0)]);
+        let b = chunk(&[(5, 5.0), (7, 7.0)]);
+        let want = vec![1, 3, 5, 7];
+        assert_eq!(
+            ts(&merge_chunks(&[a.clone(), b.clone()], 0, 10).expect("valid")),
+            want
+        );
+        assert_eq!(ts(&merge_chunks(&[b, a], 0, 10).expect("valid")), want);
+    }
+
+    #[test]
+    fn corrupt_chunk_is_an_error() {
+        let mut a = chunk(&[(1, 1.0), (3, 3.0), (5, 5.0)]);
+        a.bytes.truncate(4);
+        assert!(merge_chunks(&[a.clone()], i64::MIN, i64::MAX).is_err());
+        let b = chunk(&[(2, 2.0)]);
+        assert!(
+            merge_chunks(&[a, b], i64::MIN, i64::MAX).is_err(),
+            "overlapping path too"
+        );
+    }
+}
