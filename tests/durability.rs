@@ -278,6 +278,25 @@ async fn no_acknowledged_sample_is_lost() -> Result<()> {
         lost == 0,
         "{lost} of {total} acknowledged samples missing after kill -9 of every ingester"
     );
+
+    // Two of three replicas gone: no quorum, 503 so the sender retries.
+    restarted[1].guard.kill9();
+    restarted[2].guard.kill9();
+    let answer = rw::push(
+        &distributor.url("/api/v1/push"),
+        "tenant-d",
+        vec![series(
+            &[("__name__", "load"), ("series", "s000")],
+            &[(now_ms(), 1.0)],
+        )],
+    )
+    .await?;
+    ensure!(
+        answer.status == 503,
+        "without a quorum the push must be retried: {} {}",
+        answer.status,
+        answer.body
+    );
     drop(distributor);
     Ok(())
 }

@@ -488,3 +488,78 @@ async fn rate_limit_answers_429_with_retry_after() -> Result<()> {
     ensure!(discarded(&strata, "rate_limited", "t").await? == 40.0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_checkpoints_let_old_segments_go_and_replay_from_them() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let args: Vec<String> = vec![
+        "--ring.replication-factor=1".into(),
+        "--ingester.wal.segment-size=65536".into(),
+        "--ingester.wal.checkpoint-period=1s".into(),
+    ];
+    let mut strata = Strata::spawn_in("strata", dir.path(), &args)?;
+    strata.wait_ready().await?;
+    let url = strata.url("/api/v1/push");
+    let t0 = now_ms() - 3_600_000;
+    let mut expected = 0usize;
+    for round in 0..40i64 {
+        let batch: Vec<_> = (0..200)
+            .map(|i| {
+                let samples: Vec<(i64, f64)> = (0..5)
+                    .map(|k| (t0 + round * 5000 + k * 1000, (round * 5 + k) as f64))
+                    .collect();
+                series(&[("__name__", "ckpt"), ("i", &format!("{i:03}"))], &samples)
+            })
+            .collect();
+        expected += 200 * 5;
+        let answer = rw::push(&url, "t", batch).await?;
+        ensure!(answer.status == 204, "{} {}", answer.status, answer.body);
+    }
+    let wal = dir.path().join("data/wal");
+    let checkpointed = common::eventually(
+        "a checkpoint replaced old segments",
+        std::time::Duration::from_secs(30),
+        || {
+            let wal = wal.clone();
+            async move {
+                let names: Vec<String> = std::fs::read_dir(&wal)?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect();
+                let has_checkpoint = names
+                    .iter()
+                    .any(|n| n.starts_with("checkpoint.") && !n.ends_with(".tmp"));
+                let first_segment_gone = !names.iter().any(|n| n == "00000000");
+                Ok((has_checkpoint && first_segment_gone).then_some(names))
+            }
+        },
+    )
+    .await?;
+    ensure!(!checkpointed.is_empty());
+
+    // Restart on the same directory: everything comes back from checkpoint + segments.
+    strata.guard.signal(libc::SIGTERM);
+    ensure!(
+        strata
+            .guard
+            .wait_exit(std::time::Duration::from_secs(20))?
+            .success()
+    );
+    let mut again = Strata::spawn_in("strata", dir.path(), &args)?;
+    again.wait_ready().await?;
+    let stored = query_ingester(
+        again.grpc_port,
+        "t",
+        vec![eq("__name__", "ckpt")],
+        0,
+        i64::MAX,
+    )
+    .await?;
+    let total: usize = stored.iter().map(|(_, s)| s.len()).sum();
+    ensure!(
+        stored.len() == 200 && total == expected,
+        "{} series, {total} of {expected} samples after replaying the checkpoint",
+        stored.len()
+    );
+    Ok(())
+}

@@ -151,6 +151,10 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Largest WAL segment file in bytes (a multiple of 32768).",
     ),
     (
+        "ingester.wal.checkpoint_period",
+        "How often finished WAL segments are folded into a checkpoint and deleted (0s: never).",
+    ),
+    (
         "ingester.head.max_samples_per_chunk",
         "Samples after which a series' open chunk is cut.",
     ),

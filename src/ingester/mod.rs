@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::ring::client::RingClient;
 use crate::ring::desc::InstanceState;
 use crate::ring::lifecycler::{Lifecycler, LifecyclerConfig};
-use crate::service::{Service, ServiceError};
+use crate::service::{BackgroundTask, Service, ServiceError};
 use head::{HeadConfig, Heads};
 use metadata::MetadataStore;
 use push::Sequencer;
@@ -66,6 +66,11 @@ pub struct WalConfig {
     pub fsync_interval: Duration,
     /// Largest WAL segment file, in bytes (a multiple of 32 KiB).
     pub segment_size: usize,
+    /// How often finished segments are folded into a checkpoint (and
+    /// deleted); 0s: never. Until chunks are flushed to a store, the
+    /// checkpoint keeps every sample.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_period: Duration,
 }
 
 impl Default for WalConfig {
@@ -75,6 +80,7 @@ impl Default for WalConfig {
             fsync: FsyncMode::Always,
             fsync_interval: Duration::from_secs(1),
             segment_size: wal::DEFAULT_SEGMENT_SIZE,
+            checkpoint_period: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -151,6 +157,7 @@ pub(crate) struct State {
 
 pub struct Ingester {
     config: IngesterConfig,
+    checkpointer: BackgroundTask,
     lifecycler: Lifecycler,
     state: Arc<State>,
     replay_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -206,6 +213,7 @@ impl Ingester {
         });
         Ingester {
             config,
+            checkpointer: BackgroundTask::default(),
             lifecycler,
             state,
             replay_seconds,
@@ -278,10 +286,29 @@ impl Service for Ingester {
         self.replay_and_open().await?;
         self.state.accepting.store(true, Ordering::Release);
         self.lifecycler.change_state(InstanceState::Active).await?;
+        let period = self.config.wal.checkpoint_period;
+        if !period.is_zero() {
+            let state = self.state.clone();
+            self.checkpointer.spawn(|cancel| async move {
+                let mut ticker = tokio::time::interval(period);
+                ticker.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = ticker.tick() => {
+                            if let Err(err) = checkpoint(&state).await {
+                                tracing::error!(error = %err, "WAL checkpoint failed; the segments stay");
+                            }
+                        }
+                    }
+                }
+            });
+        }
         Ok(())
     }
 
     async fn stop(&self) -> Result<(), ServiceError> {
+        self.checkpointer.stop().await;
         if let Err(err) = self.lifecycler.begin_leaving().await {
             tracing::warn!(error = %err, "could not mark the ingester LEAVING; leaving anyway");
         }
@@ -318,6 +345,40 @@ impl Service for Ingester {
             state => Err(format!("ingester is {state} in the ring")),
         }
     }
+}
+
+/// Folds every finished WAL segment into a checkpoint and deletes them.
+/// Nothing is flushed to a store yet, so every record is kept: the
+/// checkpoint bounds the number of segment files, and is where flushed
+/// samples will be dropped.
+async fn checkpoint(state: &State) -> Result<(), ServiceError> {
+    let sequencer = state.sequencer.lock().clone();
+    let Some(wal) = sequencer.wal() else {
+        return Ok(());
+    };
+    let contents = wal::list(wal.dir())?;
+    let since = contents.checkpoint().map_or(0, |c| c + 1);
+    let finished = contents
+        .segments
+        .iter()
+        .filter(|(segment, _)| *segment >= since && *segment < wal.active_segment())
+        .count();
+    if finished < 2 {
+        return Ok(());
+    }
+    let up_to = wal.next_segment().await? - 1;
+    let stats =
+        tokio::task::spawn_blocking(move || wal.checkpoint(up_to, |record| Some(record.to_vec())))
+            .await
+            .map_err(|e| format!("checkpoint task failed: {e}"))??;
+    tracing::info!(
+        checkpoint = stats.checkpoint,
+        records = stats.records_kept,
+        bytes = stats.bytes_kept,
+        segments_deleted = stats.segments_deleted.len(),
+        "WAL checkpoint written"
+    );
+    Ok(())
 }
 
 /// Per-tenant head figures at scrape time.

@@ -98,6 +98,11 @@ impl Sequencer {
         }
     }
 
+    /// The open WAL, if any.
+    pub fn wal(&self) -> Option<Arc<Wal>> {
+        self.inner.lock().wal.clone()
+    }
+
     pub fn set_wal(&self, wal: Option<Arc<Wal>>) -> Option<Arc<Wal>> {
         std::mem::replace(&mut self.inner.lock().wal, wal)
     }
