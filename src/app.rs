@@ -16,6 +16,8 @@ use crate::ingester::client::ClientPool;
 use crate::ingester::{Advertised, Ingester};
 use crate::limits::{DiscardedSamples, Overrides};
 use crate::metrics::Metrics;
+use crate::querier::Querier;
+use crate::querier::api::{self as querier_api, ApiState};
 use crate::ring::client::RingClient;
 use crate::ring::kv::memory::MemoryKv;
 use crate::ring::{INGESTER_RING_KEY, http as ring_http};
@@ -63,7 +65,10 @@ impl Role {
 
     /// Whether this build can run the role.
     pub fn available(self) -> bool {
-        matches!(self, Role::All | Role::Ingester | Role::Distributor)
+        matches!(
+            self,
+            Role::All | Role::Ingester | Role::Distributor | Role::Querier
+        )
     }
 }
 
@@ -238,14 +243,15 @@ impl App {
         let discarded = DiscardedSamples::new(&metrics);
         let runs_ingester = config.target.runs(Role::Ingester);
         let runs_distributor = config.target.runs(Role::Distributor);
-        if runs_ingester || runs_distributor {
+        let runs_querier = config.target.runs(Role::Querier);
+        if runs_ingester || runs_distributor || runs_querier {
             services.add(overrides.clone());
         }
 
         // The ingester ring, for every role that reads or joins it.
         let memory_kv = MemoryKv::new();
         let mut ingester_grpc = None;
-        if runs_ingester || runs_distributor {
+        if runs_ingester || runs_distributor || runs_querier {
             let kv = config.ring.kvstore.build(&memory_kv).await?;
             let ring = RingClient::new(
                 "ingester-ring",
@@ -276,17 +282,29 @@ impl App {
                 );
                 services.add(Arc::new(ingester));
             }
-            if runs_distributor {
-                let clients = Arc::new(ClientPool::new(
-                    Duration::from_secs(5),
-                    INTERNAL_GRPC_MESSAGE_LIMIT,
+            let clients = Arc::new(ClientPool::new(
+                Duration::from_secs(5),
+                INTERNAL_GRPC_MESSAGE_LIMIT,
+            ));
+            if runs_querier {
+                let querier = Arc::new(Querier::new(
+                    config.querier.clone(),
+                    ring.clone(),
+                    clients.clone(),
+                    config.ring.replication_factor,
                 ));
+                router = router.merge(querier_api::routes(ApiState {
+                    querier,
+                    auth: Arc::new(config.auth.clone()),
+                }));
+            }
+            if runs_distributor {
                 let distributor = Arc::new(Distributor::new(
                     config.distributor.clone(),
                     &config.ring,
                     ring,
                     overrides.clone(),
-                    clients,
+                    clients.clone(),
                     discarded.clone(),
                     &metrics,
                 ));
@@ -370,7 +388,7 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("available targets: all, distributor, ingester"),
+            message.contains("available targets: all, distributor, ingester, querier"),
             "{message}"
         );
     }

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod promql;
 pub mod proto;
+pub mod querier;
 pub mod ring;
 pub mod server;
 pub mod service;

@@ -171,6 +171,19 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Pushes an ingester handles at once; more get a retryable error.",
     ),
     (
+        "querier.engine.lookback_delta",
+        "How far back a PromQL vector selector looks for a sample.",
+    ),
+    (
+        "querier.engine.max_samples",
+        "Most samples one query may hold in memory; more is an error.",
+    ),
+    ("querier.engine.timeout", "Longest a query may run."),
+    (
+        "querier.engine.default_subquery_step",
+        "Step of subqueries written without one (x[5m:]), as Prometheus's evaluation interval.",
+    ),
+    (
         "limits.ingestion_rate",
         "Samples per second a tenant may push; above it pushes get 429.",
     ),

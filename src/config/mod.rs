@@ -21,6 +21,7 @@ use crate::distributor::DistributorConfig;
 use crate::ingester::IngesterConfig;
 use crate::limits::{Limits, RuntimeConfig};
 use crate::logging::LogConfig;
+use crate::querier::QuerierConfig;
 use crate::ring::{KvBackend, RingConfig};
 use crate::server::ServerConfig;
 use crate::tenant::AuthConfig;
@@ -37,6 +38,7 @@ pub struct Config {
     pub ring: RingConfig,
     pub distributor: DistributorConfig,
     pub ingester: IngesterConfig,
+    pub querier: QuerierConfig,
     /// Per-tenant limits: the defaults for every tenant.
     pub limits: Limits,
     /// Per-tenant overrides of `limits`, re-read without restart.

@@ -30,3 +30,17 @@ pub trait Queryable: Send + Sync {
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, String>;
 }
+
+mod aggregate;
+mod binary;
+mod engine;
+mod eval;
+mod functions;
+mod plan;
+mod stats;
+mod value;
+
+pub use engine::{Engine, EngineConfig, InstantSample, QueryError, QueryResult, Value};
+
+#[cfg(test)]
+mod tests;

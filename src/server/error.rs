@@ -61,6 +61,22 @@ impl IntoResponse for PushError {
     }
 }
 
+/// The Prometheus API's error format and statuses: `bad_data` 400,
+/// `execution` 422, `timeout` 503, `internal` 500.
+impl IntoResponse for crate::querier::ApiError {
+    fn into_response(self) -> Response {
+        use crate::querier::ApiErrorKind;
+        let (status, kind) = match self.kind {
+            ApiErrorKind::BadData => (StatusCode::BAD_REQUEST, "bad_data"),
+            ApiErrorKind::Execution => (StatusCode::UNPROCESSABLE_ENTITY, "execution"),
+            ApiErrorKind::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            ApiErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let body = serde_json::json!({"status": "error", "errorType": kind, "error": self.message});
+        (status, axum::Json(body)).into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,371 @@
+//! Aggregation operators (Prometheus `rangeEvalAgg`, `aggregation`,
+//! `aggregationK`, `aggregationCountValues`). Each input series is assigned
+//! its group once; the per-step loops then work over group indexes.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::token::*;
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+
+use super::engine::QueryError;
+use super::eval::{Evaluator, unwrap_parens};
+use super::stats::{format_float, kahan_sum_inc, quantile};
+use super::value::{OutBuilder, Series, Steps, Val};
+use crate::model::{Label, Labels, METRIC_NAME};
+
+/// The grouping labels of `labels` under `by`/`without`.
+fn group_labels(labels: &Labels, without: bool, names: &[String]) -> Labels {
+    Labels::from_sorted(
+        labels
+            .iter()
+            .filter(|l| {
+                let listed = names.contains(&l.name);
+                if without {
+                    !listed && l.name != METRIC_NAME
+                } else {
+                    listed
+                }
+            })
+            .cloned()
+            .collect(),
+    )
+}
+
+fn is_valid_label_name(s: &str) -> bool {
+    !s.is_empty() && std::str::from_utf8(s.as_bytes()).is_ok()
+}
+
+#[derive(Clone, Copy, Default)]
+struct Acc {
+    seen: bool,
+    value: f64,
+    mean: f64,
+    c: f64,
+    count: f64,
+    incremental: bool,
+}
+
+pub(crate) fn eval_aggregate(
+    ev: &mut Evaluator<'_>,
+    a: &AggregateExpr,
+    steps: Steps,
+) -> Result<Val, QueryError> {
+    let op = a.op.id();
+    let n = steps.len();
+    let (without, names) = match &a.modifier {
+        Some(LabelModifier::Include(ls)) => (false, ls.labels.clone()),
+        Some(LabelModifier::Exclude(ls)) => (true, ls.labels.clone()),
+        None => (false, Vec::new()),
+    };
+    if op == T_COUNT_VALUES {
+        let Some(param) = &a.param else {
+            return Err(QueryError::Execution(
+                "count_values requires a label name".to_string(),
+            ));
+        };
+        let label = ev.eval_string(unwrap_parens(param), steps)?;
+        if !is_valid_label_name(&label) {
+            return Err(QueryError::Execution(format!(
+                "invalid label name {label:?}"
+            )));
+        }
+        let input = ev.eval_vector(&a.expr, steps)?;
+        return count_values(input, &label, without, &names, n).map(Val::Vector);
+    }
+    let param = match (&a.param, op) {
+        (Some(p), T_TOPK | T_BOTTOMK | T_QUANTILE | T_LIMITK | T_LIMIT_RATIO) => {
+            Some(ev.eval_scalar(p, steps)?)
+        }
+        _ => None,
+    };
+    if let Some(p) = &param
+        && matches!(op, T_TOPK | T_BOTTOMK | T_LIMITK | T_LIMIT_RATIO)
+        && p.iter().any(|v| v.is_nan())
+    {
+        let what = if op == T_LIMIT_RATIO {
+            "Ratio"
+        } else {
+            "Parameter"
+        };
+        return Err(QueryError::Execution(format!("{what} value is NaN")));
+    }
+    let input = ev.eval_vector(&a.expr, steps)?;
+    match op {
+        T_TOPK | T_BOTTOMK | T_LIMITK => {
+            let k = param.unwrap_or_default();
+            return Ok(Val::Vector(select_k(op, input, &k, without, &names, n)));
+        }
+        T_LIMIT_RATIO => {
+            return Err(QueryError::Execution(
+                "limit_ratio is not supported yet".to_string(),
+            ));
+        }
+        _ => {}
+    }
+    if op == T_QUANTILE
+        && let Some(q) = &param
+        && q.iter().any(|q| !(0.0..=1.0).contains(q))
+    {
+        let bad = q
+            .iter()
+            .find(|q| !(0.0..=1.0).contains(*q))
+            .copied()
+            .unwrap_or(f64::NAN);
+        ev.warnings.push(format!(
+            "PromQL warning: quantile value should be between 0 and 1, got {}",
+            format_float(bad)
+        ));
+    }
+
+    // Group of every input series, computed once.
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<Labels> = Vec::new();
+    let mut group_of = Vec::with_capacity(input.len());
+    for s in &input {
+        let key = group_labels(&s.labels, without, &names);
+        let g = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push(key);
+            groups.len() - 1
+        });
+        group_of.push(g);
+    }
+    let mut out: Vec<Series> = groups
+        .into_iter()
+        .map(|labels| Series {
+            labels,
+            drop_name: false,
+            vals: vec![None; n],
+        })
+        .collect();
+    let mut acc = vec![Acc::default(); out.len()];
+    let mut heaps: Vec<Vec<f64>> = if op == T_QUANTILE {
+        vec![Vec::new(); out.len()]
+    } else {
+        Vec::new()
+    };
+
+    for step in 0..n {
+        acc.iter_mut().for_each(|a| a.seen = false);
+        heaps.iter_mut().for_each(Vec::clear);
+        for (s, &g) in input.iter().zip(&group_of) {
+            let Some(f) = s.vals[step] else { continue };
+            if s.drop_name {
+                // A group keeps a to-be-dropped name (`by (__name__)`).
+                out[g].drop_name = true;
+            }
+            let a = &mut acc[g];
+            if !a.seen {
+                *a = Acc {
+                    seen: true,
+                    value: f,
+                    mean: f,
+                    c: 0.0,
+                    count: 1.0,
+                    incremental: false,
+                };
+                match op {
+                    T_STDDEV | T_STDVAR => {
+                        a.value = if f.is_nan() || f.is_infinite() {
+                            f64::NAN
+                        } else {
+                            0.0
+                        }
+                    }
+                    T_GROUP => a.value = 1.0,
+                    T_QUANTILE => heaps[g].push(f),
+                    _ => {}
+                }
+                continue;
+            }
+            match op {
+                T_SUM => (a.value, a.c) = kahan_sum_inc(f, a.value, a.c),
+                T_AVG => {
+                    a.count += 1.0;
+                    if !a.incremental {
+                        let (v, c) = kahan_sum_inc(f, a.value, a.c);
+                        if !v.is_infinite() {
+                            (a.value, a.c) = (v, c);
+                            continue;
+                        }
+                        a.incremental = true;
+                        a.mean = a.value / (a.count - 1.0);
+                        a.c /= a.count - 1.0;
+                    }
+                    if a.mean.is_infinite() {
+                        if f.is_infinite() && (a.mean > 0.0) == (f > 0.0) {
+                            continue;
+                        }
+                        if !f.is_infinite() && !f.is_nan() {
+                            continue;
+                        }
+                    }
+                    let current = a.mean + a.c;
+                    (a.mean, a.c) = kahan_sum_inc(f / a.count - current / a.count, a.mean, a.c);
+                }
+                T_MAX if a.value < f || a.value.is_nan() => a.value = f,
+                T_MIN if a.value > f || a.value.is_nan() => a.value = f,
+                T_COUNT => a.count += 1.0,
+                T_STDDEV | T_STDVAR => {
+                    a.count += 1.0;
+                    let delta = f - a.mean;
+                    a.mean += delta / a.count;
+                    a.value += delta * (f - a.mean);
+                }
+                T_QUANTILE => heaps[g].push(f),
+                _ => {}
+            }
+        }
+        for (g, a) in acc.iter().enumerate() {
+            if !a.seen {
+                continue;
+            }
+            let v = match op {
+                T_AVG => {
+                    if a.incremental {
+                        a.mean + a.c
+                    } else {
+                        (a.value + a.c) / a.count
+                    }
+                }
+                T_SUM => a.value + a.c,
+                T_COUNT => a.count,
+                T_STDVAR => a.value / a.count,
+                T_STDDEV => (a.value / a.count).sqrt(),
+                T_QUANTILE => {
+                    let q = param.as_ref().map_or(f64::NAN, |p| p[step]);
+                    quantile(q, &mut heaps[g])
+                }
+                T_MIN | T_MAX | T_GROUP => a.value,
+                _ => {
+                    return Err(QueryError::Execution(format!(
+                        "aggregation {op} is not supported yet"
+                    )));
+                }
+            };
+            out[g].vals[step] = Some(v);
+        }
+    }
+    out.retain(|s| s.vals.iter().any(Option::is_some));
+    Ok(Val::Vector(out))
+}
+
+/// topk, bottomk and limitk: the input series themselves, k per group.
+fn select_k(
+    op: TokenId,
+    input: Vec<Series>,
+    k: &[f64],
+    without: bool,
+    names: &[String],
+    n: usize,
+) -> Vec<Series> {
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut group_of = Vec::with_capacity(input.len());
+    for s in &input {
+        let key = group_labels(&s.labels, without, names);
+        let next = index.len();
+        group_of.push(*index.entry(key).or_insert(next));
+    }
+    let ngroups = index.len();
+    let mut chosen: Vec<Vec<Option<f64>>> = vec![vec![None; n]; input.len()];
+    // For an instant query, the output order: groups in order, best first.
+    let mut order: Vec<usize> = Vec::new();
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); ngroups];
+    #[allow(clippy::needless_range_loop)] // `step` indexes every series' values
+    for step in 0..n {
+        let kf = k.get(step).copied().unwrap_or(0.0);
+        if kf.is_nan() || kf < 1.0 {
+            continue;
+        }
+        let k = if kf >= usize::MAX as f64 {
+            usize::MAX
+        } else {
+            kf as usize
+        };
+        members.iter_mut().for_each(Vec::clear);
+        for (i, s) in input.iter().enumerate() {
+            if s.vals[step].is_some() {
+                members[group_of[i]].push(i);
+            }
+        }
+        for m in &mut members {
+            let value = |i: &usize| input[*i].vals[step].unwrap_or(f64::NAN);
+            match op {
+                T_TOPK => m.sort_by(|a, b| {
+                    let (x, y) = (value(a), value(b));
+                    x.is_nan()
+                        .cmp(&y.is_nan())
+                        .then_with(|| y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal))
+                }),
+                T_BOTTOMK => m.sort_by(|a, b| {
+                    let (x, y) = (value(a), value(b));
+                    x.is_nan()
+                        .cmp(&y.is_nan())
+                        .then_with(|| x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal))
+                }),
+                _ => {}
+            }
+            for &i in m.iter().take(k) {
+                chosen[i][step] = input[i].vals[step];
+                if n == 1 {
+                    order.push(i);
+                }
+            }
+        }
+    }
+    let mut input: Vec<Option<Series>> = input.into_iter().map(Some).collect();
+    let mut out = Vec::new();
+    if n == 1 {
+        for i in order {
+            if let Some(mut s) = input[i].take() {
+                s.vals = std::mem::take(&mut chosen[i]);
+                out.push(s);
+            }
+        }
+    } else {
+        for (i, s) in input.iter_mut().enumerate() {
+            if chosen[i].iter().any(Option::is_some)
+                && let Some(mut s) = s.take()
+            {
+                s.vals = std::mem::take(&mut chosen[i]);
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+fn count_values(
+    input: Vec<Series>,
+    label: &str,
+    without: bool,
+    names: &[String],
+    n: usize,
+) -> Result<Vec<Series>, QueryError> {
+    let mut names = names.to_vec();
+    if !without {
+        names.push(label.to_string());
+    }
+    let mut out = OutBuilder::new(n);
+    let mut counts: HashMap<usize, f64> = HashMap::new();
+    for step in 0..n {
+        counts.clear();
+        for s in &input {
+            let Some(v) = s.vals[step] else { continue };
+            let mut labels: Vec<Label> = s
+                .labels
+                .iter()
+                .filter(|l| l.name != label)
+                .cloned()
+                .collect();
+            labels.push(Label::new(label, format_float(v)));
+            labels.sort_by(|a, b| a.name.cmp(&b.name));
+            let labels = group_labels(&Labels::from_sorted(labels), without, &names);
+            let slot = out.slot(labels, false);
+            *counts.entry(slot).or_default() += 1.0;
+        }
+        for (&slot, &c) in &counts {
+            out.set(slot, step, c)?;
+        }
+    }
+    Ok(out.finish())
+}

@@ -1,0 +1,346 @@
+//! Binary operators (Prometheus `VectorBinop`, `VectorscalarBinop`,
+//! `VectorAnd/Or/Unless`): arithmetic, comparisons (filtering or `bool`),
+//! set operators, and vector matching with `on`/`ignoring` and
+//! `group_left`/`group_right`. Signatures are hashed once per series; the
+//! matching itself runs per step over indexes.
+
+use std::collections::{HashMap, HashSet};
+
+use promql_parser::label::Labels as ParserLabels;
+use promql_parser::parser::token::*;
+use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
+
+use super::engine::QueryError;
+use super::eval::Evaluator;
+use super::value::{
+    OutBuilder, Series, Steps, Val, labels_string, match_labels, merge_same_labels, signature,
+};
+use crate::model::{Label, Labels};
+
+/// `lhs op rhs` for arithmetic operators.
+pub(crate) fn arith(op: TokenId, l: f64, r: f64) -> f64 {
+    match op {
+        T_ADD => l + r,
+        T_SUB => l - r,
+        T_MUL => l * r,
+        T_DIV => l / r,
+        T_MOD => l % r,
+        T_POW => l.powf(r),
+        T_ATAN2 => l.atan2(r),
+        _ => f64::NAN,
+    }
+}
+
+/// `lhs op rhs` for comparison operators.
+pub(crate) fn compare(op: TokenId, l: f64, r: f64) -> bool {
+    match op {
+        T_EQLC => l == r,
+        T_NEQ => l != r,
+        T_GTR => l > r,
+        T_LSS => l < r,
+        T_GTE => l >= r,
+        T_LTE => l <= r,
+        _ => false,
+    }
+}
+
+fn is_comparison(op: TokenId) -> bool {
+    matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
+}
+
+pub(crate) fn eval_binary(
+    ev: &mut Evaluator<'_>,
+    b: &BinaryExpr,
+    steps: Steps,
+) -> Result<Val, QueryError> {
+    let op = b.op.id();
+    let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+    let lhs = ev.eval(&b.lhs, steps)?;
+    let rhs = ev.eval(&b.rhs, steps)?;
+    match (lhs, rhs) {
+        (Val::Scalar(l), Val::Scalar(r)) => Ok(Val::Scalar(
+            l.iter()
+                .zip(&r)
+                .map(|(&l, &r)| {
+                    if is_comparison(op) {
+                        if compare(op, l, r) { 1.0 } else { 0.0 }
+                    } else {
+                        arith(op, l, r)
+                    }
+                })
+                .collect(),
+        )),
+        (Val::Vector(v), Val::Scalar(s)) => {
+            Ok(Val::Vector(vector_scalar(op, v, &s, false, return_bool)))
+        }
+        (Val::Scalar(s), Val::Vector(v)) => {
+            Ok(Val::Vector(vector_scalar(op, v, &s, true, return_bool)))
+        }
+        (Val::Vector(l), Val::Vector(r)) => {
+            let modifier = b.modifier.as_ref();
+            let out = match op {
+                T_LAND => set_op(SetOp::And, l, r, modifier),
+                T_LOR => merge_same_labels(set_op(SetOp::Or, l, r, modifier), steps.len())?,
+                T_LUNLESS => set_op(SetOp::Unless, l, r, modifier),
+                _ => vector_vector(op, l, r, modifier, return_bool, steps.len())?,
+            };
+            Ok(Val::Vector(out))
+        }
+        (l, r) => Err(QueryError::Execution(format!(
+            "binary expression must contain only scalar and instant vector types, got {} and {}",
+            l.type_name(),
+            r.type_name()
+        ))),
+    }
+}
+
+fn vector_scalar(
+    op: TokenId,
+    mut v: Vec<Series>,
+    s: &[f64],
+    swap: bool,
+    return_bool: bool,
+) -> Vec<Series> {
+    let cmp = is_comparison(op);
+    for series in &mut v {
+        for (val, &sv) in series.vals.iter_mut().zip(s) {
+            let Some(x) = *val else { continue };
+            let (l, r) = if swap { (sv, x) } else { (x, sv) };
+            *val = if cmp {
+                let keep = compare(op, l, r);
+                if return_bool {
+                    Some(if keep { 1.0 } else { 0.0 })
+                } else if keep {
+                    Some(x)
+                } else {
+                    None
+                }
+            } else {
+                Some(arith(op, l, r))
+            };
+        }
+        if !cmp || return_bool {
+            series.drop_name = true;
+        }
+    }
+    v.retain(|s| s.vals.iter().any(Option::is_some));
+    v
+}
+
+/// `on` (true) or `ignoring` and the listed labels.
+fn matching(modifier: Option<&BinModifier>) -> (bool, Vec<String>) {
+    match modifier.and_then(|m| m.matching.as_ref()) {
+        Some(LabelModifier::Include(ls)) => (true, ls.labels.clone()),
+        Some(LabelModifier::Exclude(ls)) => (false, ls.labels.clone()),
+        None => (false, Vec::new()),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum SetOp {
+    And,
+    Or,
+    Unless,
+}
+
+fn set_op(
+    op: SetOp,
+    lhs: Vec<Series>,
+    rhs: Vec<Series>,
+    modifier: Option<&BinModifier>,
+) -> Vec<Series> {
+    let (on, names) = matching(modifier);
+    let lsig: Vec<u64> = lhs
+        .iter()
+        .map(|s| signature(&s.labels, on, &names))
+        .collect();
+    let rsig: Vec<u64> = rhs
+        .iter()
+        .map(|s| signature(&s.labels, on, &names))
+        .collect();
+    let n = lhs.first().or(rhs.first()).map_or(0, |s| s.vals.len());
+    let mut out = Vec::with_capacity(lhs.len() + rhs.len());
+    // Per step, the signatures present on the other side.
+    let mut present: Vec<HashSet<u64>> = vec![HashSet::new(); n];
+    let (other_sig, other) = match op {
+        SetOp::Or => (&lsig, &lhs),
+        _ => (&rsig, &rhs),
+    };
+    for (s, sig) in other.iter().zip(other_sig.iter()) {
+        for (i, v) in s.vals.iter().enumerate() {
+            if v.is_some() {
+                present[i].insert(*sig);
+            }
+        }
+    }
+    match op {
+        SetOp::And | SetOp::Unless => {
+            for (mut s, sig) in lhs.into_iter().zip(lsig) {
+                for (i, v) in s.vals.iter_mut().enumerate() {
+                    if v.is_some() && present[i].contains(&sig) != (op == SetOp::And) {
+                        *v = None;
+                    }
+                }
+                if s.vals.iter().any(Option::is_some) {
+                    out.push(s);
+                }
+            }
+        }
+        SetOp::Or => {
+            out.extend(lhs);
+            for (mut s, sig) in rhs.into_iter().zip(rsig) {
+                for (i, v) in s.vals.iter_mut().enumerate() {
+                    if v.is_some() && present[i].contains(&sig) {
+                        *v = None;
+                    }
+                }
+                if s.vals.iter().any(Option::is_some) {
+                    out.push(s);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The result labels of matching `many` with `one` (Prometheus `resultMetric`).
+fn result_labels(
+    many: &Labels,
+    one: &Labels,
+    on: bool,
+    names: &[String],
+    card: &VectorMatchCardinality,
+) -> Labels {
+    let mut labels: Vec<Label> = many
+        .as_slice()
+        .iter()
+        .filter(|l| {
+            if matches!(card, VectorMatchCardinality::OneToOne) {
+                let listed = names.contains(&l.name);
+                if on { listed } else { !listed }
+            } else {
+                true
+            }
+        })
+        .cloned()
+        .collect();
+    let include: &[String] = match card {
+        VectorMatchCardinality::ManyToOne(ParserLabels { labels: ls })
+        | VectorMatchCardinality::OneToMany(ParserLabels { labels: ls }) => ls,
+        _ => &[],
+    };
+    for name in include {
+        labels.retain(|l| l.name != *name);
+        if let Some(v) = one.get(name)
+            && !v.is_empty()
+        {
+            labels.push(Label::new(name.clone(), v));
+        }
+    }
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    Labels::from_sorted(labels)
+}
+
+fn vector_vector(
+    op: TokenId,
+    lhs: Vec<Series>,
+    rhs: Vec<Series>,
+    modifier: Option<&BinModifier>,
+    return_bool: bool,
+    n: usize,
+) -> Result<Vec<Series>, QueryError> {
+    let (on, names) = matching(modifier);
+    let card = modifier
+        .map(|m| m.card.clone())
+        .unwrap_or(VectorMatchCardinality::OneToOne);
+    let swapped = matches!(card, VectorMatchCardinality::OneToMany(_));
+    let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+    let msig: Vec<u64> = many
+        .iter()
+        .map(|s| signature(&s.labels, on, &names))
+        .collect();
+    let osig: Vec<u64> = one
+        .iter()
+        .map(|s| signature(&s.labels, on, &names))
+        .collect();
+    let cmp = is_comparison(op);
+    let drop_name = !cmp || return_bool;
+    let mut out = OutBuilder::new(n);
+    let mut pair_slot: HashMap<(u32, u32), usize> = HashMap::new();
+    let mut one_by_sig: HashMap<u64, usize> = HashMap::new();
+    let mut matched: HashMap<u64, HashSet<usize>> = HashMap::new();
+    for step in 0..n {
+        one_by_sig.clear();
+        for (j, s) in one.iter().enumerate() {
+            if s.vals[step].is_none() {
+                continue;
+            }
+            if let Some(&prev) = one_by_sig.get(&osig[j]) {
+                let side = if swapped { "left" } else { "right" };
+                return Err(QueryError::Execution(format!(
+                    "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    labels_string(&match_labels(&s.labels, on, &names)),
+                    labels_string(&one[prev].labels),
+                    labels_string(&s.labels),
+                )));
+            }
+            one_by_sig.insert(osig[j], j);
+        }
+        matched.clear();
+        for (i, s) in many.iter().enumerate() {
+            let Some(mv) = s.vals[step] else { continue };
+            let Some(&j) = one_by_sig.get(&msig[i]) else {
+                continue;
+            };
+            let Some(ov) = one[j].vals[step] else {
+                continue;
+            };
+            let (l, r) = if swapped { (ov, mv) } else { (mv, ov) };
+            let slot = match pair_slot.get(&(i as u32, j as u32)) {
+                Some(&slot) => slot,
+                None => {
+                    let labels = result_labels(&s.labels, &one[j].labels, on, &names, &card);
+                    let slot = out.slot(labels, drop_name || s.drop_name);
+                    pair_slot.insert((i as u32, j as u32), slot);
+                    slot
+                }
+            };
+            // Matching errors count even for samples a comparison filters out.
+            let seen = matched.entry(msig[i]).or_default();
+            if matches!(card, VectorMatchCardinality::OneToOne) {
+                if !seen.is_empty() {
+                    return Err(QueryError::Execution(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                            .to_string(),
+                    ));
+                }
+            } else if seen.contains(&slot) {
+                return Err(QueryError::Execution(
+                    "multiple matches for labels: grouping labels must ensure unique matches"
+                        .to_string(),
+                ));
+            }
+            seen.insert(slot);
+            let value = if cmp {
+                let keep = compare(op, l, r);
+                if return_bool {
+                    if keep { 1.0 } else { 0.0 }
+                } else if keep {
+                    l
+                } else {
+                    continue;
+                }
+            } else {
+                arith(op, l, r)
+            };
+            out.set(slot, step, value)?;
+        }
+    }
+    let mut series = out.finish();
+    if drop_name {
+        for s in &mut series {
+            s.drop_name = true;
+        }
+    }
+    Ok(series)
+}

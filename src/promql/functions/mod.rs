@@ -1,0 +1,351 @@
+//! The function table (Prometheus `promql/functions.go` `FunctionCalls`),
+//! one family per file; each family cites the Prometheus function it
+//! follows. Range-vector functions are applied per series over sliding
+//! windows; instant-vector functions map each series' step values.
+
+mod absent;
+mod histogram;
+mod labels;
+mod math;
+mod over_time;
+mod rate;
+mod time;
+
+use promql_parser::parser::{Call, Expr};
+
+use super::engine::QueryError;
+use super::eval::{Evaluator, unwrap_parens};
+use super::stats::{format_float, go_max, go_min};
+use super::value::{Series, Steps, Val};
+use crate::model::{Labels, Sample};
+
+/// One window of a range-vector argument at one step: `samples` lie in
+/// `(range_end - range, range_end]`; `ts` is the evaluation time.
+pub(crate) struct Window<'a> {
+    pub samples: &'a [Sample],
+    pub range_end: i64,
+    pub range: i64,
+    pub ts: i64,
+}
+
+type RangeFn = fn(&Window<'_>, &[f64]) -> Result<Option<f64>, QueryError>;
+
+/// The range-vector functions: which argument is the range vector, whether
+/// the metric name is kept, and the function.
+fn range_function(name: &str) -> Option<(usize, bool, RangeFn)> {
+    Some(match name {
+        "rate" => (0, false, |w, _| Ok(rate::extrapolated_rate(w, true, true))),
+        "increase" => (0, false, |w, _| Ok(rate::extrapolated_rate(w, true, false))),
+        "delta" => (0, false, |w, _| {
+            Ok(rate::extrapolated_rate(w, false, false))
+        }),
+        "irate" => (0, false, |w, _| Ok(rate::instant_value(w, true))),
+        "idelta" => (0, false, |w, _| Ok(rate::instant_value(w, false))),
+        "resets" => (0, false, |w, _| Ok(rate::resets(w))),
+        "changes" => (0, false, |w, _| Ok(rate::changes(w))),
+        "deriv" => (0, false, |w, _| Ok(rate::deriv(w))),
+        "predict_linear" => (0, false, |w, p| Ok(rate::predict_linear(w, p[0]))),
+        "avg_over_time" => (0, false, |w, _| Ok(over_time::avg(w))),
+        "sum_over_time" => (0, false, |w, _| Ok(over_time::sum(w))),
+        "count_over_time" => (0, false, |w, _| Ok(over_time::count(w))),
+        "min_over_time" => (0, false, |w, _| Ok(over_time::min(w))),
+        "max_over_time" => (0, false, |w, _| Ok(over_time::max(w))),
+        "stddev_over_time" => (0, false, |w, _| Ok(over_time::stddev(w))),
+        "stdvar_over_time" => (0, false, |w, _| Ok(over_time::stdvar(w))),
+        "last_over_time" => (0, true, |w, _| Ok(over_time::last(w))),
+        "first_over_time" => (0, true, |w, _| Ok(over_time::first(w))),
+        "present_over_time" => (0, false, |w, _| Ok(over_time::present(w))),
+        "mad_over_time" => (0, false, |w, _| Ok(over_time::mad(w))),
+        "ts_of_max_over_time" => (0, false, |w, _| Ok(over_time::ts_of_max(w))),
+        "ts_of_min_over_time" => (0, false, |w, _| Ok(over_time::ts_of_min(w))),
+        "ts_of_last_over_time" => (0, false, |w, _| Ok(over_time::ts_of_last(w))),
+        "ts_of_first_over_time" => (0, false, |w, _| Ok(over_time::ts_of_first(w))),
+        "quantile_over_time" => (1, false, |w, p| Ok(over_time::quantile_over_time(w, p[0]))),
+        "double_exponential_smoothing" | "holt_winters" => (0, false, |w, p| {
+            let (sf, tf) = (p[0], p[1]);
+            if sf <= 0.0 || sf >= 1.0 {
+                return Err(QueryError::Execution(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+                )));
+            }
+            if tf <= 0.0 || tf >= 1.0 {
+                return Err(QueryError::Execution(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+                )));
+            }
+            Ok(over_time::double_exponential_smoothing(w, sf, tf))
+        }),
+        _ => return None,
+    })
+}
+
+pub(crate) fn eval_call(
+    ev: &mut Evaluator<'_>,
+    call: &Call,
+    steps: Steps,
+) -> Result<Val, QueryError> {
+    let name = call.func.name;
+    let args: Vec<&Expr> = call.args.args.iter().map(|a| unwrap_parens(a)).collect();
+    let n = steps.len();
+    if let Some((matrix_arg, keep_name, f)) = range_function(name) {
+        return eval_range_function(ev, name, &args, matrix_arg, keep_name, f, steps);
+    }
+    if let Some(f) = math::simple(name) {
+        let mut v = ev.eval_vector(args[0], steps)?;
+        map_values(&mut v, |x| Some(f(x)));
+        return Ok(Val::Vector(v));
+    }
+    if let Some(f) = time::date_fn(name) {
+        let mut v = match args.first() {
+            Some(a) => ev.eval_vector(a, steps)?,
+            None => vec![Series {
+                labels: Labels::default(),
+                drop_name: false,
+                vals: (0..n).map(|i| Some(steps.ts(i) as f64 / 1000.0)).collect(),
+            }],
+        };
+        map_values(&mut v, |x| Some(f(x)));
+        return Ok(Val::Vector(v));
+    }
+    match name {
+        "time" => Ok(Val::Scalar(
+            (0..n).map(|i| steps.ts(i) as f64 / 1000.0).collect(),
+        )),
+        "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; n])),
+        "step" => Ok(Val::Scalar(vec![ev.ctx.query_step as f64 / 1000.0; n])),
+        "range" => Ok(Val::Scalar(vec![
+            (ev.ctx.query_end - ev.ctx.query_start)
+                as f64
+                / 1000.0;
+            n
+        ])),
+        "start" => Ok(Val::Scalar(vec![ev.ctx.query_start as f64 / 1000.0; n])),
+        "end" => Ok(Val::Scalar(vec![ev.ctx.query_end as f64 / 1000.0; n])),
+        "min_of" | "max_of" => {
+            let a = ev.eval_scalar(args[0], steps)?;
+            let b = ev.eval_scalar(args[1], steps)?;
+            let f = if name == "min_of" { go_min } else { go_max };
+            Ok(Val::Scalar(
+                a.iter().zip(&b).map(|(&a, &b)| f(a, b)).collect(),
+            ))
+        }
+        "vector" => {
+            let s = ev.eval_scalar(args[0], steps)?;
+            Ok(Val::Vector(vec![Series {
+                labels: Labels::default(),
+                drop_name: false,
+                vals: s.into_iter().map(Some).collect(),
+            }]))
+        }
+        "scalar" => {
+            let v = ev.eval_vector(args[0], steps)?;
+            Ok(Val::Scalar(
+                (0..n)
+                    .map(|i| {
+                        let mut present = v.iter().filter_map(|s| s.vals[i]);
+                        match (present.next(), present.next()) {
+                            (Some(x), None) => x,
+                            _ => f64::NAN,
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+        "timestamp" => {
+            let mut v = match args[0] {
+                Expr::VectorSelector(vs) => {
+                    ev.vector_selector_with(vs, steps, |s| s.t as f64 / 1000.0)
+                }
+                other => {
+                    let mut v = ev.eval_vector(other, steps)?;
+                    for s in &mut v {
+                        for (i, x) in s.vals.iter_mut().enumerate() {
+                            if x.is_some() {
+                                *x = Some(steps.ts(i) as f64 / 1000.0);
+                            }
+                        }
+                    }
+                    v
+                }
+            };
+            v.iter_mut().for_each(|s| s.drop_name = true);
+            Ok(Val::Vector(v))
+        }
+        "clamp" | "clamp_min" | "clamp_max" | "round" => {
+            let mut v = ev.eval_vector(args[0], steps)?;
+            let p1 = match args.get(1) {
+                Some(a) => ev.eval_scalar(a, steps)?,
+                None => vec![1.0; n],
+            };
+            let p2 = match args.get(2) {
+                Some(a) => ev.eval_scalar(a, steps)?,
+                None => vec![0.0; n],
+            };
+            for s in &mut v {
+                s.drop_name = true;
+                for (i, x) in s.vals.iter_mut().enumerate() {
+                    if let Some(val) = *x {
+                        *x = match name {
+                            "clamp" => math::clamp(val, p1[i], p2[i]),
+                            "clamp_min" => Some(math::clamp_min(val, p1[i])),
+                            "clamp_max" => Some(math::clamp_max(val, p1[i])),
+                            _ => Some(math::round(val, p1[i])),
+                        };
+                    }
+                }
+            }
+            v.retain(|s| s.vals.iter().any(Option::is_some));
+            Ok(Val::Vector(v))
+        }
+        "label_replace" => {
+            let v = ev.eval_vector(args[0], steps)?;
+            let dst = ev.eval_string(args[1], steps)?;
+            let repl = ev.eval_string(args[2], steps)?;
+            let src = ev.eval_string(args[3], steps)?;
+            let re = ev.eval_string(args[4], steps)?;
+            Ok(Val::Vector(labels::label_replace(
+                v, &dst, &repl, &src, &re, n,
+            )?))
+        }
+        "label_join" => {
+            let v = ev.eval_vector(args[0], steps)?;
+            let dst = ev.eval_string(args[1], steps)?;
+            let sep = ev.eval_string(args[2], steps)?;
+            let mut srcs = Vec::new();
+            for a in &args[3..] {
+                srcs.push(ev.eval_string(a, steps)?);
+            }
+            Ok(Val::Vector(labels::label_join(v, &dst, &sep, &srcs, n)?))
+        }
+        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
+            let mut v = ev.eval_vector(args[0], steps)?;
+            if n > 1 {
+                ev.warnings.push(
+                    "PromQL warning: sort is ineffective for range queries since results are always ordered by labels"
+                        .to_string(),
+                );
+                return Ok(Val::Vector(v));
+            }
+            match name {
+                "sort" => labels::sort_by_value(&mut v, false),
+                "sort_desc" => labels::sort_by_value(&mut v, true),
+                _ => {
+                    let mut names = Vec::new();
+                    for a in &args[1..] {
+                        names.push(ev.eval_string(a, steps)?);
+                    }
+                    labels::sort_by_label(&mut v, &names, name == "sort_by_label_desc");
+                }
+            }
+            Ok(Val::Vector(v))
+        }
+        "histogram_quantile" => {
+            let q = ev.eval_scalar(args[0], steps)?;
+            let v = ev.eval_vector(args[1], steps)?;
+            let (mut warnings, mut infos) = (Vec::new(), Vec::new());
+            let out = histogram::histogram_quantile(&q, v, &mut warnings, &mut infos);
+            ev.warnings.extend(warnings);
+            ev.infos.extend(infos);
+            Ok(Val::Vector(out))
+        }
+        "absent" => absent::absent(ev, args[0], steps),
+        "absent_over_time" => absent::absent_over_time(ev, args[0], steps),
+        _ => Err(QueryError::Execution(format!(
+            "function {name}() is not supported yet"
+        ))),
+    }
+}
+
+/// Maps every present value; `None` drops the sample. Drops the metric name.
+fn map_values(v: &mut Vec<Series>, f: impl Fn(f64) -> Option<f64>) {
+    for s in v.iter_mut() {
+        s.drop_name = true;
+        for x in s.vals.iter_mut() {
+            if let Some(val) = *x {
+                *x = f(val);
+            }
+        }
+    }
+    v.retain(|s| s.vals.iter().any(Option::is_some));
+}
+
+fn eval_range_function(
+    ev: &mut Evaluator<'_>,
+    name: &str,
+    args: &[&Expr],
+    matrix_arg: usize,
+    keep_name: bool,
+    f: RangeFn,
+    steps: Steps,
+) -> Result<Val, QueryError> {
+    let n = steps.len();
+    let mut params: Vec<Vec<f64>> = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        if i != matrix_arg {
+            params.push(ev.eval_scalar(a, steps)?);
+        }
+    }
+    if name == "quantile_over_time"
+        && let Some(bad) = params[0].iter().find(|q| !(0.0..=1.0).contains(*q))
+    {
+        ev.warnings.push(format!(
+            "PromQL warning: quantile value should be between 0 and 1, got {}",
+            format_float(*bad)
+        ));
+    }
+    let input = ev.range_input(args[matrix_arg], steps)?;
+    let max_window = input
+        .series
+        .iter()
+        .map(|s| s.samples.len())
+        .max()
+        .unwrap_or(0);
+    ev.hold(max_window)?;
+    ev.check_deadline()?;
+    let mut vals: Vec<Vec<Option<f64>>> = vec![vec![None; n]; input.series.len()];
+    let mut err = None;
+    let mut p = vec![0.0; params.len()];
+    input.for_each_window(|si, i, samples| {
+        if err.is_some() {
+            return;
+        }
+        for (k, param) in params.iter().enumerate() {
+            p[k] = param[i];
+        }
+        let w = Window {
+            samples,
+            range_end: input.refs[i],
+            range: input.range,
+            ts: steps.ts(i),
+        };
+        match f(&w, &p) {
+            Ok(v) => vals[si][i] = v,
+            Err(e) => err = Some(e),
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let mut out = Vec::new();
+    for (s, vals) in input.series.into_iter().zip(vals) {
+        if !vals.iter().any(Option::is_some) {
+            continue;
+        }
+        if matches!(name, "rate" | "increase")
+            && let Some(metric) = s.labels.metric_name()
+            && !["_total", "_sum", "_count", "_bucket"]
+                .iter()
+                .any(|suffix| metric.ends_with(suffix))
+        {
+            ev.infos.push(format!(
+                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
+            ));
+        }
+        out.push(Series {
+            labels: s.labels.into_owned(),
+            drop_name: !keep_name,
+            vals,
+        });
+    }
+    Ok(Val::Vector(out))
+}

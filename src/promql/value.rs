@@ -1,0 +1,194 @@
+//! Values the evaluator passes between nodes: per-step scalars, instant
+//! vectors held as one row of step values per series (labels computed once
+//! per series, never per step), and range vectors for instant queries.
+
+use std::collections::HashMap;
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::SeriesSamples;
+use super::engine::QueryError;
+use crate::model::{Labels, METRIC_NAME};
+
+/// The evaluation timestamps `start, start + step, ...` up to `end` inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Steps {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+impl Steps {
+    pub fn len(&self) -> usize {
+        if self.end < self.start || self.step <= 0 {
+            0
+        } else {
+            ((self.end - self.start) / self.step) as usize + 1
+        }
+    }
+
+    pub fn ts(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+}
+
+/// One series of an instant vector evaluated over [`Steps`]: `vals[i]` is
+/// its value at step `i`, `None` where the series has no sample.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Series {
+    pub labels: Labels,
+    /// Prometheus's delayed name removal: `__name__` is dropped from the
+    /// labels when the query's result is assembled.
+    pub drop_name: bool,
+    pub vals: Vec<Option<f64>>,
+}
+
+impl Series {
+    pub fn points(&self) -> usize {
+        self.vals.iter().filter(|v| v.is_some()).count()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Val {
+    Scalar(Vec<f64>),
+    String(String),
+    Vector(Vec<Series>),
+    /// Only the result of a bare range selector or subquery at one step.
+    Matrix(Vec<SeriesSamples>),
+}
+
+impl Val {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::String(_) => "string",
+            Val::Vector(_) => "vector",
+            Val::Matrix(_) => "matrix",
+        }
+    }
+
+    pub fn points(&self) -> usize {
+        match self {
+            Val::Scalar(_) | Val::String(_) => 0,
+            Val::Vector(v) => v.iter().map(Series::points).sum(),
+            Val::Matrix(m) => m.iter().map(|s| s.samples.len()).sum(),
+        }
+    }
+}
+
+pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
+
+/// Collects output series by label set across steps, as Prometheus's
+/// `rangeEval` does; two samples with one label set at one step are an error.
+pub(crate) struct OutBuilder {
+    index: HashMap<Labels, usize>,
+    pub series: Vec<Series>,
+    steps: usize,
+}
+
+impl OutBuilder {
+    pub fn new(steps: usize) -> OutBuilder {
+        OutBuilder {
+            index: HashMap::new(),
+            series: Vec::new(),
+            steps,
+        }
+    }
+
+    /// The slot of `labels`, created on first use.
+    pub fn slot(&mut self, labels: Labels, drop_name: bool) -> usize {
+        if let Some(&i) = self.index.get(&labels) {
+            return i;
+        }
+        let i = self.series.len();
+        self.series.push(Series {
+            labels: labels.clone(),
+            drop_name,
+            vals: vec![None; self.steps],
+        });
+        self.index.insert(labels, i);
+        i
+    }
+
+    pub fn set(&mut self, slot: usize, step: usize, v: f64) -> Result<(), QueryError> {
+        let cell = &mut self.series[slot].vals[step];
+        if cell.is_some() {
+            return Err(QueryError::Execution(DUPLICATE_LABELSET.to_string()));
+        }
+        *cell = Some(v);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Vec<Series> {
+        self.series
+            .into_iter()
+            .filter(|s| s.vals.iter().any(Option::is_some))
+            .collect()
+    }
+}
+
+/// Merges series with identical labels (they may not overlap in time).
+pub(crate) fn merge_same_labels(
+    series: Vec<Series>,
+    steps: usize,
+) -> Result<Vec<Series>, QueryError> {
+    let mut out = OutBuilder::new(steps);
+    for s in series {
+        let slot = out.slot(s.labels, s.drop_name);
+        for (i, v) in s.vals.into_iter().enumerate() {
+            if let Some(v) = v {
+                out.set(slot, i, v)?;
+            }
+        }
+    }
+    Ok(out.finish())
+}
+
+/// The matching signature of `labels` for `on(names)` (`on == true`) or
+/// `ignoring(names)`; ignoring always ignores the metric name.
+pub(crate) fn signature(labels: &Labels, on: bool, names: &[String]) -> u64 {
+    let mut h = Xxh3::new();
+    for l in labels.iter() {
+        let listed = names.contains(&l.name);
+        let keep = if on {
+            listed
+        } else {
+            !listed && l.name != METRIC_NAME
+        };
+        if keep {
+            h.update(l.name.as_bytes());
+            h.update(&[0xfe]);
+            h.update(l.value.as_bytes());
+            h.update(&[0xff]);
+        }
+    }
+    h.digest()
+}
+
+/// The labels a signature is computed from (for error messages).
+pub(crate) fn match_labels(labels: &Labels, on: bool, names: &[String]) -> Labels {
+    Labels::from_sorted(
+        labels
+            .iter()
+            .filter(|l| {
+                let listed = names.contains(&l.name);
+                if on {
+                    listed
+                } else {
+                    !listed && l.name != METRIC_NAME
+                }
+            })
+            .cloned()
+            .collect(),
+    )
+}
+
+/// Prometheus's `labels.String()`: `{a="1", b="2"}`, the name included.
+pub(crate) fn labels_string(labels: &Labels) -> String {
+    let parts: Vec<String> = labels
+        .iter()
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}

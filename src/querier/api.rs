@@ -1,0 +1,411 @@
+//! The Prometheus HTTP API v1 (query, query_range, series, labels, label
+//! values, metadata, status/buildinfo), response-compatible with
+//! Prometheus: the same JSON shapes, the same error format
+//! (`{"status":"error","errorType":...,"error":...}`), under
+//! `/prometheus/api/v1/` and `/api/v1/`. Every request is scoped to its
+//! tenant.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method};
+use axum::routing::get;
+use serde_json::{Value as Json, json};
+
+use super::params::{Params, parse_duration, parse_selector, parse_time};
+use super::{ApiError, Querier};
+use crate::model::{Labels, Matcher};
+use crate::promql::{QueryError, QueryResult, Value};
+use crate::ring::desc::now_ms;
+use crate::tenant::{AuthConfig, AuthState, Tenant};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub querier: Arc<Querier>,
+    pub auth: Arc<AuthConfig>,
+}
+
+impl AuthState for ApiState {
+    fn auth(&self) -> &AuthConfig {
+        &self.auth
+    }
+}
+
+/// The API's routes under both prefixes.
+pub fn routes(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/query", get(query).post(query))
+        .route("/query_range", get(query_range).post(query_range))
+        .route("/series", get(series).post(series))
+        .route("/labels", get(labels).post(labels))
+        .route("/label/{name}/values", get(label_values))
+        .route("/metadata", get(metadata))
+        .route("/query_exemplars", get(exemplars).post(exemplars))
+        .route("/status/buildinfo", get(buildinfo))
+        .with_state(state);
+    Router::new()
+        .nest("/prometheus/api/v1", api.clone())
+        .nest("/api/v1", api)
+}
+
+fn success(data: Json) -> Json {
+    json!({"status": "success", "data": data})
+}
+
+/// A float as Prometheus writes sample values.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Milliseconds as the API's Unix seconds.
+fn seconds(t: i64) -> Json {
+    let s = t as f64 / 1000.0;
+    serde_json::Number::from_f64(s)
+        .map(Json::Number)
+        .unwrap_or(Json::Null)
+}
+
+fn metric(labels: &Labels) -> Json {
+    let map: serde_json::Map<String, Json> = labels
+        .iter()
+        .map(|l| (l.name.clone(), Json::String(l.value.clone())))
+        .collect();
+    Json::Object(map)
+}
+
+fn result_json(result: &QueryResult) -> Json {
+    let (kind, data) = match &result.value {
+        Value::Scalar { t, v } => ("scalar", json!([seconds(*t), format_value(*v)])),
+        Value::String { t, s } => ("string", json!([seconds(*t), s])),
+        Value::Vector(samples) => (
+            "vector",
+            Json::Array(
+                samples
+                    .iter()
+                    .map(|s| json!({"metric": metric(&s.labels), "value": [seconds(s.t), format_value(s.v)]}))
+                    .collect(),
+            ),
+        ),
+        Value::Matrix(series) => (
+            "matrix",
+            Json::Array(
+                series
+                    .iter()
+                    .map(|s| {
+                        let values: Vec<Json> = s
+                            .samples
+                            .iter()
+                            .map(|p| json!([seconds(p.t), format_value(p.v)]))
+                            .collect();
+                        json!({"metric": metric(&s.labels), "values": values})
+                    })
+                    .collect(),
+            ),
+        ),
+    };
+    let mut body = success(json!({"resultType": kind, "result": data}));
+    if !result.warnings.is_empty() {
+        body["warnings"] = json!(result.warnings);
+    }
+    if !result.infos.is_empty() {
+        body["infos"] = json!(result.infos);
+    }
+    body
+}
+
+fn params(method: &Method, headers: &HeaderMap, query: &Option<String>, body: &Bytes) -> Params {
+    Params::parse(method, headers, query.as_deref(), body)
+}
+
+fn time_param(params: &Params, name: &str, default: i64) -> Result<i64, ApiError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(value) => parse_time(value)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{name}\": {e}"))),
+    }
+}
+
+fn matchers_param(params: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    params
+        .all("match[]")
+        .into_iter()
+        .map(|s| {
+            parse_selector(s)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))
+        })
+        .collect()
+}
+
+fn limit_param(params: &Params) -> Result<usize, ApiError> {
+    match params.get("limit") {
+        None => Ok(0),
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_data("limit must be a non-negative integer")),
+    }
+}
+
+async fn query(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<axum::Json<Json>, ApiError> {
+    let params = params(&method, &headers, &raw, &body);
+    let expr = params
+        .get("query")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": the query is empty"))?;
+    let time = time_param(&params, "time", now_ms())?;
+    let result = state.querier.instant(&tenant, expr, time).await?;
+    Ok(axum::Json(result_json(&result)))
+}
+
+async fn query_range(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<axum::Json<Json>, ApiError> {
+    let params = params(&method, &headers, &raw, &body);
+    let expr = params
+        .get("query")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": the query is empty"))?;
+    let start = params
+        .get("start")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": missing"))
+        .and_then(|v| {
+            parse_time(v)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"start\": {e}")))
+        })?;
+    let end = params
+        .get("end")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": missing"))
+        .and_then(|v| {
+            parse_time(v).map_err(|e| ApiError::bad_data(format!("invalid parameter \"end\": {e}")))
+        })?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    let step = params
+        .get("step")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": missing"))
+        .and_then(|v| {
+            parse_duration(v)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))
+        })?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > 11_000 {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let result = state.querier.range(&tenant, expr, start, end, step).await?;
+    Ok(axum::Json(result_json(&result)))
+}
+
+async fn series(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<axum::Json<Json>, ApiError> {
+    let params = params(&method, &headers, &raw, &body);
+    let selectors = matchers_param(&params)?;
+    if selectors.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let start = time_param(&params, "start", i64::MIN / 2)?;
+    let end = time_param(&params, "end", i64::MAX / 2)?;
+    let limit = limit_param(&params)?;
+    let ingesters = state.querier.ingesters(&tenant);
+    let mut all: Vec<Labels> = Vec::new();
+    for matchers in &selectors {
+        all.extend(
+            ingesters
+                .series(matchers, start, end)
+                .await
+                .map_err(ApiError::internal)?,
+        );
+    }
+    all.sort();
+    all.dedup();
+    let mut body = success(Json::Array(
+        all.iter()
+            .take(if limit == 0 { usize::MAX } else { limit })
+            .map(metric)
+            .collect(),
+    ));
+    if limit > 0 && all.len() > limit {
+        body["warnings"] = json!(["results truncated due to limit"]);
+    }
+    Ok(axum::Json(body))
+}
+
+async fn labels(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<axum::Json<Json>, ApiError> {
+    let params = params(&method, &headers, &raw, &body);
+    let selectors = matchers_param(&params)?;
+    let start = time_param(&params, "start", i64::MIN / 2)?;
+    let end = time_param(&params, "end", i64::MAX / 2)?;
+    let limit = limit_param(&params)?;
+    let ingesters = state.querier.ingesters(&tenant);
+    let mut names: Vec<String> = Vec::new();
+    if selectors.is_empty() {
+        names = ingesters
+            .label_names(&[], start, end)
+            .await
+            .map_err(ApiError::internal)?;
+    } else {
+        for matchers in &selectors {
+            names.extend(
+                ingesters
+                    .label_names(matchers, start, end)
+                    .await
+                    .map_err(ApiError::internal)?,
+            );
+        }
+        names.sort();
+        names.dedup();
+    }
+    Ok(axum::Json(limited(names, limit)))
+}
+
+async fn label_values(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::Json<Json>, ApiError> {
+    let params = params(&method, &headers, &raw, &Bytes::new());
+    let selectors = matchers_param(&params)?;
+    let start = time_param(&params, "start", i64::MIN / 2)?;
+    let end = time_param(&params, "end", i64::MAX / 2)?;
+    let limit = limit_param(&params)?;
+    let ingesters = state.querier.ingesters(&tenant);
+    let mut values: Vec<String> = Vec::new();
+    if selectors.is_empty() {
+        values = ingesters
+            .label_values(&name, &[], start, end)
+            .await
+            .map_err(ApiError::internal)?;
+    } else {
+        for matchers in &selectors {
+            values.extend(
+                ingesters
+                    .label_values(&name, matchers, start, end)
+                    .await
+                    .map_err(ApiError::internal)?,
+            );
+        }
+        values.sort();
+        values.dedup();
+    }
+    Ok(axum::Json(limited(values, limit)))
+}
+
+fn limited(items: Vec<String>, limit: usize) -> Json {
+    let truncated = limit > 0 && items.len() > limit;
+    let shown: Vec<String> = if truncated {
+        items.into_iter().take(limit).collect()
+    } else {
+        items
+    };
+    let mut body = success(json!(shown));
+    if truncated {
+        body["warnings"] = json!(["results truncated due to limit"]);
+    }
+    body
+}
+
+async fn metadata(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::Json<Json>, ApiError> {
+    let params = Params::parse(&Method::GET, &HeaderMap::new(), raw.as_deref(), &[]);
+    let metric_name = params.get("metric").unwrap_or("");
+    let limit = limit_param(&params)?;
+    let all = state
+        .querier
+        .ingesters(&tenant)
+        .metadata(metric_name, 0)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut by_metric: BTreeMap<String, Vec<Json>> = BTreeMap::new();
+    for m in all {
+        let kind = crate::proto::prometheus::metric_metadata::MetricType::try_from(m.r#type)
+            .map(|t| t.as_str_name().to_ascii_lowercase())
+            .unwrap_or_else(|_| "unknown".to_string());
+        by_metric
+            .entry(m.metric_family_name.clone())
+            .or_default()
+            .push(json!({"type": kind, "help": m.help, "unit": m.unit}));
+    }
+    let take = if limit == 0 { usize::MAX } else { limit };
+    let data: serde_json::Map<String, Json> = by_metric
+        .into_iter()
+        .take(take)
+        .map(|(k, v)| (k, Json::Array(v)))
+        .collect();
+    Ok(axum::Json(success(Json::Object(data))))
+}
+
+async fn exemplars(Tenant(_tenant): Tenant) -> axum::Json<Json> {
+    // Exemplars are not stored yet: the answer is the empty list, as from a
+    // Prometheus with exemplar storage off.
+    axum::Json(success(json!([])))
+}
+
+async fn buildinfo() -> axum::Json<Json> {
+    axum::Json(success(json!({
+        "version": crate::metrics::VERSION,
+        "revision": crate::metrics::REVISION,
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+    })))
+}
+
+impl From<QueryError> for ApiError {
+    fn from(err: QueryError) -> ApiError {
+        match err {
+            QueryError::Parse(message) => ApiError::bad_data(message),
+            QueryError::Execution(message) => ApiError::execution(message),
+            QueryError::TooManySamples { .. } => ApiError::execution(err.to_string()),
+            QueryError::Timeout => ApiError::timeout(err.to_string()),
+            QueryError::Storage(message) => ApiError::internal(message),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Reading recent data from the ingesters: every healthy ingester of the
+//! ring is asked (a query names matchers, not series, so any of them may
+//! hold a match); up to `RF - quorum` of them may fail or be unhealthy
+//! without failing the query; the replicas' copies of a series are merged
+//! into one, sample-exact (one sample per timestamp).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::join_all;
+
+use crate::chunk::merge::{ChunkData, merge_chunks};
+use crate::ingester::client::{
+    ClientPool, LabelNamesRequest, LabelValuesRequest, MetadataRequest, QueryRequest, SeriesRequest,
+};
+use crate::model::{Labels, MatchOp, Matcher};
+use crate::promql::{Queryable, SeriesSamples};
+use crate::proto::prometheus::{self as pb, MetricMetadata};
+use crate::ring::client::RingClient;
+use crate::ring::desc::now_ms;
+use crate::ring::read::{Operation, quorum};
+use crate::tenant::TenantId;
+
+/// The ingesters as seen by one tenant's query.
+#[derive(Clone)]
+pub struct IngesterQueryable {
+    pub tenant: TenantId,
+    pub ring: Arc<RingClient>,
+    pub clients: Arc<ClientPool>,
+    pub replication_factor: usize,
+}
+
+fn to_proto(matchers: &[Matcher]) -> Vec<pb::LabelMatcher> {
+    matchers
+        .iter()
+        .map(|m| pb::LabelMatcher {
+            r#type: match m.op {
+                MatchOp::Equal => pb::label_matcher::Type::Eq,
+                MatchOp::NotEqual => pb::label_matcher::Type::Neq,
+                MatchOp::RegexMatch => pb::label_matcher::Type::Re,
+                MatchOp::RegexNoMatch => pb::label_matcher::Type::Nre,
+            } as i32,
+            name: m.name.clone(),
+            value: m.value.clone(),
+        })
+        .collect()
+}
+
+fn from_proto(labels: Vec<pb::Label>) -> Labels {
+    Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)))
+}
+
+impl IngesterQueryable {
+    /// Addresses of the ingesters to ask, and how many of them may fail.
+    fn targets(&self) -> Result<(Vec<String>, usize), String> {
+        let view = self.ring.view();
+        let now = now_ms();
+        let total = view.instances().len();
+        let healthy: Vec<String> = (0..total)
+            .filter(|idx| view.is_healthy(*idx, Operation::Read, now))
+            .map(|idx| view.instance(idx).addr.clone())
+            .collect();
+        let rf = self.replication_factor.max(1);
+        let tolerated = rf - quorum(rf);
+        let unhealthy = total - healthy.len();
+        if unhealthy > tolerated {
+            return Err(format!(
+                "too many unhealthy ingesters: {unhealthy} of {total} (at most {tolerated} with replication factor {rf})"
+            ));
+        }
+        Ok((healthy, tolerated - unhealthy))
+    }
+
+    /// Runs `call` against every target; fails if more than tolerated fail.
+    async fn fan_out<T, F, Fut>(&self, call: F) -> Result<Vec<T>, String>
+    where
+        F: Fn(crate::ingester::client::IngesterClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let (targets, tolerated) = self.targets()?;
+        let calls = targets.iter().map(|addr| {
+            let client = self.clients.get(addr);
+            let call = &call;
+            async move {
+                let client = client.map_err(|e| e.to_string())?;
+                call(client)
+                    .await
+                    .map_err(|status| format!("ingester {addr}: {}", status.message()))
+            }
+        });
+        let mut ok = Vec::new();
+        let mut errors = Vec::new();
+        for result in join_all(calls).await {
+            match result {
+                Ok(value) => ok.push(value),
+                Err(err) => errors.push(err),
+            }
+        }
+        if errors.len() > tolerated {
+            return Err(format!(
+                "reading from ingesters failed: {}",
+                errors.join("; ")
+            ));
+        }
+        Ok(ok)
+    }
+
+    pub async fn label_names(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, String> {
+        let request = LabelNamesRequest {
+            tenant: self.tenant.to_string(),
+            start_ms: start,
+            end_ms: end,
+            matchers: to_proto(matchers),
+        };
+        let answers = self
+            .fan_out(|mut client| {
+                let request = request.clone();
+                async move { Ok(client.label_names(request).await?.into_inner().names) }
+            })
+            .await?;
+        let mut names: Vec<String> = answers.into_iter().flatten().collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    pub async fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, String> {
+        let request = LabelValuesRequest {
+            tenant: self.tenant.to_string(),
+            name: name.to_string(),
+            start_ms: start,
+            end_ms: end,
+            matchers: to_proto(matchers),
+        };
+        let answers = self
+            .fan_out(|mut client| {
+                let request = request.clone();
+                async move { Ok(client.label_values(request).await?.into_inner().values) }
+            })
+            .await?;
+        let mut values: Vec<String> = answers.into_iter().flatten().collect();
+        values.sort();
+        values.dedup();
+        Ok(values)
+    }
+
+    pub async fn series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Labels>, String> {
+        let request = SeriesRequest {
+            tenant: self.tenant.to_string(),
+            start_ms: start,
+            end_ms: end,
+            matchers: to_proto(matchers),
+        };
+        let answers = self
+            .fan_out(|mut client| {
+                let request = request.clone();
+                async move { Ok(client.series(request).await?.into_inner().series) }
+            })
+            .await?;
+        let mut series: Vec<Labels> = answers
+            .into_iter()
+            .flatten()
+            .map(|s| from_proto(s.labels))
+            .collect();
+        series.sort();
+        series.dedup();
+        Ok(series)
+    }
+
+    pub async fn metadata(&self, metric: &str, limit: u32) -> Result<Vec<MetricMetadata>, String> {
+        let request = MetadataRequest {
+            tenant: self.tenant.to_string(),
+            metric: metric.to_string(),
+            limit,
+        };
+        let answers = self
+            .fan_out(|mut client| {
+                let request = request.clone();
+                async move { Ok(client.metadata(request).await?.into_inner().metadata) }
+            })
+            .await?;
+        let mut all: Vec<MetricMetadata> = answers.into_iter().flatten().collect();
+        all.sort_by(|a, b| {
+            (&a.metric_family_name, a.r#type, &a.help, &a.unit).cmp(&(
+                &b.metric_family_name,
+                b.r#type,
+                &b.help,
+                &b.unit,
+            ))
+        });
+        all.dedup();
+        Ok(all)
+    }
+}
+
+#[async_trait]
+impl Queryable for IngesterQueryable {
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, String> {
+        let request = QueryRequest {
+            tenant: self.tenant.to_string(),
+            start_ms: mint,
+            end_ms: maxt,
+            matchers: to_proto(matchers),
+        };
+        let answers = self
+            .fan_out(|mut client| {
+                let request = request.clone();
+                async move {
+                    let mut stream = client.query_stream(request).await?.into_inner();
+                    let mut series = Vec::new();
+                    while let Some(message) = stream.message().await? {
+                        series.extend(message.series);
+                    }
+                    Ok(series)
+                }
+            })
+            .await?;
+        // Replicas' copies of a series, by labels: all their chunks together.
+        let mut by_labels: BTreeMap<Labels, Vec<ChunkData>> = BTreeMap::new();
+        for series in answers.into_iter().flatten() {
+            let chunks = series.chunks.into_iter().map(|c| ChunkData {
+                min_t: c.min_time_ms,
+                max_t: c.max_time_ms,
+                bytes: c.data,
+            });
+            by_labels
+                .entry(from_proto(series.labels))
+                .or_default()
+                .extend(chunks);
+        }
+        let mut out = Vec::with_capacity(by_labels.len());
+        for (labels, mut chunks) in by_labels {
+            chunks.sort_by_key(|c| (c.min_t, c.max_t));
+            let samples = merge_chunks(&chunks, mint, maxt)
+                .map_err(|e| format!("series {labels}: corrupt chunk from an ingester: {e}"))?;
+            if !samples.is_empty() {
+                out.push(SeriesSamples { labels, samples });
+            }
+        }
+        Ok(out)
+    }
+}
