@@ -52,6 +52,12 @@ fn distributor_args(etcd: &Etcd) -> Vec<String> {
     args
 }
 
+fn querier_args(etcd: &Etcd) -> Vec<String> {
+    let mut args = ring_args(etcd);
+    args.push("--target=querier".to_string());
+    args
+}
+
 type Acked = Arc<Mutex<BTreeMap<String, Vec<(i64, f64)>>>>;
 
 /// Pushes batches of one sample per series until `stop`, recording what was
@@ -224,6 +230,34 @@ async fn no_acknowledged_sample_is_lost() -> Result<()> {
         lost == 0,
         "{lost} acknowledged samples missing from the two survivors"
     );
+
+    // A querier reads through the crash (one of three ingesters down is
+    // tolerated) and merges the replicas' copies sample-exact: each series
+    // counts its acknowledged samples once, not once per replica.
+    let mut querier = Strata::spawn("querier", &querier_args(&etcd))?;
+    querier.wait_ready().await?;
+    let answer: serde_json::Value = common::http()
+        .get(querier.url("/prometheus/api/v1/query"))
+        .header("X-Scope-OrgID", "tenant-d")
+        .query(&[("query", "count_over_time(load[1h])")])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let result = answer["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    ensure!(result.len() == SERIES, "every series answers: {answer}");
+    for item in &result {
+        let name = item["metric"]["series"].as_str().unwrap_or_default();
+        let counted: usize = item["value"][1].as_str().unwrap_or("0").parse()?;
+        let acknowledged = acked_now.get(name).map(Vec::len).unwrap_or(0);
+        ensure!(
+            counted >= acknowledged && (failed > 0 || counted == acknowledged),
+            "{name}: the querier counts {counted} samples, {acknowledged} were acknowledged"
+        );
+    }
 
     // Phase 2: ingester-2 restarts on its WAL and holds everything it held.
     let mut restarted = Strata::spawn_in(
