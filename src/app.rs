@@ -291,6 +291,7 @@ impl App {
                     config.querier.clone(),
                     ring.clone(),
                     clients.clone(),
+                    overrides.clone(),
                     config.ring.replication_factor,
                 ));
                 router = router.merge(querier_api::routes(ApiState {

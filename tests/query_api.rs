@@ -188,3 +188,75 @@ async fn prometheus_api_answers_like_prometheus() -> Result<()> {
     ensure!(body["data"]["version"] == env!("CARGO_PKG_VERSION"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tenant_query_limits() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let runtime = dir.path().join("runtime.yaml");
+    std::fs::write(
+        &runtime,
+        "overrides:\n  limited:\n    max_fetched_series_per_query: 2\n    max_query_length: 1h\n",
+    )?;
+    let mut strata = Strata::spawn(
+        "strata",
+        &[
+            "--ring.replication-factor=1".into(),
+            format!("--runtime-config.file={}", runtime.display()),
+        ],
+    )?;
+    strata.wait_ready().await?;
+    let t = now_ms() - 60_000;
+    for tenant in ["limited", "free"] {
+        let batch = (0..3)
+            .map(|i| series(&[("__name__", "m"), ("i", &i.to_string())], &[(t, 1.0)]))
+            .collect();
+        ensure!(
+            rw::push(&strata.url("/api/v1/push"), tenant, batch)
+                .await?
+                .status
+                == 204
+        );
+    }
+    let (status, body) = get(
+        &strata,
+        "limited",
+        "/api/v1/query",
+        &[("query", "m".into())],
+    )
+    .await?;
+    ensure!(
+        status == 422 && body["errorType"] == "execution",
+        "{status} {body}"
+    );
+    ensure!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limits.max_fetched_series_per_query"),
+        "{body}"
+    );
+    let (status, _) = get(&strata, "free", "/api/v1/query", &[("query", "m".into())]).await?;
+    ensure!(status == 200, "another tenant is not limited");
+    let now = now_ms() as f64 / 1000.0;
+    let (status, body) = get(
+        &strata,
+        "limited",
+        "/api/v1/query_range",
+        &[
+            ("query", "count(m)".into()),
+            ("start", format!("{}", now - 7200.0)),
+            ("end", format!("{now}")),
+            ("step", "60".into()),
+        ],
+    )
+    .await?;
+    ensure!(
+        status == 400
+            && body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("limits.max_query_length"),
+        "{body}"
+    );
+    Ok(())
+}

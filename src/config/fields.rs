@@ -248,6 +248,22 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Label naming the replica within an HA pair; removed before storage.",
     ),
     (
+        "limits.max_query_length",
+        "Longest time range one query may cover (0s: no limit).",
+    ),
+    (
+        "limits.max_query_lookback",
+        "How far back queries may look; older parts of a query are cut off (0s: no limit).",
+    ),
+    (
+        "limits.max_fetched_series_per_query",
+        "Most series one query may fetch (0: no limit).",
+    ),
+    (
+        "limits.max_samples_per_query",
+        "Most samples one query may hold in memory (0: querier.engine.max_samples).",
+    ),
+    (
         "runtime_config.file",
         "YAML file of per-tenant limit overrides (overrides: {tenant: {limit: value}}), re-read without restart.",
     ),

@@ -69,6 +69,18 @@ pub struct Limits {
     pub ha_cluster_label: String,
     /// Label naming the replica within an HA pair (dropped before storage).
     pub ha_replica_label: String,
+    /// Longest time range a query may cover (0s: no limit).
+    #[serde(with = "humantime_serde")]
+    pub max_query_length: Duration,
+    /// How far back queries may look; older parts of a range are cut off
+    /// (0s: no limit).
+    #[serde(with = "humantime_serde")]
+    pub max_query_lookback: Duration,
+    /// Most series one query may fetch (0: no limit).
+    pub max_fetched_series_per_query: usize,
+    /// Most samples one query may hold in memory (0: the engine's
+    /// querier.engine.max_samples).
+    pub max_samples_per_query: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +102,10 @@ impl Default for Limits {
             accept_ha_samples: false,
             ha_cluster_label: "cluster".to_string(),
             ha_replica_label: "__replica__".to_string(),
+            max_query_length: Duration::ZERO,
+            max_query_lookback: Duration::ZERO,
+            max_fetched_series_per_query: 0,
+            max_samples_per_query: 0,
         }
     }
 }

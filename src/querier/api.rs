@@ -45,6 +45,12 @@ pub fn routes(state: ApiState) -> Router {
         .route("/metadata", get(metadata))
         .route("/query_exemplars", get(exemplars).post(exemplars))
         .route("/status/buildinfo", get(buildinfo))
+        .route(
+            "/read",
+            axum::routing::post(super::remote_read::read).layer(
+                axum::extract::DefaultBodyLimit::max(super::remote_read::MAX_REQUEST_BYTES),
+            ),
+        )
         .with_state(state);
     Router::new()
         .nest("/prometheus/api/v1", api.clone())

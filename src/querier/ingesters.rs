@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use futures::future::join_all;
@@ -29,6 +30,21 @@ pub struct IngesterQueryable {
     pub ring: Arc<RingClient>,
     pub clients: Arc<ClientPool>,
     pub replication_factor: usize,
+    /// Samples before this are not read (the tenant's max query lookback).
+    pub min_time: i64,
+    /// Most series the whole query may fetch (0: no limit).
+    pub max_series: usize,
+    /// Series fetched so far by this query.
+    pub fetched: Arc<AtomicUsize>,
+    /// Set when `max_series` stopped the query.
+    pub limit_hit: Arc<AtomicBool>,
+}
+
+/// Cortex's message for the series limit.
+pub fn series_limit_message(limit: usize) -> String {
+    format!(
+        "the query hit the max number of series limit (limit: {limit} series); raise limits.max_fetched_series_per_query"
+    )
 }
 
 fn to_proto(matchers: &[Matcher]) -> Vec<pb::LabelMatcher> {
@@ -218,6 +234,10 @@ impl Queryable for IngesterQueryable {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, String> {
+        let mint = mint.max(self.min_time);
+        if maxt < mint {
+            return Ok(Vec::new());
+        }
         let request = QueryRequest {
             tenant: self.tenant.to_string(),
             start_ms: mint,
@@ -258,6 +278,11 @@ impl Queryable for IngesterQueryable {
             if !samples.is_empty() {
                 out.push(SeriesSamples { labels, samples });
             }
+        }
+        let fetched = self.fetched.fetch_add(out.len(), Ordering::Relaxed) + out.len();
+        if self.max_series > 0 && fetched > self.max_series {
+            self.limit_hit.store(true, Ordering::Relaxed);
+            return Err(series_limit_message(self.max_series));
         }
         Ok(out)
     }

@@ -5,14 +5,17 @@
 pub mod api;
 pub mod ingesters;
 pub mod params;
+pub mod remote_read;
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ingester::client::ClientPool;
+use crate::limits::{Limits, Overrides};
 use crate::promql::{Engine, EngineConfig, QueryError, QueryResult};
 use crate::ring::client::RingClient;
+use crate::ring::desc::now_ms;
 use crate::tenant::TenantId;
 use ingesters::IngesterQueryable;
 
@@ -66,9 +69,10 @@ impl ApiError {
 }
 
 pub struct Querier {
-    engine: Engine,
+    engine: EngineConfig,
     ring: Arc<RingClient>,
     clients: Arc<ClientPool>,
+    overrides: Arc<Overrides>,
     replication_factor: usize,
 }
 
@@ -77,23 +81,62 @@ impl Querier {
         config: QuerierConfig,
         ring: Arc<RingClient>,
         clients: Arc<ClientPool>,
+        overrides: Arc<Overrides>,
         replication_factor: usize,
     ) -> Querier {
         Querier {
-            engine: Engine::new(config.engine),
+            engine: config.engine,
             ring,
             clients,
+            overrides,
             replication_factor,
         }
     }
 
-    /// The ingesters as `tenant` sees them.
+    /// The ingesters as `tenant` sees them, within its query limits.
     pub fn ingesters(&self, tenant: &TenantId) -> IngesterQueryable {
+        let limits = self.overrides.get(tenant.as_str());
+        let min_time = if limits.max_query_lookback.is_zero() {
+            i64::MIN
+        } else {
+            now_ms() - limits.max_query_lookback.as_millis() as i64
+        };
         IngesterQueryable {
             tenant: tenant.clone(),
             ring: self.ring.clone(),
             clients: self.clients.clone(),
             replication_factor: self.replication_factor,
+            min_time,
+            max_series: limits.max_fetched_series_per_query,
+            fetched: Arc::default(),
+            limit_hit: Arc::default(),
+        }
+    }
+
+    /// The engine with the tenant's sample limit.
+    fn engine(&self, limits: &Limits) -> Engine {
+        let mut config = self.engine.clone();
+        if limits.max_samples_per_query > 0 {
+            config.max_samples = limits.max_samples_per_query;
+        }
+        Engine::new(config)
+    }
+
+    fn outcome(
+        queryable: &IngesterQueryable,
+        result: Result<QueryResult, QueryError>,
+    ) -> Result<QueryResult, ApiError> {
+        match result {
+            Err(_)
+                if queryable
+                    .limit_hit
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                Err(ApiError::execution(ingesters::series_limit_message(
+                    queryable.max_series,
+                )))
+            }
+            other => other.map_err(ApiError::from),
         }
     }
 
@@ -102,10 +145,14 @@ impl Querier {
         tenant: &TenantId,
         expr: &str,
         time_ms: i64,
-    ) -> Result<QueryResult, QueryError> {
-        self.engine
-            .instant(&self.ingesters(tenant), expr, time_ms)
-            .await
+    ) -> Result<QueryResult, ApiError> {
+        let limits = self.overrides.get(tenant.as_str());
+        let queryable = self.ingesters(tenant);
+        let result = self
+            .engine(&limits)
+            .instant(&queryable, expr, time_ms)
+            .await;
+        Querier::outcome(&queryable, result)
     }
 
     pub async fn range(
@@ -115,9 +162,23 @@ impl Querier {
         start_ms: i64,
         end_ms: i64,
         step_ms: i64,
-    ) -> Result<QueryResult, QueryError> {
-        self.engine
-            .range(&self.ingesters(tenant), expr, start_ms, end_ms, step_ms)
-            .await
+    ) -> Result<QueryResult, ApiError> {
+        let limits = self.overrides.get(tenant.as_str());
+        let max_length = limits.max_query_length;
+        if !max_length.is_zero() && end_ms - start_ms > max_length.as_millis() as i64 {
+            return Err(ApiError::bad_data(format!(
+                "the query time range exceeds the limit (query length: {}, limit: {}); raise limits.max_query_length",
+                humantime::format_duration(std::time::Duration::from_millis(
+                    (end_ms - start_ms).max(0) as u64
+                )),
+                humantime::format_duration(max_length)
+            )));
+        }
+        let queryable = self.ingesters(tenant);
+        let result = self
+            .engine(&limits)
+            .range(&queryable, expr, start_ms, end_ms, step_ms)
+            .await;
+        Querier::outcome(&queryable, result)
     }
 }
