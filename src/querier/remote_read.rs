@@ -17,9 +17,9 @@
 //!   compressed:
 //!
 //! ```text
-//! ┌────────────────────┬──────────────────────────────┬──────────────────────────────────────┐
-//! │ len <uvarint>      │ CRC32-C(message) <4 bytes BE> │ ChunkedReadResponse message <len>    │
-//! └────────────────────┴──────────────────────────────┴──────────────────────────────────────┘
+//! ┌───────────────┬───────────────────────────────┬──────────────────────────────────┐
+//! │ len <uvarint> │ CRC32-C(message) <4 bytes BE> │ ChunkedReadResponse <len bytes>  │
+//! └───────────────┴───────────────────────────────┴──────────────────────────────────┘
 //! ```
 //!
 //! Every frame holds part of exactly one series (its labels and some of its
@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 
@@ -100,33 +100,6 @@ pub enum ReadError {
         labels: String,
         message: String,
     },
-}
-
-impl ReadError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ReadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ReadError::Snappy(_)
-            | ReadError::Protobuf(_)
-            | ReadError::UnsupportedResponseType(_)
-            | ReadError::MatcherType { .. }
-            | ReadError::Matcher { .. } => StatusCode::BAD_REQUEST,
-            ReadError::Storage { .. } | ReadError::Compress(_) | ReadError::Encode { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        }
-    }
-}
-
-// Remote read answers errors in plain text, as Prometheus's handler does
-// (not in the query API's JSON format).
-impl IntoResponse for ReadError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let mut body = self.to_string();
-        body.push('\n');
-        (status, body).into_response()
-    }
 }
 
 /// `POST /api/v1/read`.
@@ -199,6 +172,12 @@ where
     Q: Queryable + 'static,
 {
     let response_type = negotiate(&request.accepted_response_types)?;
+    tracing::debug!(
+        queries = request.queries.len(),
+        accepted = ?request.accepted_response_types,
+        response_type = response_type.as_str_name(),
+        "remote read"
+    );
     // Every query's matchers are checked before anything is read.
     let queries = request
         .queries
@@ -509,7 +488,10 @@ mod tests {
         assert_eq!(negotiate(&[0, 1]).unwrap(), ResponseType::Samples);
         assert_eq!(negotiate(&[7, 1]).unwrap(), ResponseType::StreamedXorChunks);
         let err = negotiate(&[7]).unwrap_err();
-        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            matches!(err, ReadError::UnsupportedResponseType(_)),
+            "{err}"
+        );
     }
 
     #[test]
@@ -521,14 +503,13 @@ mod tests {
             .unwrap();
         let err = decode_request(&garbage, MAX_REQUEST_BYTES).unwrap_err();
         assert!(matches!(err, ReadError::Protobuf(_)), "{err}");
-        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
         let big = snap::raw::Encoder::new()
             .compress_vec(&vec![0u8; 1000])
             .unwrap();
         let err = decode_request(&big, 999).unwrap_err();
-        assert_eq!(err.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(matches!(err, ReadError::TooLarge { .. }), "{err}");
         let err = matchers(2, &[matcher(pb::label_matcher::Type::Re, "job", "(")]).unwrap_err();
-        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(matches!(err, ReadError::Matcher { .. }), "{err}");
         assert!(err.to_string().starts_with("query 2:"), "{err}");
         let unknown = pb::LabelMatcher {
             r#type: 9,
@@ -672,6 +653,22 @@ mod tests {
             accepted_response_types: vec![1],
         };
         let err = respond(memory(), request).await.unwrap_err();
-        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(matches!(err, ReadError::Storage { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_later_failing_read_aborts_the_stream() {
+        use pb::label_matcher::Type;
+        let request = pb::ReadRequest {
+            queries: vec![
+                query(0, 1_000_000, vec![matcher(Type::Eq, "job", "api")]),
+                query(0, 1, vec![matcher(Type::Eq, "fail", "1")]),
+            ],
+            accepted_response_types: vec![ResponseType::StreamedXorChunks as i32],
+        };
+        let response = respond(memory(), request).await.unwrap();
+        assert_eq!(response.status(), axum::http::StatusCode::OK);
+        let read = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+        assert!(read.is_err(), "the body ends in an error, not a clean end");
     }
 }

@@ -77,10 +77,56 @@ impl IntoResponse for crate::querier::ApiError {
     }
 }
 
+/// Remote read's statuses (plain text bodies, as Prometheus's handler).
+fn read_status(err: &crate::querier::remote_read::ReadError) -> StatusCode {
+    use crate::querier::remote_read::ReadError;
+    match err {
+        ReadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        ReadError::Snappy(_)
+        | ReadError::Protobuf(_)
+        | ReadError::UnsupportedResponseType(_)
+        | ReadError::MatcherType { .. }
+        | ReadError::Matcher { .. } => StatusCode::BAD_REQUEST,
+        ReadError::Storage { .. } | ReadError::Compress(_) | ReadError::Encode { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+impl IntoResponse for crate::querier::remote_read::ReadError {
+    fn into_response(self) -> Response {
+        text(read_status(&self), self.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn remote_read_statuses() {
+        use crate::querier::remote_read::ReadError;
+        assert_eq!(
+            read_status(&ReadError::TooLarge { size: 2, limit: 1 }),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            read_status(&ReadError::Snappy("x".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            read_status(&ReadError::UnsupportedResponseType(vec![7])),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            read_status(&ReadError::Storage {
+                query: 0,
+                message: "down".into()
+            }),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 
     #[test]
     fn statuses_follow_the_remote_write_spec() {
