@@ -194,7 +194,7 @@ impl Engine {
                 .filter(|s| !s.samples.is_empty())
                 .collect(),
             other => {
-                return Err(QueryError::Execution(format!(
+                return Err(QueryError::Parse(format!(
                     "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
                     match other {
                         Val::String(_) => "string",
@@ -247,7 +247,7 @@ impl Engine {
         let val = match val {
             Val::Vector(series) => Val::Vector(drop_names(series)?),
             Val::Matrix(_) if steps.len() > 1 => {
-                return Err(QueryError::Execution(
+                return Err(QueryError::Parse(
                     "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"
                         .to_string(),
                 ));

@@ -196,7 +196,7 @@ impl<'a> Evaluator<'a> {
     /// A bare range selector or subquery, only valid at a single step.
     fn bare_range(&mut self, expr: &Expr, range: i64, steps: Steps) -> Result<Val, QueryError> {
         if steps.len() != 1 {
-            return Err(QueryError::Execution(
+            return Err(QueryError::Parse(
                 "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"
                     .to_string(),
             ));
