@@ -171,6 +171,10 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Pushes an ingester handles at once; more get a retryable error.",
     ),
     (
+        "ingester.series_idle_timeout",
+        "A series without samples this long is released from memory once its data is safe (0s: never).",
+    ),
+    (
         "querier.engine.lookback_delta",
         "How far back a PromQL vector selector looks for a sample.",
     ),

@@ -106,6 +106,11 @@ pub struct IngesterConfig {
     pub head: HeadConfig,
     /// Pushes applied concurrently at most; more get a retryable error.
     pub max_inflight_push_requests: usize,
+    /// A series without samples for this long is released from memory once
+    /// its data is safe: today only series that hold no samples at all (left
+    /// by a failed WAL write); with the long-term store, flushed series.
+    #[serde(with = "humantime_serde")]
+    pub series_idle_timeout: Duration,
 }
 
 impl Default for IngesterConfig {
@@ -115,6 +120,7 @@ impl Default for IngesterConfig {
             wal: WalConfig::default(),
             head: HeadConfig::default(),
             max_inflight_push_requests: 1024,
+            series_idle_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -158,6 +164,7 @@ pub(crate) struct State {
 pub struct Ingester {
     config: IngesterConfig,
     checkpointer: BackgroundTask,
+    idle_gc: BackgroundTask,
     lifecycler: Lifecycler,
     state: Arc<State>,
     replay_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -214,6 +221,7 @@ impl Ingester {
         Ingester {
             config,
             checkpointer: BackgroundTask::default(),
+            idle_gc: BackgroundTask::default(),
             lifecycler,
             state,
             replay_seconds,
@@ -286,6 +294,28 @@ impl Service for Ingester {
         self.replay_and_open().await?;
         self.state.accepting.store(true, Ordering::Release);
         self.lifecycler.change_state(InstanceState::Active).await?;
+        let idle_for = self.config.series_idle_timeout;
+        if !idle_for.is_zero() {
+            let state = self.state.clone();
+            self.idle_gc.spawn(|cancel| async move {
+                let mut ticker = tokio::time::interval(Duration::from_secs(60).min(idle_for));
+                ticker.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = ticker.tick() => {
+                            for (tenant, head) in state.heads.all() {
+                                // Only series with nothing to lose, until chunks are flushed.
+                                let released = head.gc_idle(idle_for, |s| s.time_range.is_none());
+                                if released > 0 {
+                                    tracing::info!(tenant, released, "released idle series without samples");
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
         let period = self.config.wal.checkpoint_period;
         if !period.is_zero() {
             let state = self.state.clone();
@@ -309,6 +339,7 @@ impl Service for Ingester {
 
     async fn stop(&self) -> Result<(), ServiceError> {
         self.checkpointer.stop().await;
+        self.idle_gc.stop().await;
         if let Err(err) = self.lifecycler.begin_leaving().await {
             tracing::warn!(error = %err, "could not mark the ingester LEAVING; leaving anyway");
         }
