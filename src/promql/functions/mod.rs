@@ -248,6 +248,15 @@ pub(crate) fn eval_call(
             ev.infos.extend(infos);
             Ok(Val::Vector(out))
         }
+        "histogram_fraction" => {
+            let lower = ev.eval_scalar(args[0], steps)?;
+            let upper = ev.eval_scalar(args[1], steps)?;
+            let v = ev.eval_vector(args[2], steps)?;
+            let mut warnings = Vec::new();
+            let out = histogram::histogram_fraction(&lower, &upper, v, &mut warnings);
+            ev.warnings.extend(warnings);
+            Ok(Val::Vector(out))
+        }
         "absent" => absent::absent(ev, args[0], steps),
         "absent_over_time" => absent::absent_over_time(ev, args[0], steps),
         _ => Err(QueryError::Execution(format!(
