@@ -45,6 +45,103 @@ struct Acc {
     incremental: bool,
 }
 
+/// Above this many group × step accumulators, aggregation goes step by
+/// step (one accumulator per group) to bound memory.
+const SERIES_MAJOR_MAX_ACCUMULATORS: usize = 1 << 20;
+
+/// Adds one value to its group's accumulator (Prometheus's aggregation
+/// arithmetic: Kahan sums, incremental mean on overflow, Welford variance).
+fn accumulate(op: TokenId, a: &mut Acc, f: f64, heap: Option<&mut Vec<f64>>) {
+    if !a.seen {
+        *a = Acc {
+            seen: true,
+            value: f,
+            mean: f,
+            c: 0.0,
+            count: 1.0,
+            incremental: false,
+        };
+        match op {
+            T_STDDEV | T_STDVAR => {
+                a.value = if f.is_nan() || f.is_infinite() {
+                    f64::NAN
+                } else {
+                    0.0
+                }
+            }
+            T_GROUP => a.value = 1.0,
+            T_QUANTILE => {
+                if let Some(heap) = heap {
+                    heap.push(f);
+                }
+            }
+            _ => {}
+        }
+        return;
+    }
+    match op {
+        T_SUM => (a.value, a.c) = kahan_sum_inc(f, a.value, a.c),
+        T_AVG => {
+            a.count += 1.0;
+            if !a.incremental {
+                let (v, c) = kahan_sum_inc(f, a.value, a.c);
+                if !v.is_infinite() {
+                    (a.value, a.c) = (v, c);
+                    return;
+                }
+                a.incremental = true;
+                a.mean = a.value / (a.count - 1.0);
+                a.c /= a.count - 1.0;
+            }
+            if a.mean.is_infinite() {
+                if f.is_infinite() && (a.mean > 0.0) == (f > 0.0) {
+                    return;
+                }
+                if !f.is_infinite() && !f.is_nan() {
+                    return;
+                }
+            }
+            let current = a.mean + a.c;
+            (a.mean, a.c) = kahan_sum_inc(f / a.count - current / a.count, a.mean, a.c);
+        }
+        T_MAX if a.value < f || a.value.is_nan() => a.value = f,
+        T_MIN if a.value > f || a.value.is_nan() => a.value = f,
+        T_COUNT => a.count += 1.0,
+        T_STDDEV | T_STDVAR => {
+            a.count += 1.0;
+            let delta = f - a.mean;
+            a.mean += delta / a.count;
+            a.value += delta * (f - a.mean);
+        }
+        T_QUANTILE => {
+            if let Some(heap) = heap {
+                heap.push(f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The aggregate of a group at one step.
+fn finish(op: TokenId, a: &Acc, q: f64, heap: &mut Vec<f64>) -> f64 {
+    match op {
+        T_AVG => {
+            if a.incremental {
+                a.mean + a.c
+            } else {
+                (a.value + a.c) / a.count
+            }
+        }
+        T_SUM => a.value + a.c,
+        T_COUNT => a.count,
+        T_STDVAR => a.value / a.count,
+        T_STDDEV => (a.value / a.count).sqrt(),
+        T_QUANTILE => quantile(q, heap),
+        // min, max, group
+        _ => a.value,
+    }
+}
+
 pub(crate) fn eval_aggregate(
     ev: &mut Evaluator<'_>,
     a: &AggregateExpr,
@@ -137,112 +234,65 @@ pub(crate) fn eval_aggregate(
             vals: vec![None; n],
         })
         .collect();
-    let mut acc = vec![Acc::default(); out.len()];
-    let mut heaps: Vec<Vec<f64>> = if op == T_QUANTILE {
-        vec![Vec::new(); out.len()]
-    } else {
-        Vec::new()
-    };
-
-    for step in 0..n {
-        acc.iter_mut().for_each(|a| a.seen = false);
-        heaps.iter_mut().for_each(Vec::clear);
+    if !matches!(
+        op,
+        T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR | T_QUANTILE
+    ) {
+        return Err(QueryError::Execution(format!(
+            "aggregation {op} is not supported yet"
+        )));
+    }
+    for (s, &g) in input.iter().zip(&group_of) {
+        if s.drop_name {
+            // A group keeps a to-be-dropped name (`by (__name__)`).
+            out[g].drop_name = true;
+        }
+    }
+    let ngroups = out.len();
+    if op != T_QUANTILE && ngroups.saturating_mul(n) <= SERIES_MAJOR_MAX_ACCUMULATORS {
+        // Series by series, each series' steps in a row: the input is read
+        // in memory order (one accumulator per group and step). Values meet
+        // their accumulator in the same order as step by step, so results
+        // are bit-identical.
+        let mut acc = vec![Acc::default(); ngroups * n];
         for (s, &g) in input.iter().zip(&group_of) {
-            let Some(f) = s.vals[step] else { continue };
-            if s.drop_name {
-                // A group keeps a to-be-dropped name (`by (__name__)`).
-                out[g].drop_name = true;
-            }
-            let a = &mut acc[g];
-            if !a.seen {
-                *a = Acc {
-                    seen: true,
-                    value: f,
-                    mean: f,
-                    c: 0.0,
-                    count: 1.0,
-                    incremental: false,
-                };
-                match op {
-                    T_STDDEV | T_STDVAR => {
-                        a.value = if f.is_nan() || f.is_infinite() {
-                            f64::NAN
-                        } else {
-                            0.0
-                        }
-                    }
-                    T_GROUP => a.value = 1.0,
-                    T_QUANTILE => heaps[g].push(f),
-                    _ => {}
+            let row = &mut acc[g * n..(g + 1) * n];
+            for (a, v) in row.iter_mut().zip(&s.vals) {
+                if let Some(f) = *v {
+                    accumulate(op, a, f, None);
                 }
-                continue;
-            }
-            match op {
-                T_SUM => (a.value, a.c) = kahan_sum_inc(f, a.value, a.c),
-                T_AVG => {
-                    a.count += 1.0;
-                    if !a.incremental {
-                        let (v, c) = kahan_sum_inc(f, a.value, a.c);
-                        if !v.is_infinite() {
-                            (a.value, a.c) = (v, c);
-                            continue;
-                        }
-                        a.incremental = true;
-                        a.mean = a.value / (a.count - 1.0);
-                        a.c /= a.count - 1.0;
-                    }
-                    if a.mean.is_infinite() {
-                        if f.is_infinite() && (a.mean > 0.0) == (f > 0.0) {
-                            continue;
-                        }
-                        if !f.is_infinite() && !f.is_nan() {
-                            continue;
-                        }
-                    }
-                    let current = a.mean + a.c;
-                    (a.mean, a.c) = kahan_sum_inc(f / a.count - current / a.count, a.mean, a.c);
-                }
-                T_MAX if a.value < f || a.value.is_nan() => a.value = f,
-                T_MIN if a.value > f || a.value.is_nan() => a.value = f,
-                T_COUNT => a.count += 1.0,
-                T_STDDEV | T_STDVAR => {
-                    a.count += 1.0;
-                    let delta = f - a.mean;
-                    a.mean += delta / a.count;
-                    a.value += delta * (f - a.mean);
-                }
-                T_QUANTILE => heaps[g].push(f),
-                _ => {}
             }
         }
-        for (g, a) in acc.iter().enumerate() {
-            if !a.seen {
-                continue;
+        for (g, series) in out.iter_mut().enumerate() {
+            for (step, a) in acc[g * n..(g + 1) * n].iter().enumerate() {
+                if a.seen {
+                    series.vals[step] = Some(finish(op, a, f64::NAN, &mut Vec::new()));
+                }
             }
-            let v = match op {
-                T_AVG => {
-                    if a.incremental {
-                        a.mean + a.c
-                    } else {
-                        (a.value + a.c) / a.count
-                    }
+        }
+    } else {
+        let mut acc = vec![Acc::default(); ngroups];
+        let mut heaps: Vec<Vec<f64>> = if op == T_QUANTILE {
+            vec![Vec::new(); ngroups]
+        } else {
+            Vec::new()
+        };
+        for step in 0..n {
+            acc.iter_mut().for_each(|a| a.seen = false);
+            heaps.iter_mut().for_each(Vec::clear);
+            for (s, &g) in input.iter().zip(&group_of) {
+                let Some(f) = s.vals[step] else { continue };
+                accumulate(op, &mut acc[g], f, heaps.get_mut(g));
+            }
+            for (g, a) in acc.iter().enumerate() {
+                if !a.seen {
+                    continue;
                 }
-                T_SUM => a.value + a.c,
-                T_COUNT => a.count,
-                T_STDVAR => a.value / a.count,
-                T_STDDEV => (a.value / a.count).sqrt(),
-                T_QUANTILE => {
-                    let q = param.as_ref().map_or(f64::NAN, |p| p[step]);
-                    quantile(q, &mut heaps[g])
-                }
-                T_MIN | T_MAX | T_GROUP => a.value,
-                _ => {
-                    return Err(QueryError::Execution(format!(
-                        "aggregation {op} is not supported yet"
-                    )));
-                }
-            };
-            out[g].vals[step] = Some(v);
+                let q = param.as_ref().map_or(f64::NAN, |p| p[step]);
+                let mut empty = Vec::new();
+                let heap = heaps.get_mut(g).unwrap_or(&mut empty);
+                out[g].vals[step] = Some(finish(op, a, q, heap));
+            }
         }
     }
     out.retain(|s| s.vals.iter().any(Option::is_some));
