@@ -262,11 +262,16 @@ impl App {
             );
             services.add(ring.clone());
             router = router.merge(ring_http::routes("/ring", ring.clone()));
+            let clients = Arc::new(ClientPool::new(
+                Duration::from_secs(5),
+                INTERNAL_GRPC_MESSAGE_LIMIT,
+            ));
             if runs_ingester {
+                let advertised_grpc = advertised(&config.ingester.lifecycler.addr, grpc_addr);
                 let ingester = Ingester::new(
                     config.ingester.clone(),
                     Advertised {
-                        grpc_addr: advertised(&config.ingester.lifecycler.addr, grpc_addr),
+                        grpc_addr: advertised_grpc.clone(),
                         http_addr: advertised("", http_addr),
                     },
                     ring.clone(),
@@ -275,6 +280,8 @@ impl App {
                     discarded.clone(),
                     &metrics,
                 );
+                // This process's distributor and querier call it directly.
+                clients.set_local(&advertised_grpc, ingester.grpc_service());
                 ingester_grpc = Some(
                     ingester
                         .grpc_service()
@@ -282,10 +289,6 @@ impl App {
                 );
                 services.add(Arc::new(ingester));
             }
-            let clients = Arc::new(ClientPool::new(
-                Duration::from_secs(5),
-                INTERNAL_GRPC_MESSAGE_LIMIT,
-            ));
             if runs_querier {
                 let querier = Arc::new(Querier::new(
                     config.querier.clone(),

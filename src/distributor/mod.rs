@@ -411,9 +411,9 @@ impl Distributor {
             let failures = self.metrics.ingester_push_failures.clone();
             async move {
                 let mut client = client.map_err(|e| e.to_string())?;
-                let call = client.push(tonic::Request::new(request));
+                let call = client.push(request);
                 let response = match tokio::time::timeout(timeout, call).await {
-                    Ok(Ok(response)) => response.into_inner(),
+                    Ok(Ok(response)) => response,
                     Ok(Err(status)) => {
                         failures.inc();
                         return Err(format!("ingester {addr}: {}", status.message()));

@@ -1,12 +1,20 @@
-//! How other components talk to ingesters: a pool of gRPC clients keyed by
-//! address, connected lazily and reused. This is the only item of the
-//! ingester module the distributor and querier use.
+//! How other components talk to ingesters: a pool of handles keyed by
+//! address — gRPC clients, connected lazily and reused, or, for the
+//! ingester of this very process, a direct call without the loopback
+//! network. This is the only item of the ingester module the distributor and
+//! querier use.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::StreamExt;
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use super::IngesterService;
+use crate::proto::ingester::ingester_server::Ingester as _;
+use crate::proto::prometheus::{ChunkedSeries, Labels as ProtoLabels, MetricMetadata};
 
 pub use crate::proto::ingester::ingester_client::IngesterClient;
 pub use crate::proto::ingester::{
@@ -21,9 +29,111 @@ pub struct ClientError {
     pub message: String,
 }
 
-/// gRPC clients to ingesters, one channel per address.
+/// One ingester, over gRPC or in this process.
+#[derive(Clone)]
+pub enum IngesterHandle {
+    Remote(IngesterClient<Channel>),
+    Local(IngesterService),
+}
+
+impl IngesterHandle {
+    pub async fn push(&mut self, request: PushRequest) -> Result<PushResponse, Status> {
+        Ok(match self {
+            IngesterHandle::Remote(client) => client.push(request).await?.into_inner(),
+            IngesterHandle::Local(service) => {
+                service.push(Request::new(request)).await?.into_inner()
+            }
+        })
+    }
+
+    /// Every series of a query, its streamed batches collected.
+    pub async fn query(&mut self, request: QueryRequest) -> Result<Vec<ChunkedSeries>, Status> {
+        let mut series = Vec::new();
+        match self {
+            IngesterHandle::Remote(client) => {
+                let mut stream = client.query_stream(request).await?.into_inner();
+                while let Some(message) = stream.message().await? {
+                    series.extend(message.series);
+                }
+            }
+            IngesterHandle::Local(service) => {
+                let mut stream = service
+                    .query_stream(Request::new(request))
+                    .await?
+                    .into_inner();
+                while let Some(message) = stream.next().await {
+                    series.extend(message?.series);
+                }
+            }
+        }
+        Ok(series)
+    }
+
+    pub async fn label_names(&mut self, request: LabelNamesRequest) -> Result<Vec<String>, Status> {
+        Ok(match self {
+            IngesterHandle::Remote(client) => client.label_names(request).await?.into_inner().names,
+            IngesterHandle::Local(service) => {
+                service
+                    .label_names(Request::new(request))
+                    .await?
+                    .into_inner()
+                    .names
+            }
+        })
+    }
+
+    pub async fn label_values(
+        &mut self,
+        request: LabelValuesRequest,
+    ) -> Result<Vec<String>, Status> {
+        Ok(match self {
+            IngesterHandle::Remote(client) => {
+                client.label_values(request).await?.into_inner().values
+            }
+            IngesterHandle::Local(service) => {
+                service
+                    .label_values(Request::new(request))
+                    .await?
+                    .into_inner()
+                    .values
+            }
+        })
+    }
+
+    pub async fn series(&mut self, request: SeriesRequest) -> Result<Vec<ProtoLabels>, Status> {
+        Ok(match self {
+            IngesterHandle::Remote(client) => client.series(request).await?.into_inner().series,
+            IngesterHandle::Local(service) => {
+                service
+                    .series(Request::new(request))
+                    .await?
+                    .into_inner()
+                    .series
+            }
+        })
+    }
+
+    pub async fn metadata(
+        &mut self,
+        request: MetadataRequest,
+    ) -> Result<Vec<MetricMetadata>, Status> {
+        Ok(match self {
+            IngesterHandle::Remote(client) => client.metadata(request).await?.into_inner().metadata,
+            IngesterHandle::Local(service) => {
+                service
+                    .metadata(Request::new(request))
+                    .await?
+                    .into_inner()
+                    .metadata
+            }
+        })
+    }
+}
+
+/// Handles to ingesters: one gRPC channel per address, or the local one.
 pub struct ClientPool {
     clients: Mutex<HashMap<String, IngesterClient<Channel>>>,
+    local: Mutex<Option<(String, IngesterService)>>,
     connect_timeout: Duration,
     max_message_size: usize,
 }
@@ -32,14 +142,30 @@ impl ClientPool {
     pub fn new(connect_timeout: Duration, max_message_size: usize) -> ClientPool {
         ClientPool {
             clients: Mutex::new(HashMap::new()),
+            local: Mutex::new(None),
             connect_timeout,
             max_message_size,
         }
     }
 
-    /// The client for `addr` (`host:port`); connects on first use and
-    /// reconnects by itself after failures.
-    pub fn get(&self, addr: &str) -> Result<IngesterClient<Channel>, ClientError> {
+    /// Calls to the ingester advertised at `addr` go straight to
+    /// `service` (the ingester of this process).
+    pub fn set_local(&self, addr: &str, service: IngesterService) {
+        *self.local.lock() = Some((addr.to_string(), service));
+    }
+
+    /// The handle for `addr` (`host:port`): the local ingester, or a gRPC
+    /// client that connects on first use and reconnects after failures.
+    pub fn get(&self, addr: &str) -> Result<IngesterHandle, ClientError> {
+        if let Some((local, service)) = self.local.lock().as_ref()
+            && local == addr
+        {
+            return Ok(IngesterHandle::Local(service.clone()));
+        }
+        self.remote(addr).map(IngesterHandle::Remote)
+    }
+
+    fn remote(&self, addr: &str) -> Result<IngesterClient<Channel>, ClientError> {
         if let Some(client) = self.clients.lock().get(addr) {
             return Ok(client.clone());
         }

@@ -91,7 +91,7 @@ impl IngesterQueryable {
     /// Runs `call` against every target; fails if more than tolerated fail.
     async fn fan_out<T, F, Fut>(&self, call: F) -> Result<Vec<T>, String>
     where
-        F: Fn(crate::ingester::client::IngesterClient<tonic::transport::Channel>) -> Fut,
+        F: Fn(crate::ingester::client::IngesterHandle) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let (targets, tolerated) = self.targets()?;
@@ -137,7 +137,7 @@ impl IngesterQueryable {
         let answers = self
             .fan_out(|mut client| {
                 let request = request.clone();
-                async move { Ok(client.label_names(request).await?.into_inner().names) }
+                async move { client.label_names(request).await }
             })
             .await?;
         let mut names: Vec<String> = answers.into_iter().flatten().collect();
@@ -163,7 +163,7 @@ impl IngesterQueryable {
         let answers = self
             .fan_out(|mut client| {
                 let request = request.clone();
-                async move { Ok(client.label_values(request).await?.into_inner().values) }
+                async move { client.label_values(request).await }
             })
             .await?;
         let mut values: Vec<String> = answers.into_iter().flatten().collect();
@@ -187,7 +187,7 @@ impl IngesterQueryable {
         let answers = self
             .fan_out(|mut client| {
                 let request = request.clone();
-                async move { Ok(client.series(request).await?.into_inner().series) }
+                async move { client.series(request).await }
             })
             .await?;
         let mut series: Vec<Labels> = answers
@@ -209,7 +209,7 @@ impl IngesterQueryable {
         let answers = self
             .fan_out(|mut client| {
                 let request = request.clone();
-                async move { Ok(client.metadata(request).await?.into_inner().metadata) }
+                async move { client.metadata(request).await }
             })
             .await?;
         let mut all: Vec<MetricMetadata> = answers.into_iter().flatten().collect();
@@ -247,14 +247,7 @@ impl Queryable for IngesterQueryable {
         let answers = self
             .fan_out(|mut client| {
                 let request = request.clone();
-                async move {
-                    let mut stream = client.query_stream(request).await?.into_inner();
-                    let mut series = Vec::new();
-                    while let Some(message) = stream.message().await? {
-                        series.extend(message.series);
-                    }
-                    Ok(series)
-                }
+                async move { client.query(request).await }
             })
             .await?;
         // Replicas' copies of a series, by labels: all their chunks together.
