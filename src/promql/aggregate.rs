@@ -123,7 +123,7 @@ fn accumulate(op: TokenId, a: &mut Acc, f: f64, heap: Option<&mut Vec<f64>>) {
 }
 
 /// The aggregate of a group at one step.
-fn finish(op: TokenId, a: &Acc, q: f64, heap: &mut Vec<f64>) -> f64 {
+fn finish(op: TokenId, a: &Acc, q: f64, heap: &mut [f64]) -> f64 {
     match op {
         T_AVG => {
             if a.incremental {
