@@ -304,6 +304,16 @@ async fn no_acknowledged_sample_is_lost() -> Result<()> {
         log.contains("torn record"),
         "the torn tail was noticed and cut: {log}"
     );
+    let metrics = common::http()
+        .get(restarted[0].url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        metrics.contains("strata_ingester_wal_torn_tails_total 1"),
+        "the torn tail is counted"
+    );
     let all = held(&restarted.iter().map(|s| s.grpc_port).collect::<Vec<_>>()).await?;
     let acked_all = acked.lock().clone();
     let total: usize = acked_all.values().map(Vec::len).sum();

@@ -168,6 +168,8 @@ pub struct Ingester {
     lifecycler: Lifecycler,
     state: Arc<State>,
     replay_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    torn_tails: Counter,
+    corruptions: Counter,
     wal_metrics_registered: AtomicBool,
     metrics: Metrics,
 }
@@ -203,6 +205,8 @@ impl Ingester {
             replaying: AtomicBool::new(false),
         });
         let replay_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let torn_tails = Counter::default();
+        let corruptions = Counter::default();
         metrics.with_registry(|registry| {
             registry.register(
                 "strata_ingester_samples_appended",
@@ -213,6 +217,16 @@ impl Ingester {
                 "strata_ingester_wal_replay_duration_seconds",
                 "How long the last WAL replay took.",
                 replay_seconds.clone(),
+            );
+            registry.register(
+                "strata_ingester_wal_torn_tails",
+                "Torn last WAL records (a crash mid-write) cut off on replay.",
+                torn_tails.clone(),
+            );
+            registry.register(
+                "strata_ingester_wal_corruptions_repaired",
+                "WAL corruptions before the end, truncated on replay.",
+                corruptions.clone(),
             );
             registry.register_collector(Box::new(HeadsCollector {
                 state: state.clone(),
@@ -225,6 +239,8 @@ impl Ingester {
             lifecycler,
             state,
             replay_seconds,
+            torn_tails,
+            corruptions,
             wal_metrics_registered: AtomicBool::new(false),
             metrics: metrics.clone(),
         }
@@ -252,6 +268,8 @@ impl Ingester {
         self.state.replaying.store(false, Ordering::Release);
         let (tenants, report) = result.map_err(|e| format!("WAL replay task failed: {e}"))??;
         self.replay_seconds.set(started.elapsed().as_secs_f64());
+        self.torn_tails.inc_by(report.torn_tails_cut);
+        self.corruptions.inc_by(report.corruptions_repaired);
         tracing::info!(
             dir = %dir.display(),
             records = report.records,
