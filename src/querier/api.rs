@@ -142,6 +142,18 @@ fn time_param(params: &Params, name: &str, default: i64) -> Result<i64, ApiError
     }
 }
 
+/// A parameter that must be present, parsed by `parse`.
+fn required(
+    params: &Params,
+    name: &str,
+    parse: fn(&str) -> Result<i64, String>,
+) -> Result<i64, ApiError> {
+    let value = params
+        .get(name)
+        .ok_or_else(|| ApiError::bad_data(format!("invalid parameter \"{name}\": missing")))?;
+    parse(value).map_err(|e| ApiError::bad_data(format!("invalid parameter \"{name}\": {e}")))
+}
+
 fn matchers_param(params: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     params
         .all("match[]")
@@ -191,31 +203,14 @@ async fn query_range(
     let expr = params
         .get("query")
         .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": the query is empty"))?;
-    let start = params
-        .get("start")
-        .ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": missing"))
-        .and_then(|v| {
-            parse_time(v)
-                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"start\": {e}")))
-        })?;
-    let end = params
-        .get("end")
-        .ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": missing"))
-        .and_then(|v| {
-            parse_time(v).map_err(|e| ApiError::bad_data(format!("invalid parameter \"end\": {e}")))
-        })?;
+    let start = required(&params, "start", parse_time)?;
+    let end = required(&params, "end", parse_time)?;
     if end < start {
         return Err(ApiError::bad_data(
             "invalid parameter \"end\": end timestamp must not be before start time",
         ));
     }
-    let step = params
-        .get("step")
-        .ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": missing"))
-        .and_then(|v| {
-            parse_duration(v)
-                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))
-        })?;
+    let step = required(&params, "step", parse_duration)?;
     if step <= 0 {
         return Err(ApiError::bad_data(
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
@@ -270,6 +265,29 @@ async fn series(
     Ok(axum::Json(body))
 }
 
+/// The union, sorted, of `fetch` over every `match[]` selector (or over no
+/// matcher at all when there is none).
+async fn union_over_selectors<F, Fut>(
+    selectors: &[Vec<Matcher>],
+    fetch: F,
+) -> Result<Vec<String>, ApiError>
+where
+    F: Fn(Vec<Matcher>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, String>>,
+{
+    let mut all: Vec<String> = Vec::new();
+    if selectors.is_empty() {
+        all = fetch(Vec::new()).await.map_err(ApiError::internal)?;
+    } else {
+        for matchers in selectors {
+            all.extend(fetch(matchers.clone()).await.map_err(ApiError::internal)?);
+        }
+        all.sort();
+        all.dedup();
+    }
+    Ok(all)
+}
+
 async fn labels(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -284,24 +302,11 @@ async fn labels(
     let end = time_param(&params, "end", i64::MAX / 2)?;
     let limit = limit_param(&params)?;
     let ingesters = state.querier.ingesters(&tenant);
-    let mut names: Vec<String> = Vec::new();
-    if selectors.is_empty() {
-        names = ingesters
-            .label_names(&[], start, end)
-            .await
-            .map_err(ApiError::internal)?;
-    } else {
-        for matchers in &selectors {
-            names.extend(
-                ingesters
-                    .label_names(matchers, start, end)
-                    .await
-                    .map_err(ApiError::internal)?,
-            );
-        }
-        names.sort();
-        names.dedup();
-    }
+    let names = union_over_selectors(&selectors, |matchers| {
+        let ingesters = ingesters.clone();
+        async move { ingesters.label_names(&matchers, start, end).await }
+    })
+    .await?;
     Ok(axum::Json(limited(names, limit)))
 }
 
@@ -319,24 +324,12 @@ async fn label_values(
     let end = time_param(&params, "end", i64::MAX / 2)?;
     let limit = limit_param(&params)?;
     let ingesters = state.querier.ingesters(&tenant);
-    let mut values: Vec<String> = Vec::new();
-    if selectors.is_empty() {
-        values = ingesters
-            .label_values(&name, &[], start, end)
-            .await
-            .map_err(ApiError::internal)?;
-    } else {
-        for matchers in &selectors {
-            values.extend(
-                ingesters
-                    .label_values(&name, matchers, start, end)
-                    .await
-                    .map_err(ApiError::internal)?,
-            );
-        }
-        values.sort();
-        values.dedup();
-    }
+    let values = union_over_selectors(&selectors, |matchers| {
+        let ingesters = ingesters.clone();
+        let name = name.clone();
+        async move { ingesters.label_values(&name, &matchers, start, end).await }
+    })
+    .await?;
     Ok(axum::Json(limited(values, limit)))
 }
 

@@ -63,6 +63,14 @@ fn to_proto(matchers: &[Matcher]) -> Vec<pb::LabelMatcher> {
         .collect()
 }
 
+/// The ingesters' answers merged: sorted, each item once.
+fn union_sorted<T: Ord>(answers: Vec<Vec<T>>) -> Vec<T> {
+    let mut all: Vec<T> = answers.into_iter().flatten().collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
 fn from_proto(labels: Vec<pb::Label>) -> Labels {
     Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)))
 }
@@ -140,10 +148,7 @@ impl IngesterQueryable {
                 async move { client.label_names(request).await }
             })
             .await?;
-        let mut names: Vec<String> = answers.into_iter().flatten().collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
+        Ok(union_sorted(answers))
     }
 
     pub async fn label_values(
@@ -166,10 +171,7 @@ impl IngesterQueryable {
                 async move { client.label_values(request).await }
             })
             .await?;
-        let mut values: Vec<String> = answers.into_iter().flatten().collect();
-        values.sort();
-        values.dedup();
-        Ok(values)
+        Ok(union_sorted(answers))
     }
 
     pub async fn series(
@@ -190,14 +192,12 @@ impl IngesterQueryable {
                 async move { client.series(request).await }
             })
             .await?;
-        let mut series: Vec<Labels> = answers
-            .into_iter()
-            .flatten()
-            .map(|s| from_proto(s.labels))
-            .collect();
-        series.sort();
-        series.dedup();
-        Ok(series)
+        Ok(union_sorted(
+            answers
+                .into_iter()
+                .map(|batch| batch.into_iter().map(|s| from_proto(s.labels)).collect())
+                .collect(),
+        ))
     }
 
     pub async fn metadata(&self, metric: &str, limit: u32) -> Result<Vec<MetricMetadata>, String> {
