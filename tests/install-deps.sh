@@ -45,4 +45,15 @@ if [ ! -f "$schemas/_definitions.json" ]; then
   cp "$src"/*.json "$schemas/"
   sed -i "s#\"/api/_definitions.json#\"file://$schemas/_definitions.json#g" "$schemas"/*.json
 fi
+# Prometheus 3.16 (and promtool), the PromQL reference of the differential
+# test, built with Go as TESTING.md says (a few minutes, once).
+if [ ! -x "$tools/prometheus-3.16/prometheus" ]; then
+  echo "install-deps: building Prometheus 3.16 (a few minutes, once)"
+  GOBIN="$tools/prometheus-3.16" GOFLAGS=-mod=mod GOTOOLCHAIN=local go install \
+    -ldflags "-X github.com/prometheus/common/version.Version=3.16.0" \
+    github.com/prometheus/prometheus/cmd/prometheus@v0.316.0 \
+    github.com/prometheus/prometheus/cmd/promtool@v0.316.0
+fi
+
 "$tools/bin/helm" version --short
+"$tools/prometheus-3.16/prometheus" --version | head -1

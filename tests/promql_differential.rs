@@ -1,18 +1,20 @@
 //! A differential test of Strata's PromQL engine against a real Prometheus
-//! (Debian's 2.42): the same samples are remote-written into both, then a
-//! fixed list of queries runs on both, as instant queries at three times and
-//! as range queries with two steps, and the answers must agree.
+//! 3.16 (built with `go install` by tests/install-deps.sh): the same samples
+//! are remote-written into both, then a fixed list of queries runs on both,
+//! as instant queries at three times and as range queries with two steps,
+//! and the answers must agree.
 //!
-//! Prometheus 2.42's range selectors, lookback window and subquery start are
-//! closed at both ends where Prometheus 3 (and Strata) are left-open. The two
-//! agree whenever no sample sits exactly on a window's edge, so the data and
-//! the evaluation times live on different grids: samples 200 ms past a whole
-//! second, evaluation times 700 ms past, `@` times 900 ms past, and subquery
-//! steps (aligned to multiples of their step) on whole seconds.
+//! The data and the evaluation times live on different grids (samples 200 ms
+//! past a whole second, evaluation times 700 ms past, `@` times 900 ms past,
+//! subquery steps on whole seconds), so no sample sits exactly on a window's
+//! edge: the answers do not depend on whether a range is open or closed
+//! there, and the same queries also agree with Prometheus 2.x but for the
+//! semantic changes of 3.x.
 //!
 //! A query that differs fails the test unless it is listed in
-//! [`KNOWN_DIFFERENCES`] (a verified Prometheus 2.42 vs 3.x semantic change)
-//! or [`ENGINE_BUGS`] (a Strata engine bug, reported to the engine's owner).
+//! [`KNOWN_DIFFERENCES`] (a verified, intended difference) or
+//! [`ENGINE_BUGS`] (a Strata engine bug, reported to the engine's owner);
+//! both are empty against Prometheus 3.16.
 
 mod common;
 
@@ -29,21 +31,9 @@ use strata::proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 use common::rw::{self, now_ms};
 use common::{Guard, Strata, free_port, http};
 
-/// Queries whose answers differ because Prometheus 2.42 and 3.x define them
-/// differently (each verified against both versions' sources), with why.
-const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
-    (
-        "memory_bytes atan2 1e8",
-        "2.42 keeps __name__ on atan2 results (its shouldDropMetricName lists + - * / % ^ only); \
-         3.x drops it (changesMetricSchema includes ATAN2), as Strata does; the values agree",
-    ),
-    (
-        "increase(request_duration_seconds_bucket{le=\"+Inf\"}[1h30m])",
-        "the window starts before the data: 2.42's extrapolatedRate caps durationToStart at the \
-         counter's zero point before the 1.1×interval threshold test, 3.x applies the threshold \
-         (interval/2) first and the zero-point cap after, as Strata does",
-    ),
-];
+/// Queries whose answers differ from Prometheus 3.16 by intent, each with
+/// its verified reason (none today).
+const KNOWN_DIFFERENCES: &[(&str, &str)] = &[];
 
 /// Queries where Strata's engine is wrong, with the observed difference;
 /// each is reported to the engine's owner and leaves this list when fixed.
@@ -562,7 +552,7 @@ fn requests(data: &[Series]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Debian's Prometheus 2.42 as a remote-write receiver with no scrape jobs.
+/// Prometheus 3.16 as a remote-write receiver with no scrape jobs.
 struct Prometheus {
     _guard: Guard,
     port: u16,
@@ -580,7 +570,7 @@ impl Prometheus {
                 &config,
                 "global:\n  scrape_interval: 15s\n  evaluation_interval: 1m\n",
             )?;
-            let mut command = Command::new("prometheus");
+            let mut command = Command::new(common::prometheus3());
             command
                 .arg(format!("--config.file={}", config.display()))
                 .arg(format!(
@@ -1103,7 +1093,7 @@ async fn promql_answers_match_prometheus() -> Result<()> {
     for (q, reports) in &differing {
         let query = QUERIES[*q];
         let label = if listed(KNOWN_DIFFERENCES, query) {
-            "known 2.42 vs 3.x difference"
+            "known difference"
         } else if listed(ENGINE_BUGS, query) {
             "known engine bug"
         } else {

@@ -197,6 +197,16 @@ impl Etcd {
     }
 }
 
+/// Prometheus 3.16, built by tests/install-deps.sh into the tools cache
+/// (`$STRATA_TOOLS`, by default `~/.cache/strata-tools`).
+pub fn prometheus3() -> PathBuf {
+    std::env::var_os("STRATA_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/strata-tools")))
+        .unwrap_or_default()
+        .join("prometheus-3.16/prometheus")
+}
+
 /// The path of the `strata` binary under test.
 pub fn strata_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_strata"))
