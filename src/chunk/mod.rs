@@ -96,6 +96,7 @@
 //!   [`ChunkError`] carrying the byte offset of the sample that failed.
 
 pub mod bstream;
+mod fields;
 pub mod histogram;
 pub mod merge;
 pub mod xor;

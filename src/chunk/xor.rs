@@ -9,6 +9,7 @@ use std::iter::FusedIterator;
 
 use super::ChunkError;
 use super::bstream::{BitReader, BitWriter};
+use super::fields::{XorField, read_dod, read_uvarint, unzigzag, write_dod, write_uvarint, zigzag};
 
 /// Hard cap on samples per chunk: the header's count is a `u16`.
 pub const MAX_SAMPLES: usize = u16::MAX as usize;
@@ -20,58 +21,16 @@ pub const HEADER_LEN: usize = 2;
 /// slow, on-time series before the first reallocation.
 const INITIAL_CAPACITY: usize = 128;
 
-/// `leading` before any XOR window exists. Larger than any real leading-zero
-/// count (0..=31), so the window-reuse test `lz >= leading` fails on its own.
-const NO_WINDOW: u32 = 0xff;
-
-/// Leading zeros are stored in 5 bits.
-const MAX_LEADING: u32 = 31;
-
-/// Delta-of-delta buckets after the `dod == 0` one: (prefix, prefix bits,
-/// value bits). A value of `n` bits holds `-(2^(n-1) - 1) ..= 2^(n-1)`, the
-/// same ranges Prometheus uses, so the bytes match its XOR chunks.
-const DOD_BUCKETS: [(u64, u32, u32); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
-
-/// Prefix of the 64-bit delta-of-delta bucket.
-const DOD_PREFIX_64: u64 = 0b1111;
-
-/// Whether `dod` fits the `nbits` bucket.
-#[inline]
-fn dod_fits(dod: i64, nbits: u32) -> bool {
-    let half = 1i64 << (nbits - 1);
-    -(half - 1) <= dod && dod <= half
-}
-
-/// Inverse of writing `dod` as its `nbits` low-order bits.
-#[inline]
-fn dod_from_bits(bits: u64, nbits: u32) -> i64 {
-    if bits > 1 << (nbits - 1) {
-        bits as i64 - (1i64 << nbits)
-    } else {
-        bits as i64
-    }
-}
-
-fn write_uvarint(w: &mut BitWriter, mut x: u64) {
-    while x >= 0x80 {
-        w.write_bits((x as u8 | 0x80).into(), 8);
-        x >>= 7;
-    }
-    w.write_bits(x, 8);
-}
-
-fn zigzag(t: i64) -> u64 {
-    ((t << 1) ^ (t >> 63)) as u64
-}
-
-fn unzigzag(u: u64) -> i64 {
-    (u >> 1) as i64 ^ -((u & 1) as i64)
-}
-
 /// Why a sample failed to decode; the iterator adds the offset.
 enum Fail {
     Truncated,
     Corrupt(&'static str),
+}
+
+impl From<&'static str> for Fail {
+    fn from(reason: &'static str) -> Fail {
+        Fail::Corrupt(reason)
+    }
 }
 
 impl Fail {
@@ -83,35 +42,6 @@ impl Fail {
     }
 }
 
-/// Reads an unsigned varint; past the end of the data it reads zeros, which
-/// end it (the caller checks [`BitReader::overrun`]).
-fn read_uvarint(r: &mut BitReader<'_>) -> Result<u64, Fail> {
-    let mut x = 0u64;
-    for i in 0..10 {
-        let b = r.read_byte();
-        if i == 9 && b > 1 {
-            break;
-        }
-        x |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Ok(x);
-        }
-    }
-    Err(Fail::Corrupt("varint overflows 64 bits"))
-}
-
-#[inline]
-fn read_dod(r: &mut BitReader<'_>) -> i64 {
-    // Constant widths per arm let the shifts and masks fold.
-    match r.read_unary(4) {
-        0 => 0,
-        1 => dod_from_bits(r.read_bits(DOD_BUCKETS[0].2), DOD_BUCKETS[0].2),
-        2 => dod_from_bits(r.read_bits(DOD_BUCKETS[1].2), DOD_BUCKETS[1].2),
-        3 => dod_from_bits(r.read_bits(DOD_BUCKETS[2].2), DOD_BUCKETS[2].2),
-        _ => r.read_bits(64) as i64,
-    }
-}
-
 /// What the appender needs to know about the last sample written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tail {
@@ -119,10 +49,8 @@ struct Tail {
     t: i64,
     /// Last timestamp delta (wrapping, so any pair of `i64`s round-trips).
     delta: i64,
-    /// Last value's bits.
-    v: u64,
-    leading: u32,
-    trailing: u32,
+    /// Last value, and its XOR window.
+    value: XorField,
 }
 
 impl Tail {
@@ -130,9 +58,7 @@ impl Tail {
         num: 0,
         t: 0,
         delta: 0,
-        v: 0,
-        leading: NO_WINDOW,
-        trailing: 0,
+        value: XorField::NEW,
     };
 }
 
@@ -268,9 +194,7 @@ fn recover_tail(stream: &mut BitWriter) -> Result<Tail, ChunkError> {
         num: it.total,
         t: it.t,
         delta: it.delta,
-        v: it.v,
-        leading: it.leading,
-        trailing: it.trailing,
+        value: it.value,
     };
     let end = it.reader.bit_pos();
     stream.truncate_bits(end);
@@ -313,56 +237,14 @@ impl XorAppender<'_> {
             } else {
                 write_dod(stream, delta.wrapping_sub(tail.delta));
             }
-            write_xor(stream, tail, v);
+            tail.value.write_xor(stream, v);
             tail.delta = delta;
         }
         tail.t = t;
-        tail.v = v;
+        tail.value.prev = v;
         tail.num += 1;
         stream.bytes_mut()[..HEADER_LEN].copy_from_slice(&tail.num.to_be_bytes());
         Ok(())
-    }
-}
-
-#[inline]
-fn write_dod(w: &mut BitWriter, dod: i64) {
-    if dod == 0 {
-        w.write_bit(false);
-        return;
-    }
-    for (prefix, prefix_bits, nbits) in DOD_BUCKETS {
-        if dod_fits(dod, nbits) {
-            // Prefix and value in one write (at most 24 bits).
-            let value = (dod as u64) & ((1 << nbits) - 1);
-            w.write_bits((prefix << nbits) | value, prefix_bits + nbits);
-            return;
-        }
-    }
-    w.write_bits(DOD_PREFIX_64, 4);
-    w.write_bits(dod as u64, 64);
-}
-
-#[inline]
-fn write_xor(w: &mut BitWriter, tail: &mut Tail, v: u64) {
-    let xor = v ^ tail.v;
-    if xor == 0 {
-        w.write_bit(false);
-        return;
-    }
-    let leading = xor.leading_zeros().min(MAX_LEADING);
-    let trailing = xor.trailing_zeros();
-    if leading >= tail.leading && trailing >= tail.trailing {
-        // '10': the meaningful bits fit the previous window.
-        w.write_bits(0b10, 2);
-        w.write_bits(xor >> tail.trailing, 64 - tail.leading - tail.trailing);
-    } else {
-        // '11' + 5 bits leading zeros + 6 bits significant bits (64 as 0).
-        let significant = 64 - leading - trailing;
-        let header = (0b11 << 11) | (u64::from(leading) << 6) | u64::from(significant & 63);
-        w.write_bits(header, 13);
-        w.write_bits(xor >> trailing, significant);
-        tail.leading = leading;
-        tail.trailing = trailing;
     }
 }
 
@@ -377,9 +259,8 @@ pub struct XorIterator<'a> {
     read: u16,
     t: i64,
     delta: i64,
-    v: u64,
-    leading: u32,
-    trailing: u32,
+    /// Current value, and its XOR window.
+    value: XorField,
     /// Whether `(t, v)` is a sample the iterator is positioned on.
     current: bool,
     err: Option<ChunkError>,
@@ -399,9 +280,7 @@ impl<'a> XorIterator<'a> {
             read: 0,
             t: 0,
             delta: 0,
-            v: 0,
-            leading: NO_WINDOW,
-            trailing: 0,
+            value: XorField::NEW,
             current: false,
             err,
         }
@@ -434,7 +313,7 @@ impl<'a> XorIterator<'a> {
             Ok(()) => {
                 self.read += 1;
                 self.current = true;
-                Some((self.t, f64::from_bits(self.v)))
+                Some((self.t, f64::from_bits(self.value.prev)))
             }
             Err(fail) => {
                 self.err = Some(fail.at(start / 8));
@@ -462,7 +341,8 @@ impl<'a> XorIterator<'a> {
 
     /// The sample the iterator is positioned on, if any.
     pub fn at(&self) -> Option<(i64, f64)> {
-        self.current.then(|| (self.t, f64::from_bits(self.v)))
+        self.current
+            .then(|| (self.t, f64::from_bits(self.value.prev)))
     }
 
     /// Why iteration stopped before the header's sample count, if it did.
@@ -485,7 +365,7 @@ impl<'a> XorIterator<'a> {
         match self.read {
             0 => {
                 self.t = unzigzag(read_uvarint(&mut self.reader)?);
-                self.v = self.reader.read_bits(64);
+                self.value = XorField::starting_at(self.reader.read_bits(64));
                 return Ok(());
             }
             1 => self.delta = read_uvarint(&mut self.reader)? as i64,
@@ -497,33 +377,7 @@ impl<'a> XorIterator<'a> {
 
     #[inline]
     fn decode_value(&mut self) -> Result<(), Fail> {
-        let r = &mut self.reader;
-        match r.read_unary(2) {
-            0 => return Ok(()), // '0': same value
-            1 => {
-                // '10': the current window.
-                if self.leading == NO_WINDOW {
-                    // None yet: the whole word, as Prometheus reads it.
-                    self.leading = 0;
-                }
-            }
-            _ => {
-                // '11': a new window.
-                let header = r.read_bits(11);
-                let leading = (header >> 6) as u32;
-                let significant = match (header & 63) as u32 {
-                    0 => 64,
-                    n => n,
-                };
-                if leading + significant > 64 {
-                    return Err(Fail::Corrupt("XOR window wider than 64 bits"));
-                }
-                self.leading = leading;
-                self.trailing = 64 - leading - significant;
-            }
-        }
-        let bits = r.read_bits(64 - self.leading - self.trailing);
-        self.v ^= bits << self.trailing;
+        self.value.read_xor(&mut self.reader)?;
         Ok(())
     }
 }

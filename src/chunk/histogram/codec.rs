@@ -4,6 +4,10 @@
 //! [`BitReader::overrun`] check.
 
 use crate::chunk::bstream::{BitReader, BitWriter};
+pub(crate) use crate::chunk::fields::{
+    XorField, read_dod, read_uvarint, unzigzag, write_dod, write_uvarint, zigzag,
+};
+use crate::chunk::fields::{fits_signed, signed_from_bits};
 
 /// Why a field failed to decode; the iterator adds the byte offset.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,6 +16,12 @@ pub enum Fail {
     Corrupt(&'static str),
     /// The layout decoded but fails validation.
     InvalidLayout(super::HistogramError),
+}
+
+impl From<&'static str> for Fail {
+    fn from(reason: &'static str) -> Fail {
+        Fail::Corrupt(reason)
+    }
 }
 
 /// The `n` low-order bits set, `n` in 1..=63.
@@ -24,23 +34,6 @@ fn mask(n: u32) -> u64 {
 /// (1..=7) has a prefix of `k` ones and a zero, bucket 8 eight ones and a
 /// full 64-bit word.
 const VARBIT_WIDTHS: [u32; 7] = [3, 6, 9, 12, 18, 25, 56];
-
-/// Whether `v` fits a signed `n`-bit varbit bucket: `-(2^(n-1) - 1) ..= 2^(n-1)`.
-#[inline]
-fn fits_signed(v: i64, n: u32) -> bool {
-    let half = 1i64 << (n - 1);
-    -(half - 1) <= v && v <= half
-}
-
-/// Inverse of keeping the `n` low-order bits of a signed value.
-#[inline]
-fn signed_from_bits(bits: u64, n: u32) -> i64 {
-    if bits > 1 << (n - 1) {
-        bits as i64 - (1i64 << n)
-    } else {
-        bits as i64
-    }
-}
 
 /// Writes the `k`-th bucket's prefix and `n` value bits in one go (at most
 /// 8 + 56 = 64 bits).
@@ -108,167 +101,27 @@ pub fn read_varbit_uint(r: &mut BitReader<'_>) -> u64 {
     }
 }
 
-pub fn write_uvarint(w: &mut BitWriter, mut x: u64) {
-    while x >= 0x80 {
-        w.write_bits((x as u8 | 0x80).into(), 8);
-        x >>= 7;
-    }
-    w.write_bits(x, 8);
-}
-
-/// Reads an unsigned varint; past the end of the data it reads zeros, which
-/// end it (the caller checks [`BitReader::overrun`]).
-pub fn read_uvarint(r: &mut BitReader<'_>) -> Result<u64, Fail> {
-    let mut x = 0u64;
-    for i in 0..10 {
-        let b = r.read_byte();
-        if i == 9 && b > 1 {
-            break;
-        }
-        x |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Ok(x);
-        }
-    }
-    Err(Fail::Corrupt("varint overflows 64 bits"))
-}
-
-pub fn zigzag(t: i64) -> u64 {
-    ((t << 1) ^ (t >> 63)) as u64
-}
-
-pub fn unzigzag(u: u64) -> i64 {
-    (u >> 1) as i64 ^ -((u & 1) as i64)
-}
-
-/// Timestamp delta-of-delta buckets after the 1-bit zero, as in the XOR
-/// chunk: (prefix, prefix bits, value bits).
-const DOD_BUCKETS: [(u64, u32, u32); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
-
-#[inline]
-pub fn write_dod(w: &mut BitWriter, dod: i64) {
-    if dod == 0 {
-        w.write_bit(false);
-        return;
-    }
-    for (prefix, prefix_bits, n) in DOD_BUCKETS {
-        if fits_signed(dod, n) {
-            w.write_bits((prefix << n) | (dod as u64 & mask(n)), prefix_bits + n);
-            return;
-        }
-    }
-    w.write_bits(0b1111, 4);
-    w.write_bits(dod as u64, 64);
-}
-
-#[inline]
-pub fn read_dod(r: &mut BitReader<'_>) -> i64 {
-    match r.read_unary(4) {
-        0 => 0,
-        1 => signed_from_bits(r.read_bits(14), 14),
-        2 => signed_from_bits(r.read_bits(17), 17),
-        3 => signed_from_bits(r.read_bits(20), 20),
-        _ => r.read_bits(64) as i64,
-    }
-}
-
-/// `leading` before any XOR window exists: larger than any real count
-/// (0..=31), so the window-reuse test fails on its own.
-const NO_WINDOW: u32 = 0xff;
-
-/// Leading zeros are stored in 5 bits.
-const MAX_LEADING: u32 = 31;
-
-/// One float field XOR'd against its previous value, with its own window,
-/// exactly as the XOR chunk codes values. Starts from `+0.0` with no window,
-/// and the first value's window is dropped after it: the first value XOR
+/// The histogram chunks' float fields: the shared [`XorField`], except that
+/// the first value's window is dropped after it. The first value XOR
 /// `+0.0` is the whole number, whose window (from the sign or exponent down)
 /// is far wider than later changes need, and a window, once set, is reused
 /// as long as changes fit it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct XorField {
-    /// The previous value's bits.
-    pub prev: u64,
-    leading: u32,
-    trailing: u32,
-}
-
 impl XorField {
-    pub const NEW: XorField = XorField {
-        prev: 0,
-        leading: NO_WINDOW,
-        trailing: 0,
-    };
-
     #[inline]
     pub fn write(&mut self, w: &mut BitWriter, v: u64, first: bool) {
         self.write_xor(w, v);
         if first {
-            self.leading = NO_WINDOW;
-            self.trailing = 0;
-        }
-    }
-
-    #[inline]
-    fn write_xor(&mut self, w: &mut BitWriter, v: u64) {
-        let xor = v ^ self.prev;
-        self.prev = v;
-        if xor == 0 {
-            w.write_bit(false);
-            return;
-        }
-        let leading = xor.leading_zeros().min(MAX_LEADING);
-        let trailing = xor.trailing_zeros();
-        if leading >= self.leading && trailing >= self.trailing {
-            w.write_bits(0b10, 2);
-            w.write_bits(xor >> self.trailing, 64 - self.leading - self.trailing);
-        } else {
-            let significant = 64 - leading - trailing;
-            let header = (0b11 << 11) | (u64::from(leading) << 6) | u64::from(significant & 63);
-            w.write_bits(header, 13);
-            w.write_bits(xor >> trailing, significant);
-            self.leading = leading;
-            self.trailing = trailing;
+            self.forget_window();
         }
     }
 
     #[inline]
     pub fn read(&mut self, r: &mut BitReader<'_>, first: bool) -> Result<u64, Fail> {
-        let v = self.read_xor(r);
+        let v = self.read_xor(r)?;
         if first {
-            self.leading = NO_WINDOW;
-            self.trailing = 0;
+            self.forget_window();
         }
-        v
-    }
-
-    #[inline]
-    fn read_xor(&mut self, r: &mut BitReader<'_>) -> Result<u64, Fail> {
-        match r.read_unary(2) {
-            0 => return Ok(self.prev),
-            1 => {
-                if self.leading == NO_WINDOW {
-                    // No window yet: the whole word, as the XOR chunk reads it.
-                    self.leading = 0;
-                }
-            }
-            _ => {
-                let header = r.read_bits(11);
-                let leading = (header >> 6) as u32;
-                let significant = match (header & 63) as u32 {
-                    0 => 64,
-                    n => n,
-                };
-                if leading + significant > 64 {
-                    return Err(Fail::Corrupt("XOR window wider than 64 bits"));
-                }
-                self.leading = leading;
-                self.trailing = 64 - leading - significant;
-            }
-        }
-        let bits = r.read_bits(64 - self.leading - self.trailing);
-        self.prev ^= bits << self.trailing;
-        Ok(self.prev)
+        Ok(v)
     }
 }
 
