@@ -61,20 +61,12 @@ HOST=127.0.0.1 # the only address this script ever uses
 TARGETS="strata prometheus victoriametrics"
 
 log() { printf 'query_compare: %s\n' "$*" >&2; }
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-query-compare.XXXXXX")
 PIDS=()
 
-stop_pid() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local pid
@@ -89,42 +81,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# A port nothing listens on, not handed out before in this run.
-USED_PORTS=" "
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
-        [[ $USED_PORTS == *" $port "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
-            USED_PORTS+="$port "
-            echo "$port"
-            return 0
-        fi
-    done
-    log "no free port found"
-    return 1
-}
-
-# wait_ready NAME PID URL: poll URL until it answers 2xx, the process dies, or READY_TIMEOUT.
-wait_ready() {
-    local name=$1 pid=$2 url=$3 deadline=$((SECONDS + READY_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "$name exited before it was ready; its log:"
-            tail -n 20 "$WORK/$name/log" >&2 || true
-            return 1
-        fi
-        if curl -fsS --max-time 2 -o /dev/null "$url" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.2
-    done
-    log "$name not ready at $url after ${READY_TIMEOUT}s; its log:"
-    tail -n 20 "$WORK/$name/log" >&2 || true
-    return 1
-}
 
 install_packages() {
     local sudo=()
@@ -187,10 +143,6 @@ start_target() {
 }
 
 # json_field FILE KEY: a top-level number (or true/false/null) from a flat JSON object.
-json_field() {
-    [[ -s $1 ]] || return 0
-    sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" "$1" | head -n 1
-}
 
 cpu_ticks() {
     awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
