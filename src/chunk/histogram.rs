@@ -163,6 +163,10 @@ pub use lanes::HistogramSample;
 
 pub use super::MAX_SAMPLES;
 pub use crate::model::STALE_NAN_BITS;
+pub use crate::model::histogram::{
+    BucketSide, CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, Histogram, HistogramError,
+    MAX_EXPONENTIAL_SCHEMA, MIN_EXPONENTIAL_SCHEMA, Span, span_buckets, validate_layout,
+};
 
 /// A chunk of integer native histograms.
 pub type HistogramChunk = NativeChunk<Histogram>;
@@ -177,172 +181,25 @@ pub type FloatHistogramAppender<'a> = NativeAppender<'a, FloatHistogram>;
 /// Reads a [`FloatHistogramChunk`].
 pub type FloatHistogramIterator<'a> = NativeIterator<'a, FloatHistogram>;
 
-/// The schema of histograms with custom bucket bounds (NHCB).
-pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
-/// The lowest exponential schema: bucket bounds grow by 2^16.
-pub const MIN_EXPONENTIAL_SCHEMA: i32 = -4;
-/// The highest exponential schema: bucket bounds grow by 2^(2^-8).
-pub const MAX_EXPONENTIAL_SCHEMA: i32 = 8;
+/// The top two bits of the chunk's flags byte hold the first sample's hint.
+pub(crate) const HINT_MASK: u8 = 0b1100_0000;
 
-/// A run of consecutive buckets. The first span's offset is the index of
-/// its first bucket; a later span's is the gap after the previous span.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Span {
-    pub offset: i32,
-    pub length: u32,
-}
-
-/// What is known about a counter reset at a histogram, as in Prometheus's
-/// `histogram.CounterResetHint` and remote write's `ResetHint`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum CounterResetHint {
-    /// Nothing: a reader compares with the previous histogram.
-    #[default]
-    Unknown,
-    /// The counters were reset since the previous histogram.
-    CounterReset,
-    /// The counters were not reset since the previous histogram.
-    NotCounterReset,
-    /// A gauge histogram: counts go up and down, resets do not apply.
-    Gauge,
-}
-
-impl CounterResetHint {
-    /// The top two bits of the chunk's flags byte.
-    pub(crate) const MASK: u8 = 0b1100_0000;
-
-    pub(crate) const fn header_bits(self) -> u8 {
-        match self {
-            CounterResetHint::Unknown => 0b0000_0000,
-            CounterResetHint::CounterReset => 0b1000_0000,
-            CounterResetHint::NotCounterReset => 0b0100_0000,
-            CounterResetHint::Gauge => 0b1100_0000,
-        }
-    }
-
-    pub(crate) const fn from_header_bits(flags: u8) -> CounterResetHint {
-        match flags & Self::MASK {
-            0b1000_0000 => CounterResetHint::CounterReset,
-            0b0100_0000 => CounterResetHint::NotCounterReset,
-            0b1100_0000 => CounterResetHint::Gauge,
-            _ => CounterResetHint::Unknown,
-        }
+pub(crate) const fn hint_header_bits(hint: CounterResetHint) -> u8 {
+    match hint {
+        CounterResetHint::Unknown => 0b0000_0000,
+        CounterResetHint::CounterReset => 0b1000_0000,
+        CounterResetHint::NotCounterReset => 0b0100_0000,
+        CounterResetHint::Gauge => 0b1100_0000,
     }
 }
 
-/// A native histogram with float counts.
-///
-/// Buckets hold absolute counts. Bucket `i` of an exponential schema `s`
-/// counts observations in `(2^((i-1)/2^s), 2^(i/2^s)]` (negative buckets
-/// the mirror image); with [`CUSTOM_BUCKETS_SCHEMA`] bucket `i` counts
-/// `(custom_values[i-1], custom_values[i]]`, and the last, index
-/// `custom_values.len()`, up to +Inf.
-///
-/// `PartialEq` compares floats as floats (NaN is unequal to itself); use
-/// [`FloatHistogram::bitwise_eq`] for "the same bits".
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct FloatHistogram {
-    pub counter_reset_hint: CounterResetHint,
-    pub schema: i32,
-    pub zero_threshold: f64,
-    pub zero_count: f64,
-    pub count: f64,
-    pub sum: f64,
-    pub positive_spans: Vec<Span>,
-    pub negative_spans: Vec<Span>,
-    /// Absolute counts, one per bucket the positive spans cover.
-    pub positive_buckets: Vec<f64>,
-    pub negative_buckets: Vec<f64>,
-    /// Upper bounds of the custom buckets (schema -53 only), strictly
-    /// increasing, +Inf implied.
-    pub custom_values: Vec<f64>,
-}
-
-/// A native histogram with integer counts, as remote write sends it: the
-/// buckets are deltas, the first bucket of each side absolute and each
-/// later one relative to the bucket before it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Histogram {
-    pub counter_reset_hint: CounterResetHint,
-    pub schema: i32,
-    pub zero_threshold: f64,
-    pub zero_count: u64,
-    pub count: u64,
-    pub sum: f64,
-    pub positive_spans: Vec<Span>,
-    pub negative_spans: Vec<Span>,
-    /// Count deltas between neighbouring buckets, the first one absolute.
-    pub positive_buckets: Vec<i64>,
-    pub negative_buckets: Vec<i64>,
-    /// Upper bounds of the custom buckets (schema -53 only).
-    pub custom_values: Vec<f64>,
-}
-
-/// The positive or negative buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BucketSide {
-    Positive,
-    Negative,
-}
-
-impl fmt::Display for BucketSide {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BucketSide::Positive => "positive",
-            BucketSide::Negative => "negative",
-        })
+pub(crate) const fn hint_from_header_bits(flags: u8) -> CounterResetHint {
+    match flags & HINT_MASK {
+        0b1000_0000 => CounterResetHint::CounterReset,
+        0b0100_0000 => CounterResetHint::NotCounterReset,
+        0b1100_0000 => CounterResetHint::Gauge,
+        _ => CounterResetHint::Unknown,
     }
-}
-
-/// Why a histogram is not valid.
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
-pub enum HistogramError {
-    #[error(
-        "schema {schema} is out of range: exponential schemas are -4..=8, custom buckets are -53"
-    )]
-    SchemaOutOfRange { schema: i32 },
-    #[error("zero threshold {threshold} must be a number >= 0")]
-    InvalidZeroThreshold { threshold: f64 },
-    #[error("{side} span {span} has offset {offset}; only the first span's offset may be negative")]
-    NegativeSpanOffset {
-        side: BucketSide,
-        span: usize,
-        offset: i32,
-    },
-    #[error("{side} spans cover {in_spans} buckets but the histogram has {buckets} {side} buckets")]
-    SpanBucketMismatch {
-        side: BucketSide,
-        in_spans: u64,
-        buckets: usize,
-    },
-    #[error("{field} is negative: {value}")]
-    NegativeCount { field: &'static str, value: f64 },
-    #[error("{side} bucket {index} has a negative count: {count}")]
-    NegativeBucketCount {
-        side: BucketSide,
-        index: usize,
-        count: f64,
-    },
-    #[error("{side} bucket {index}: the running sum of bucket deltas overflows i64")]
-    BucketCountOverflow { side: BucketSide, index: usize },
-    #[error(
-        "custom bucket bounds given with exponential schema {schema}; only schema -53 has them"
-    )]
-    UnexpectedCustomValues { schema: i32 },
-    #[error(
-        "custom bucket bound {index} is {value}: bounds must strictly increase and not be NaN or +Inf"
-    )]
-    CustomValuesNotIncreasing { index: usize, value: f64 },
-    #[error("custom bucket index {index} is out of range: {bounds} bounds allow 0..={bounds}")]
-    CustomBucketOutOfRange { index: i64, bounds: usize },
-    #[error("histograms with custom buckets have no negative buckets")]
-    CustomBucketsNegativeBuckets,
-    #[error(
-        "histograms with custom buckets have no zero bucket, but the zero threshold is {threshold}"
-    )]
-    CustomBucketsZeroThreshold { threshold: f64 },
-    #[error("histograms with custom buckets have no zero bucket, but the zero count is {count}")]
-    CustomBucketsZeroCount { count: f64 },
 }
 
 /// How a sample's layout differs from its chunk's.
@@ -455,207 +312,5 @@ impl HistogramChunkError {
                 | HistogramChunkError::GaugeMismatch { .. }
                 | HistogramChunkError::AfterStaleMarker
         )
-    }
-}
-
-fn check_bucket_count(
-    side: BucketSide,
-    spans: &[Span],
-    buckets: usize,
-) -> Result<(), HistogramError> {
-    let in_spans = layout::span_buckets(spans);
-    if in_spans != buckets as u64 {
-        return Err(HistogramError::SpanBucketMismatch {
-            side,
-            in_spans,
-            buckets,
-        });
-    }
-    Ok(())
-}
-
-fn is_stale(sum: f64) -> bool {
-    sum.to_bits() == STALE_NAN_BITS
-}
-
-fn same_floats(a: &[f64], b: &[f64]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-}
-
-impl FloatHistogram {
-    /// Checks the histogram is well formed: a known schema, a zero
-    /// threshold that is a number >= 0, as many buckets as the spans cover,
-    /// no negative counts, and for custom buckets strictly increasing finite
-    /// bounds covering every bucket, no negative or zero buckets.
-    pub fn validate(&self) -> Result<(), HistogramError> {
-        self.layout().validate()?;
-        check_bucket_count(
-            BucketSide::Positive,
-            &self.positive_spans,
-            self.positive_buckets.len(),
-        )?;
-        check_bucket_count(
-            BucketSide::Negative,
-            &self.negative_spans,
-            self.negative_buckets.len(),
-        )?;
-        for (field, value) in [("count", self.count), ("zero count", self.zero_count)] {
-            if value < 0.0 {
-                return Err(HistogramError::NegativeCount { field, value });
-            }
-        }
-        for (side, buckets) in [
-            (BucketSide::Positive, &self.positive_buckets),
-            (BucketSide::Negative, &self.negative_buckets),
-        ] {
-            if let Some((index, &count)) = buckets.iter().enumerate().find(|(_, c)| **c < 0.0) {
-                return Err(HistogramError::NegativeBucketCount { side, index, count });
-            }
-        }
-        if self.schema == CUSTOM_BUCKETS_SCHEMA && self.zero_count != 0.0 {
-            return Err(HistogramError::CustomBucketsZeroCount {
-                count: self.zero_count,
-            });
-        }
-        Ok(())
-    }
-
-    /// Whether this is a staleness marker: its sum has the bits of
-    /// [`STALE_NAN_BITS`]; nothing else about it matters.
-    pub fn is_stale_marker(&self) -> bool {
-        is_stale(self.sum)
-    }
-
-    /// Equality with floats compared bit for bit (NaN payloads and the sign
-    /// of zero count).
-    pub fn bitwise_eq(&self, other: &FloatHistogram) -> bool {
-        self.counter_reset_hint == other.counter_reset_hint
-            && self.schema == other.schema
-            && self.zero_threshold.to_bits() == other.zero_threshold.to_bits()
-            && self.zero_count.to_bits() == other.zero_count.to_bits()
-            && self.count.to_bits() == other.count.to_bits()
-            && self.sum.to_bits() == other.sum.to_bits()
-            && self.positive_spans == other.positive_spans
-            && self.negative_spans == other.negative_spans
-            && same_floats(&self.positive_buckets, &other.positive_buckets)
-            && same_floats(&self.negative_buckets, &other.negative_buckets)
-            && same_floats(&self.custom_values, &other.custom_values)
-    }
-
-    fn layout(&self) -> layout::LayoutRef<'_> {
-        layout::LayoutRef {
-            schema: self.schema,
-            zero_threshold: self.zero_threshold,
-            positive_spans: &self.positive_spans,
-            negative_spans: &self.negative_spans,
-            custom_values: &self.custom_values,
-        }
-    }
-}
-
-/// Absolute counts from remote write's bucket deltas, wrapping.
-fn absolute(deltas: &[i64]) -> impl Iterator<Item = i64> + '_ {
-    deltas.iter().scan(0i64, |abs, &d| {
-        *abs = abs.wrapping_add(d);
-        Some(*abs)
-    })
-}
-
-impl Histogram {
-    /// Checks the histogram is well formed, as [`FloatHistogram::validate`]
-    /// does; bucket counts are the running sums of the deltas, which must
-    /// not go negative or overflow.
-    pub fn validate(&self) -> Result<(), HistogramError> {
-        self.layout().validate()?;
-        check_bucket_count(
-            BucketSide::Positive,
-            &self.positive_spans,
-            self.positive_buckets.len(),
-        )?;
-        check_bucket_count(
-            BucketSide::Negative,
-            &self.negative_spans,
-            self.negative_buckets.len(),
-        )?;
-        for (side, deltas) in [
-            (BucketSide::Positive, &self.positive_buckets),
-            (BucketSide::Negative, &self.negative_buckets),
-        ] {
-            let mut count = 0i64;
-            for (index, &d) in deltas.iter().enumerate() {
-                count = count
-                    .checked_add(d)
-                    .ok_or(HistogramError::BucketCountOverflow { side, index })?;
-                if count < 0 {
-                    return Err(HistogramError::NegativeBucketCount {
-                        side,
-                        index,
-                        count: count as f64,
-                    });
-                }
-            }
-        }
-        if self.schema == CUSTOM_BUCKETS_SCHEMA && self.zero_count != 0 {
-            return Err(HistogramError::CustomBucketsZeroCount {
-                count: self.zero_count as f64,
-            });
-        }
-        Ok(())
-    }
-
-    /// The same histogram with float counts and absolute buckets. Counts
-    /// above 2^53 round to the nearest float.
-    pub fn to_float(&self) -> FloatHistogram {
-        FloatHistogram {
-            counter_reset_hint: self.counter_reset_hint,
-            schema: self.schema,
-            zero_threshold: self.zero_threshold,
-            zero_count: self.zero_count as f64,
-            count: self.count as f64,
-            sum: self.sum,
-            positive_spans: self.positive_spans.clone(),
-            negative_spans: self.negative_spans.clone(),
-            positive_buckets: absolute(&self.positive_buckets).map(|c| c as f64).collect(),
-            negative_buckets: absolute(&self.negative_buckets).map(|c| c as f64).collect(),
-            custom_values: self.custom_values.clone(),
-        }
-    }
-
-    /// Whether this is a staleness marker (see
-    /// [`FloatHistogram::is_stale_marker`]).
-    pub fn is_stale_marker(&self) -> bool {
-        is_stale(self.sum)
-    }
-
-    /// Equality with floats (sum, zero threshold, custom bounds) compared
-    /// bit for bit.
-    pub fn bitwise_eq(&self, other: &Histogram) -> bool {
-        self.counter_reset_hint == other.counter_reset_hint
-            && self.schema == other.schema
-            && self.zero_threshold.to_bits() == other.zero_threshold.to_bits()
-            && self.zero_count == other.zero_count
-            && self.count == other.count
-            && self.sum.to_bits() == other.sum.to_bits()
-            && self.positive_spans == other.positive_spans
-            && self.negative_spans == other.negative_spans
-            && self.positive_buckets == other.positive_buckets
-            && self.negative_buckets == other.negative_buckets
-            && same_floats(&self.custom_values, &other.custom_values)
-    }
-
-    fn layout(&self) -> layout::LayoutRef<'_> {
-        layout::LayoutRef {
-            schema: self.schema,
-            zero_threshold: self.zero_threshold,
-            positive_spans: &self.positive_spans,
-            negative_spans: &self.negative_spans,
-            custom_values: &self.custom_values,
-        }
-    }
-}
-
-impl From<&Histogram> for FloatHistogram {
-    fn from(h: &Histogram) -> FloatHistogram {
-        h.to_float()
     }
 }

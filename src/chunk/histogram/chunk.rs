@@ -6,9 +6,10 @@ use super::codec::{
     Fail, XorField, read_dod, read_uvarint, unzigzag, write_dod, write_uvarint, zigzag,
 };
 use super::lanes::{HistogramSample, Lane};
-use super::layout::{Layout, LayoutRef, read_layout, span_buckets, write_layout};
+use super::layout::{Layout, LayoutRef, read_layout, write_layout};
 use super::{
     BucketSide, CounterResetHint, HistogramChunkError, MAX_SAMPLES, ResetCause, STALE_NAN_BITS,
+    hint_from_header_bits, hint_header_bits, span_buckets,
 };
 use crate::chunk::bstream::{BitReader, BitWriter};
 
@@ -165,7 +166,7 @@ fn append_sample<L: Lane>(
     match st.num {
         0 => {
             st.hint = s.hint;
-            w.bytes_mut()[FLAGS] = s.hint.header_bits() | if float { FLOAT_FLAG } else { 0 };
+            w.bytes_mut()[FLAGS] = hint_header_bits(s.hint) | if float { FLOAT_FLAG } else { 0 };
             if stale {
                 st.layout.clear();
             } else {
@@ -220,10 +221,7 @@ fn read_header<H: HistogramSample>(
             chunk_is_float: !H::FLOAT,
         });
     }
-    Ok((
-        u16::from_be_bytes([hi, lo]),
-        CounterResetHint::from_header_bits(flags),
-    ))
+    Ok((u16::from_be_bytes([hi, lo]), hint_from_header_bits(flags)))
 }
 
 /// A chunk of native histograms, owning its bytes: [`HistogramChunk`]
@@ -291,7 +289,7 @@ impl<H: HistogramSample> NativeChunk<H> {
 
     /// The chunk's counter reset hint, from the header: its first sample's.
     pub fn counter_reset_hint(&self) -> CounterResetHint {
-        CounterResetHint::from_header_bits(self.stream.bytes()[FLAGS])
+        hint_from_header_bits(self.stream.bytes()[FLAGS])
     }
 
     /// An appender that continues after the existing samples.

@@ -6,9 +6,10 @@
 use std::fmt::Debug;
 
 use super::codec::{DodField, Fail, XorField};
-use super::layout::{Layout, LayoutRef, span_buckets};
-use super::{CounterResetHint, FloatHistogram, Histogram, HistogramError, absolute};
+use super::layout::{Layout, LayoutRef};
+use super::{CounterResetHint, FloatHistogram, Histogram, HistogramError, span_buckets};
 use crate::chunk::bstream::{BitReader, BitWriter};
+use crate::model::histogram::absolute;
 
 /// How one lane (count residual, zero count or a bucket) is coded.
 pub trait Lane: Debug + Clone + Copy + 'static {
@@ -148,7 +149,13 @@ impl Sealed for Histogram {
     }
 
     fn layout_ref(&self) -> LayoutRef<'_> {
-        self.layout()
+        LayoutRef {
+            schema: self.schema,
+            zero_threshold: self.zero_threshold,
+            positive_spans: &self.positive_spans,
+            negative_spans: &self.negative_spans,
+            custom_values: &self.custom_values,
+        }
     }
 
     fn check(&self) -> Result<(), HistogramError> {
@@ -219,7 +226,13 @@ impl Sealed for FloatHistogram {
     }
 
     fn layout_ref(&self) -> LayoutRef<'_> {
-        self.layout()
+        LayoutRef {
+            schema: self.schema,
+            zero_threshold: self.zero_threshold,
+            positive_spans: &self.positive_spans,
+            negative_spans: &self.negative_spans,
+            custom_values: &self.custom_values,
+        }
     }
 
     fn check(&self) -> Result<(), HistogramError> {

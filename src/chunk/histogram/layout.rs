@@ -3,10 +3,7 @@
 //! the chunk has exactly this layout.
 
 use super::codec::{Fail, read_varbit_int, read_varbit_uint, write_varbit_int, write_varbit_uint};
-use super::{
-    BucketSide, CUSTOM_BUCKETS_SCHEMA, HistogramError, LayoutChange, MAX_EXPONENTIAL_SCHEMA,
-    MIN_EXPONENTIAL_SCHEMA, Span,
-};
+use super::{CUSTOM_BUCKETS_SCHEMA, HistogramError, LayoutChange, Span, validate_layout};
 use crate::chunk::bstream::{BitReader, BitWriter};
 
 /// A histogram's layout, borrowed from the histogram.
@@ -27,11 +24,6 @@ pub struct Layout {
     pub positive_spans: Vec<Span>,
     pub negative_spans: Vec<Span>,
     pub custom_values: Vec<f64>,
-}
-
-/// Buckets the spans cover.
-pub fn span_buckets(spans: &[Span]) -> u64 {
-    spans.iter().map(|s| u64::from(s.length)).sum()
 }
 
 fn same_floats(a: &[f64], b: &[f64]) -> bool {
@@ -102,76 +94,13 @@ impl Layout {
 impl LayoutRef<'_> {
     /// Checks everything about a layout that does not depend on counts.
     pub fn validate(&self) -> Result<(), HistogramError> {
-        let custom = self.schema == CUSTOM_BUCKETS_SCHEMA;
-        if !custom && !(MIN_EXPONENTIAL_SCHEMA..=MAX_EXPONENTIAL_SCHEMA).contains(&self.schema) {
-            return Err(HistogramError::SchemaOutOfRange {
-                schema: self.schema,
-            });
-        }
-        if self.zero_threshold.is_nan() || self.zero_threshold < 0.0 {
-            return Err(HistogramError::InvalidZeroThreshold {
-                threshold: self.zero_threshold,
-            });
-        }
-        check_span_offsets(BucketSide::Positive, self.positive_spans)?;
-        check_span_offsets(BucketSide::Negative, self.negative_spans)?;
-        if !custom {
-            if !self.custom_values.is_empty() {
-                return Err(HistogramError::UnexpectedCustomValues {
-                    schema: self.schema,
-                });
-            }
-            return Ok(());
-        }
-        if self.zero_threshold != 0.0 {
-            return Err(HistogramError::CustomBucketsZeroThreshold {
-                threshold: self.zero_threshold,
-            });
-        }
-        if !self.negative_spans.is_empty() {
-            return Err(HistogramError::CustomBucketsNegativeBuckets);
-        }
-        let mut prev = f64::NEG_INFINITY;
-        for (index, &value) in self.custom_values.iter().enumerate() {
-            let increasing = if index == 0 {
-                !value.is_nan()
-            } else {
-                value > prev
-            };
-            if !increasing || value == f64::INFINITY {
-                return Err(HistogramError::CustomValuesNotIncreasing { index, value });
-            }
-            prev = value;
-        }
-        // Bucket i counts (custom_values[i-1], custom_values[i]]; index
-        // custom_values.len() is the +Inf bucket.
-        let bounds = self.custom_values.len();
-        let mut next = 0i64;
-        for s in self.positive_spans {
-            let first = next + i64::from(s.offset);
-            next = first + i64::from(s.length);
-            if s.length == 0 {
-                continue;
-            }
-            let last = next - 1;
-            for index in [first, last] {
-                if index < 0 || index > bounds as i64 {
-                    return Err(HistogramError::CustomBucketOutOfRange { index, bounds });
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn check_span_offsets(side: BucketSide, spans: &[Span]) -> Result<(), HistogramError> {
-    match spans.iter().enumerate().skip(1).find(|(_, s)| s.offset < 0) {
-        Some((span, s)) => Err(HistogramError::NegativeSpanOffset {
-            side,
-            span,
-            offset: s.offset,
-        }),
-        None => Ok(()),
+        validate_layout(
+            self.schema,
+            self.zero_threshold,
+            self.positive_spans,
+            self.negative_spans,
+            self.custom_values,
+        )
     }
 }
 

@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::lanes::sealed::Sealed as _;
 use super::*;
 
 const T0: i64 = 1_700_000_000_000;
@@ -1037,8 +1038,8 @@ fn float_series(
     let mut rng = StdRng::seed_from_u64(seed);
     let gauge = first_hint == CounterResetHint::Gauge;
     let custom = shape.schema == CUSTOM_BUCKETS_SCHEMA;
-    let n_pos = layout::span_buckets(&shape.positive_spans) as usize;
-    let n_neg = layout::span_buckets(&shape.negative_spans) as usize;
+    let n_pos = super::span_buckets(&shape.positive_spans) as usize;
+    let n_neg = super::span_buckets(&shape.negative_spans) as usize;
     let mut buckets: Vec<f64> = (0..n_pos + n_neg)
         .map(|_| {
             if rng.random_bool(0.1) {
@@ -1144,9 +1145,9 @@ fn int_series(
     let mut rng = StdRng::seed_from_u64(seed);
     let gauge = first_hint == CounterResetHint::Gauge;
     let custom = shape.schema == CUSTOM_BUCKETS_SCHEMA;
-    let n_pos = layout::span_buckets(&shape.positive_spans) as usize;
+    let n_pos = super::span_buckets(&shape.positive_spans) as usize;
     let inc = |rng: &mut StdRng| increment(rng, false) as u64;
-    let mut buckets: Vec<u64> = (0..n_pos + layout::span_buckets(&shape.negative_spans) as usize)
+    let mut buckets: Vec<u64> = (0..n_pos + super::span_buckets(&shape.negative_spans) as usize)
         .map(|_| inc(&mut rng))
         .collect();
     let mut zero = if custom { 0 } else { inc(&mut rng) };
@@ -1304,8 +1305,8 @@ proptest! {
         let before = chunk.bytes().to_vec();
         let result = chunk.appender().append(1, &second);
         let mut chunk_layout = layout::Layout::default();
-        chunk_layout.set(&first.layout());
-        let same = chunk_layout.compare(&second.layout()).is_ok();
+        chunk_layout.set(&first.layout_ref());
+        let same = chunk_layout.compare(&second.layout_ref()).is_ok();
         if same {
             // Bucket counts are random, so this may be a reset.
             prop_assert!(!matches!(result, Err(HistogramChunkError::LayoutChanged(_))));
