@@ -38,6 +38,7 @@ impl Queryable for Memory {
                 let lo = s.samples.partition_point(|p| p.t < mint);
                 let hi = s.samples.partition_point(|p| p.t <= maxt);
                 SeriesSamples {
+                    histograms: Vec::new(),
                     labels: s.labels.clone(),
                     samples: s.samples[lo..hi].to_vec(),
                 }
@@ -61,6 +62,7 @@ fn data() -> Memory {
         let job = format!("job{}", i % 10);
         let instance = format!("i{i}");
         all.push(SeriesSamples {
+            histograms: Vec::new(),
             labels: Labels::from_pairs([
                 ("__name__", "x"),
                 ("job", job.as_str()),
@@ -74,6 +76,7 @@ fn data() -> Memory {
         let instance = format!("i{h}");
         for (b, le) in LE.iter().enumerate() {
             all.push(SeriesSamples {
+                histograms: Vec::new(),
                 labels: Labels::from_pairs([
                     ("__name__", "b"),
                     ("instance", instance.as_str()),

@@ -1044,6 +1044,7 @@ impl Queryable for MemStorage {
                 let from = samples.partition_point(|s| s.t < mint);
                 let to = samples.partition_point(|s| s.t <= maxt);
                 (from < to).then(|| SeriesSamples {
+                    histograms: Vec::new(),
                     labels: labels.clone(),
                     samples: samples[from..to].to_vec(),
                 })
@@ -2121,6 +2122,7 @@ mod parsing {
         let mut n = 0;
         parse_eval_line(&mut range, "m 1 _ 3", &mut n).unwrap();
         let series = |samples: Vec<Sample>| SeriesSamples {
+            histograms: Vec::new(),
             labels: Labels::from_pairs([("__name__", "m")]),
             samples,
         };

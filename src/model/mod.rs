@@ -17,6 +17,14 @@ pub struct Sample {
     pub v: f64,
 }
 
+/// One native histogram sample: milliseconds since the Unix epoch and a
+/// float histogram (integer histograms are converted on read).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HPoint {
+    pub t: i64,
+    pub h: histogram::FloatHistogram,
+}
+
 /// Prometheus's staleness marker: a NaN with this exact bit pattern.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 

@@ -173,6 +173,7 @@ impl Engine {
         let (val, warnings, infos) = self.run(q, expr, steps).await?;
         let mut matrix = match val {
             Val::Scalar(v) => vec![SeriesSamples {
+                histograms: Vec::new(),
                 labels: Labels::default(),
                 samples: v
                     .iter()
@@ -183,6 +184,7 @@ impl Engine {
             Val::Vector(series) => series
                 .into_iter()
                 .map(|s| SeriesSamples {
+                    histograms: Vec::new(),
                     labels: s.labels,
                     samples: s
                         .vals

@@ -213,6 +213,7 @@ impl<'a> Evaluator<'a> {
                 .collect();
             if !samples.is_empty() {
                 out.push(SeriesSamples {
+                    histograms: Vec::new(),
                     labels: s.labels.into_owned(),
                     samples,
                 });

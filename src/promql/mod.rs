@@ -7,13 +7,15 @@
 
 use async_trait::async_trait;
 
-use crate::model::{Labels, Matcher, Sample};
+use crate::model::{HPoint, Labels, Matcher, Sample};
 
-/// One series and its samples, sorted by time.
+/// One series and its samples, sorted by time: float samples and native
+/// histogram samples, each list sorted, no timestamp in both.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesSamples {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    pub histograms: Vec<HPoint>,
 }
 
 /// Where the engine reads series from. Implemented by the querier (ingesters

@@ -26,6 +26,7 @@ impl Queryable for Memory {
                     .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
             })
             .map(|s| SeriesSamples {
+                histograms: Vec::new(),
                 labels: s.labels.clone(),
                 samples: s
                     .samples
@@ -40,6 +41,7 @@ impl Queryable for Memory {
 
 fn series(labels: &[(&str, &str)], every_ms: i64, values: &[f64]) -> SeriesSamples {
     SeriesSamples {
+        histograms: Vec::new(),
         labels: Labels::from_pairs(labels.iter().copied()),
         samples: values
             .iter()

@@ -269,7 +269,11 @@ impl Queryable for IngesterQueryable {
             let samples = merge_chunks(&chunks, mint, maxt)
                 .map_err(|e| format!("series {labels}: corrupt chunk from an ingester: {e}"))?;
             if !samples.is_empty() {
-                out.push(SeriesSamples { labels, samples });
+                out.push(SeriesSamples {
+                    labels,
+                    samples,
+                    histograms: Vec::new(),
+                });
             }
         }
         let fetched = self.fetched.fetch_add(out.len(), Ordering::Relaxed) + out.len();

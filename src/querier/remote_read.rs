@@ -417,6 +417,7 @@ mod tests {
                             .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
                 })
                 .map(|s| SeriesSamples {
+                    histograms: Vec::new(),
                     labels: s.labels.clone(),
                     samples: s
                         .samples
@@ -432,6 +433,7 @@ mod tests {
 
     fn memory() -> Arc<Memory> {
         let series = |job: &str, n: i64| SeriesSamples {
+            histograms: Vec::new(),
             labels: Labels::from_pairs([("__name__", "up"), ("job", job)]),
             samples: (0..n)
                 .map(|i| Sample {
@@ -610,6 +612,7 @@ mod tests {
     #[test]
     fn a_series_splits_over_frames_at_the_size_limit() {
         let series = SeriesSamples {
+            histograms: Vec::new(),
             labels: Labels::from_pairs([("__name__", "x")]),
             samples: (0..1200)
                 .map(|i| Sample {
