@@ -16,4 +16,5 @@ pub mod querier;
 pub mod ring;
 pub mod server;
 pub mod service;
+pub mod store;
 pub mod tenant;

@@ -188,6 +188,38 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Step of subqueries written without one (x[5m:]), as Prometheus's evaluation interval.",
     ),
     (
+        "storage.filesystem.directory",
+        "Directory of the chunk packs when a schema period stores chunks on the filesystem.",
+    ),
+    (
+        "storage.embedded.path",
+        "File of the embedded index when a schema period keeps its index embedded.",
+    ),
+    (
+        "storage.max_pack_bytes",
+        "Largest object a flush writes: chunks are packed many to an object to save requests.",
+    ),
+    (
+        "storage.chunk_cache_bytes",
+        "Bytes of chunks the store keeps cached in memory (0: none).",
+    ),
+    (
+        "storage.index_cache_bytes",
+        "Bytes of index rows the store keeps cached in memory (0: none).",
+    ),
+    (
+        "storage.index_cache_after",
+        "Index rows are cached only for buckets that ended longer ago than this (newer ones still change).",
+    ),
+    (
+        "storage.concurrency",
+        "Backend requests one query or flush makes at once, at most.",
+    ),
+    (
+        "schema.periods",
+        "The schema periods (config file only), oldest first: each has from (YYYY-MM-DD), chunks (filesystem|s3|cassandra), index (embedded|cassandra|dynamodb), index_prefix, chunks_prefix, table_period and bucket.",
+    ),
+    (
         "limits.ingestion_rate",
         "Samples per second a tenant may push; above it pushes get 429.",
     ),

@@ -111,6 +111,9 @@ fn typed(current: &serde_json::Value, raw: &str) -> Result<serde_json::Value, St
                 raw.parse().map_err(|_| "expected a number".to_string())?;
             serde_json::Value::Number(number)
         }
+        serde_json::Value::Array(items) if items.iter().any(serde_json::Value::is_object) => {
+            return Err("this field is a list of sections; set it in the config file".to_string());
+        }
         serde_json::Value::Array(_) => serde_json::Value::Array(
             raw.split(',')
                 .map(str::trim)

@@ -24,6 +24,7 @@ use crate::logging::LogConfig;
 use crate::querier::QuerierConfig;
 use crate::ring::{KvBackend, RingConfig};
 use crate::server::ServerConfig;
+use crate::store::{SchemaConfig, StorageConfig};
 use crate::tenant::AuthConfig;
 
 /// Every component's configuration, one field each.
@@ -39,6 +40,10 @@ pub struct Config {
     pub distributor: DistributorConfig,
     pub ingester: IngesterConfig,
     pub querier: QuerierConfig,
+    /// The long-term store's backends.
+    pub storage: StorageConfig,
+    /// Which backends hold which dates.
+    pub schema: SchemaConfig,
     /// Per-tenant limits: the defaults for every tenant.
     pub limits: Limits,
     /// Per-tenant overrides of `limits`, re-read without restart.

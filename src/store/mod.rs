@@ -1,0 +1,708 @@
+//! The long-term store: chunks packed into objects (filesystem, S3,
+//! Cassandra) and an index of rows (embedded, Cassandra, DynamoDB) that
+//! finds them by tenant, time and labels. Ingesters write flushed chunks
+//! here; queriers read everything older than what ingesters hold.
+//!
+//! - [`schema`]: which backends and tables hold each time range;
+//! - [`pack`]: the object format, many verified chunk records per object;
+//! - [`index`]: the index rows;
+//! - [`backend`]: the backend traits and their implementations;
+//! - [`cache`]: byte-sized caches of chunks and index rows.
+//!
+//! Writing is idempotent: a chunk is named by its series, time range and
+//! checksum, a pack by its content, and an index row by its keys, so a
+//! retried flush or a replica flushing the same chunk writes the same
+//! things. Before writing, a flush reads the series' index rows and skips
+//! chunks already stored, so RF=3 stores one copy of each chunk that the
+//! replicas cut alike.
+
+pub mod backend;
+pub mod cache;
+pub mod chunk_ref;
+pub mod index;
+pub mod pack;
+pub mod schema;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use self::backend::embedded::EmbeddedIndex;
+use self::backend::filesystem::FilesystemObjects;
+pub use self::backend::{
+    IndexClient, IndexEntry, IndexQuery, IndexRow, ObjectClient, RequestCounter, StoreError,
+    TableClient, TableDesc,
+};
+use self::cache::{ByteCache, CacheMetrics};
+pub use self::chunk_ref::{ChunkEncoding, ChunkRef};
+use self::index::SeriesId;
+pub use self::pack::{ChunkLocation, PackBuilder, StoreChunk};
+pub use self::schema::{ChunkBackend, IndexBackend, PeriodConfig, Schema, SchemaConfig};
+use crate::metrics::Metrics;
+use crate::model::{Labels, METRIC_NAME, MatchOp, Matcher};
+
+/// Where the backends are and how the store behaves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub filesystem: FilesystemConfig,
+    pub embedded: EmbeddedConfig,
+    /// Largest object a flush writes, in bytes (a pack of many chunks).
+    pub max_pack_bytes: usize,
+    /// Bytes of chunk records cached in memory (0: no cache).
+    pub chunk_cache_bytes: u64,
+    /// Bytes of index rows cached in memory (0: no cache).
+    pub index_cache_bytes: u64,
+    /// Index rows of buckets that ended longer ago than this are cached;
+    /// newer ones still change as ingesters flush.
+    #[serde(with = "humantime_serde")]
+    pub index_cache_after: Duration,
+    /// Backend requests a query or a flush makes at once, at most.
+    pub concurrency: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            filesystem: FilesystemConfig::default(),
+            embedded: EmbeddedConfig::default(),
+            max_pack_bytes: 8 << 20,
+            chunk_cache_bytes: 256 << 20,
+            index_cache_bytes: 64 << 20,
+            index_cache_after: Duration::from_secs(12 * 3600),
+            concurrency: 16,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesystemConfig {
+    /// Directory of the chunk packs.
+    pub directory: PathBuf,
+}
+
+impl Default for FilesystemConfig {
+    fn default() -> Self {
+        FilesystemConfig {
+            directory: PathBuf::from("data/chunks"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// File of the embedded index.
+    pub path: PathBuf,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            path: PathBuf::from("data/index.redb"),
+        }
+    }
+}
+
+/// What a flush wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Chunks written.
+    pub chunks: usize,
+    /// Chunks skipped because the store already had them.
+    pub already_stored: usize,
+    pub packs: usize,
+    pub pack_bytes: u64,
+    pub index_rows: usize,
+}
+
+/// A series read back from the store with its chunks overlapping the
+/// query range, each verified against the series' labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredSeries {
+    pub labels: Labels,
+    pub chunks: Vec<StoreChunk>,
+}
+
+type IndexCacheKey = (String, IndexQuery);
+
+/// What the index holds of a series in a bucket: whether its labels row is
+/// there, and its chunk rows' range keys.
+type Stored = (bool, HashSet<Vec<u8>>);
+
+/// The backends of one schema period.
+pub struct PeriodClients {
+    pub period: usize,
+    pub index: Arc<dyn IndexClient>,
+    pub objects: Arc<dyn ObjectClient>,
+}
+
+struct Rows(Vec<IndexRow>);
+
+impl cache::Sized for Rows {
+    fn bytes(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|r| (r.range.len() + r.value.len() + 48) as u64)
+            .sum::<u64>()
+            + 24
+    }
+}
+
+pub struct Store {
+    schema: Schema,
+    /// Per schema period.
+    indexes: Vec<Arc<dyn IndexClient>>,
+    objects: Vec<Arc<dyn ObjectClient>>,
+    config: StorageConfig,
+    requests: RequestCounter,
+    chunk_cache: ByteCache<(String, String, u64), Vec<u8>>,
+    index_cache: ByteCache<IndexCacheKey, Rows>,
+}
+
+impl Store {
+    /// Opens the backends the schema's periods use. Embedded and
+    /// filesystem backends open their files here; nothing waits on a
+    /// remote server.
+    pub fn new(
+        config: &StorageConfig,
+        schema: &SchemaConfig,
+        metrics: &Metrics,
+    ) -> Result<Store, StoreError> {
+        let schema = Schema::new(schema).map_err(|e| StoreError::Backend {
+            backend: "schema",
+            operation: "load",
+            message: e.to_string(),
+        })?;
+        let requests = RequestCounter::default();
+        let cache_metrics = CacheMetrics::default();
+        metrics.with_registry(|r| {
+            requests.register(r);
+            cache_metrics.register(r);
+        });
+        let mut index_clients: HashMap<IndexBackend, Arc<dyn IndexClient>> = HashMap::new();
+        let mut object_clients: HashMap<ChunkBackend, Arc<dyn ObjectClient>> = HashMap::new();
+        let mut indexes = Vec::new();
+        let mut objects = Vec::new();
+        for p in schema.periods() {
+            let index = match index_clients.get(&p.config.index) {
+                Some(c) => c.clone(),
+                None => {
+                    let c: Arc<dyn IndexClient> = match p.config.index {
+                        IndexBackend::Embedded => Arc::new(EmbeddedIndex::open(
+                            &config.embedded.path,
+                            requests.clone(),
+                        )?),
+                        other => return Err(unsupported(format!("{other:?}"))),
+                    };
+                    index_clients.insert(p.config.index, c.clone());
+                    c
+                }
+            };
+            let object = match object_clients.get(&p.config.chunks) {
+                Some(c) => c.clone(),
+                None => {
+                    let c: Arc<dyn ObjectClient> = match p.config.chunks {
+                        ChunkBackend::Filesystem => Arc::new(FilesystemObjects::new(
+                            config.filesystem.directory.clone(),
+                            requests.clone(),
+                        )),
+                        other => return Err(unsupported(format!("{other:?}"))),
+                    };
+                    object_clients.insert(p.config.chunks, c.clone());
+                    c
+                }
+            };
+            indexes.push(index);
+            objects.push(object);
+        }
+        Ok(Store {
+            schema,
+            indexes,
+            objects,
+            chunk_cache: ByteCache::new("chunks", config.chunk_cache_bytes, cache_metrics.clone()),
+            index_cache: ByteCache::new("index", config.index_cache_bytes, cache_metrics),
+            config: config.clone(),
+            requests,
+        })
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Backend requests made so far, for the benchmarks' requests-per-
+    /// million-samples figure.
+    pub fn requests(&self) -> &RequestCounter {
+        &self.requests
+    }
+
+    /// The index and chunk table clients of each period, for the table
+    /// manager.
+    pub fn table_clients(&self) -> Vec<PeriodClients> {
+        (0..self.indexes.len())
+            .map(|i| PeriodClients {
+                period: i,
+                index: self.indexes[i].clone(),
+                objects: self.objects[i].clone(),
+            })
+            .collect()
+    }
+
+    /// Stores chunks of one tenant: skips those already stored, packs the
+    /// rest into objects, then writes their index rows. A chunk is findable
+    /// only once its object is written, so a failure part way leaves
+    /// nothing half-visible; retrying writes the same objects and rows.
+    pub async fn write_chunks(
+        &self,
+        tenant: &str,
+        chunks: &[StoreChunk],
+    ) -> Result<WriteStats, StoreError> {
+        let mut stats = WriteStats::default();
+        // (series id, bucket) -> what the index already has.
+        let mut partitions: BTreeMap<(SeriesId, i64), (schema::BucketRef, &Labels)> =
+            BTreeMap::new();
+        let mut chunk_buckets = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            let id = index::series_id(&c.labels);
+            let buckets = self.schema.buckets(c.from, c.through);
+            for b in &buckets {
+                partitions
+                    .entry((id, b.bucket))
+                    .or_insert_with(|| (b.clone(), &c.labels));
+            }
+            chunk_buckets.push((id, buckets));
+        }
+        let existing: HashMap<(SeriesId, i64), Stored> = stream::iter(partitions.iter())
+            .map(|((id, bucket), (bref, _))| async move {
+                let q = index::series_query(tenant, *bucket, id, i64::MIN);
+                let rows = self.indexes[bref.period].query(&bref.table, &q).await?;
+                let has_labels = rows.iter().any(|r| r.range == index::LABELS_RANGE);
+                let keys = rows
+                    .into_iter()
+                    .filter(|r| r.range != index::LABELS_RANGE)
+                    .map(|r| r.range)
+                    .collect();
+                Ok::<_, StoreError>(((*id, *bucket), (has_labels, keys)))
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .try_collect()
+            .await?;
+
+        // Pack what is not stored yet, per chunk table.
+        let mut packs: BTreeMap<(usize, String), Vec<PackBuilder>> = BTreeMap::new();
+        let mut written: Vec<(usize, ChunkRef, Option<ChunkLocation>)> = Vec::new();
+        for (i, (c, (id, buckets))) in chunks.iter().zip(&chunk_buckets).enumerate() {
+            let key = c.chunk_ref().range_key();
+            let stored = buckets.iter().all(|b| {
+                existing
+                    .get(&(*id, b.bucket))
+                    .is_some_and(|(_, keys)| keys.contains(&key))
+            });
+            if stored {
+                stats.already_stored += 1;
+                continue;
+            }
+            let period = self.schema.period_index(c.from);
+            let table = self.schema.periods()[period].chunk_table(c.from);
+            let builders = packs.entry((period, table)).or_default();
+            if builders
+                .last()
+                .is_none_or(|b| b.len() + c.data.len() > self.config.max_pack_bytes)
+            {
+                builders.push(PackBuilder::new());
+            }
+            let r = builders
+                .last_mut()
+                .expect("a builder was pushed when there was none")
+                .add(c);
+            written.push((i, r, None));
+        }
+        let mut locations: HashMap<ChunkRef, ChunkLocation> = HashMap::new();
+        let mut puts = Vec::new();
+        for ((period, table), builders) in packs {
+            for b in builders {
+                let (key, bytes, located) = b.finish(tenant, &table);
+                stats.packs += 1;
+                stats.pack_bytes += bytes.len() as u64;
+                locations.extend(located);
+                puts.push((period, table.clone(), key, bytes));
+            }
+        }
+        stream::iter(puts)
+            .map(|(period, table, key, bytes)| async move {
+                let client = &self.objects[period];
+                match client.put(&table, &key, bytes.clone()).await {
+                    Err(StoreError::NoSuchTable { .. }) => {
+                        client.create_table(&table, &TableDesc::default()).await?;
+                        client.put(&table, &key, bytes).await
+                    }
+                    other => other,
+                }
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+
+        // Index rows, per index table.
+        let mut rows: BTreeMap<(usize, String), Vec<IndexEntry>> = BTreeMap::new();
+        for ((id, bucket), (bref, labels)) in &partitions {
+            let has_labels = existing.get(&(*id, *bucket)).is_some_and(|(l, _)| *l);
+            if !has_labels {
+                let out = rows.entry((bref.period, bref.table.clone())).or_default();
+                index::series_entries(tenant, *bucket, labels, out);
+            }
+        }
+        for (i, r, _) in &mut written {
+            let loc = locations
+                .get(r)
+                .ok_or_else(|| StoreError::Corrupt("a packed chunk has no location".to_string()))?;
+            let (id, buckets) = &chunk_buckets[*i];
+            for b in buckets {
+                rows.entry((b.period, b.table.clone()))
+                    .or_default()
+                    .push(index::chunk_entry(tenant, b.bucket, id, r, loc));
+            }
+            stats.chunks += 1;
+        }
+        for ((period, table), mut entries) in rows {
+            entries.sort_by(|a, b| (&a.hash, &a.range).cmp(&(&b.hash, &b.range)));
+            entries.dedup_by(|a, b| a.hash == b.hash && a.range == b.range);
+            stats.index_rows += entries.len();
+            let client = &self.indexes[period];
+            match client.write(&table, &entries).await {
+                Err(StoreError::NoSuchTable { .. }) => {
+                    client.create_table(&table, &TableDesc::default()).await?;
+                    client.write(&table, &entries).await?;
+                }
+                other => other?,
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn query_index(
+        &self,
+        bucket: &schema::BucketRef,
+        query: IndexQuery,
+    ) -> Result<Arc<Rows>, StoreError> {
+        let period = &self.schema.periods()[bucket.period];
+        let bucket_end = (bucket.bucket + 1) * period.bucket_ms();
+        let cacheable = bucket_end < now_ms() - self.config.index_cache_after.as_millis() as i64;
+        let key = (bucket.table.clone(), query);
+        if cacheable && let Some(rows) = self.index_cache.get(&key) {
+            return Ok(rows);
+        }
+        let rows = Arc::new(Rows(
+            self.indexes[bucket.period].query(&key.0, &key.1).await?,
+        ));
+        if cacheable {
+            self.index_cache.insert(key, rows.clone());
+        }
+        Ok(rows)
+    }
+
+    /// Ids of the series of one bucket that may match `matchers`.
+    async fn candidates(
+        &self,
+        tenant: &str,
+        bucket: &schema::BucketRef,
+        matchers: &[Matcher],
+    ) -> Result<Option<HashSet<SeriesId>>, StoreError> {
+        let metric = matchers
+            .iter()
+            .find(|m| m.name == METRIC_NAME && m.op == MatchOp::Equal)
+            .map(|m| m.value.as_str());
+        let selective: Vec<&Matcher> = matchers
+            .iter()
+            .filter(|m| !m.matches_empty())
+            .filter(|m| !(metric.is_some() && m.name == METRIC_NAME))
+            .collect();
+        let b = bucket.bucket;
+        let mut sets: Vec<HashSet<SeriesId>> = Vec::new();
+        if let Some(metric) = metric
+            && selective.is_empty()
+        {
+            let rows = self
+                .query_index(
+                    bucket,
+                    IndexQuery::hash(index::metric_key(tenant, b, metric)),
+                )
+                .await?;
+            sets.push(
+                rows.0
+                    .iter()
+                    .filter_map(|r| r.range.as_slice().try_into().ok())
+                    .collect(),
+            );
+        }
+        for m in selective {
+            let hash = match metric {
+                Some(metric) => index::label_key(tenant, b, metric, &m.name),
+                None => index::global_label_key(tenant, b, &m.name),
+            };
+            let prefix = match m.op {
+                MatchOp::Equal => index::value_prefix(&m.value),
+                _ => Vec::new(),
+            };
+            let rows = self
+                .query_index(bucket, IndexQuery::prefix(hash, prefix))
+                .await?;
+            sets.push(
+                rows.0
+                    .iter()
+                    .filter_map(|r| index::split_value_range(&r.range))
+                    .filter(|(value, _)| m.matches(value))
+                    .map(|(_, id)| id)
+                    .collect(),
+            );
+            if sets.last().is_some_and(HashSet::is_empty) {
+                break;
+            }
+        }
+        sets.sort_by_key(HashSet::len);
+        let mut iter = sets.into_iter();
+        let Some(mut acc) = iter.next() else {
+            return Ok(None);
+        };
+        for s in iter {
+            acc.retain(|id| s.contains(id));
+        }
+        Ok(Some(acc))
+    }
+
+    /// The series matching `matchers` with their chunk references
+    /// overlapping `[mint, maxt]`, without fetching chunks.
+    pub async fn select_refs(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(Labels, Vec<(ChunkRef, ChunkLocation)>)>, StoreError> {
+        let buckets = self.schema.buckets(mint, maxt);
+        let mut found: HashMap<SeriesId, (Labels, HashMap<ChunkRef, ChunkLocation>)> =
+            HashMap::new();
+        for bucket in &buckets {
+            let Some(ids) = self.candidates(tenant, bucket, matchers).await? else {
+                return Err(StoreError::Backend {
+                    backend: "index",
+                    operation: "select",
+                    message:
+                        "a selector needs at least one matcher that does not match the empty string"
+                            .to_string(),
+                });
+            };
+            let series: Vec<(SeriesId, Arc<Rows>)> = stream::iter(ids)
+                .map(|id| async move {
+                    let q = index::series_query(tenant, bucket.bucket, &id, mint);
+                    Ok::<_, StoreError>((id, self.query_index(bucket, q).await?))
+                })
+                .buffer_unordered(self.config.concurrency.max(1))
+                .try_collect()
+                .await?;
+            for (id, rows) in series {
+                let Some(labels_row) = rows.0.iter().find(|r| r.range == index::LABELS_RANGE)
+                else {
+                    continue;
+                };
+                let labels = index::decode_labels(&labels_row.value).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "labels row of series {} does not decode",
+                        index::series_key(tenant, bucket.bucket, &id)
+                    ))
+                })?;
+                if !matchers
+                    .iter()
+                    .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+                {
+                    continue;
+                }
+                let entry = found.entry(id).or_insert_with(|| (labels, HashMap::new()));
+                for r in rows.0.iter() {
+                    let Some(chunk) = ChunkRef::from_range_key(&r.range) else {
+                        continue;
+                    };
+                    if chunk.through < mint || chunk.from > maxt {
+                        continue;
+                    }
+                    let loc = index::decode_location(&r.value).ok_or_else(|| {
+                        StoreError::Corrupt("a chunk row's location does not decode".to_string())
+                    })?;
+                    entry.1.insert(chunk, loc);
+                }
+            }
+        }
+        let mut out: Vec<(Labels, Vec<(ChunkRef, ChunkLocation)>)> = found
+            .into_values()
+            .map(|(labels, chunks)| {
+                let mut chunks: Vec<_> = chunks.into_iter().collect();
+                chunks.sort_by_key(|(c, _)| (c.from, c.through, c.checksum));
+                (labels, chunks)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The series matching `matchers` with their chunks overlapping
+    /// `[mint, maxt]`, fetched and verified.
+    pub async fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<StoredSeries>, StoreError> {
+        let refs = self.select_refs(tenant, matchers, mint, maxt).await?;
+        let fetches: Vec<(usize, ChunkRef, ChunkLocation)> = refs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, chunks))| chunks.iter().map(move |(r, l)| (i, r.clone(), l.clone())))
+            .collect();
+        let labels: Vec<&Labels> = refs.iter().map(|(l, _)| l).collect();
+        let fetched: Vec<(usize, StoreChunk)> = stream::iter(fetches)
+            .map(|(i, r, loc)| {
+                let labels = labels[i];
+                async move { Ok::<_, StoreError>((i, self.fetch_chunk(&r, &loc, labels).await?)) }
+            })
+            .buffered(self.config.concurrency.max(1))
+            .try_collect()
+            .await?;
+        let mut out: Vec<StoredSeries> = refs
+            .iter()
+            .map(|(labels, _)| StoredSeries {
+                labels: labels.clone(),
+                chunks: Vec::new(),
+            })
+            .collect();
+        for (i, c) in fetched {
+            out[i].chunks.push(c);
+        }
+        Ok(out)
+    }
+
+    async fn fetch_chunk(
+        &self,
+        r: &ChunkRef,
+        loc: &ChunkLocation,
+        labels: &Labels,
+    ) -> Result<StoreChunk, StoreError> {
+        let key = (loc.table.clone(), loc.key.clone(), loc.offset);
+        let bytes = match self.chunk_cache.get(&key) {
+            Some(b) => b,
+            None => {
+                let period = self.schema.period_index(r.from);
+                let b = Arc::new(
+                    self.objects[period]
+                        .get_range(&loc.table, &loc.key, loc.offset, loc.len)
+                        .await?,
+                );
+                self.chunk_cache.insert(key, b.clone());
+                b
+            }
+        };
+        pack::verify_record(&bytes, r, labels).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "chunk {}:{} of {}: {e}",
+                loc.key, loc.offset, labels
+            ))
+        })
+    }
+
+    /// Label names of the tenant's series in `[mint, maxt]`; with matchers,
+    /// of the matching series only.
+    pub async fn label_names(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut names: HashSet<String> = HashSet::new();
+        if matchers.is_empty() {
+            for bucket in self.schema.buckets(mint, maxt) {
+                let rows = self
+                    .query_index(
+                        &bucket,
+                        IndexQuery::hash(index::names_key(tenant, bucket.bucket)),
+                    )
+                    .await?;
+                names.extend(
+                    rows.0
+                        .iter()
+                        .filter_map(|r| std::str::from_utf8(&r.range).ok())
+                        .map(str::to_string),
+                );
+            }
+        } else {
+            for (labels, _) in self.select_refs(tenant, matchers, mint, maxt).await? {
+                names.extend(labels.iter().map(|l| l.name.clone()));
+            }
+        }
+        let mut names: Vec<String> = names.into_iter().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Values of label `name` in `[mint, maxt]`; with matchers, of the
+    /// matching series only.
+    pub async fn label_values(
+        &self,
+        tenant: &str,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut values: HashSet<String> = HashSet::new();
+        if matchers.is_empty() {
+            for bucket in self.schema.buckets(mint, maxt) {
+                let rows = self
+                    .query_index(
+                        &bucket,
+                        IndexQuery::hash(index::global_label_key(tenant, bucket.bucket, name)),
+                    )
+                    .await?;
+                values.extend(
+                    rows.0
+                        .iter()
+                        .filter_map(|r| index::split_value_range(&r.range))
+                        .map(|(v, _)| v.to_string()),
+                );
+            }
+        } else {
+            for (labels, _) in self.select_refs(tenant, matchers, mint, maxt).await? {
+                if let Some(v) = labels.get(name) {
+                    values.insert(v.to_string());
+                }
+            }
+        }
+        let mut values: Vec<String> = values.into_iter().collect();
+        values.sort();
+        Ok(values)
+    }
+}
+
+fn unsupported(what: String) -> StoreError {
+    StoreError::Backend {
+        backend: "schema",
+        operation: "open",
+        message: format!("backend {what} is not available in this build"),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;
