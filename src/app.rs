@@ -24,6 +24,7 @@ use crate::ring::{INGESTER_RING_KEY, http as ring_http};
 use crate::server::push::{self, PushState};
 use crate::server::{AdminState, Listeners, Servers, admin_routes};
 use crate::service::ServiceManager;
+use crate::store::Store;
 
 /// Largest message between Strata's own components over gRPC.
 const INTERNAL_GRPC_MESSAGE_LIMIT: usize = 256 << 20;
@@ -179,6 +180,8 @@ pub enum AppError {
     Server(#[from] crate::server::ServerError),
     #[error(transparent)]
     Kv(#[from] crate::ring::kv::KvError),
+    #[error("long-term store: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Start(String),
 }
@@ -202,6 +205,8 @@ fn advertised(configured: &str, bound: Option<std::net::SocketAddr>) -> String {
 /// A started process: its servers and services.
 pub struct App {
     services: Arc<ServiceManager>,
+    /// Cancelled when an operator asks the process to stop (`POST /shutdown`).
+    shutdown_requested: tokio_util::sync::CancellationToken,
     servers: Servers,
     shutting_down: Arc<AtomicBool>,
     health: tonic_health::server::HealthReporter,
@@ -227,6 +232,7 @@ impl App {
             "starting Strata"
         );
         let shutting_down = Arc::new(AtomicBool::new(false));
+        let shutdown_requested = tokio_util::sync::CancellationToken::new();
         let mut router = admin_routes(AdminState {
             services: services.clone(),
             metrics: metrics.clone(),
@@ -247,6 +253,17 @@ impl App {
         if runs_ingester || runs_distributor || runs_querier {
             services.add(overrides.clone());
         }
+
+        // The long-term store, for the roles that write or read it.
+        let store = if runs_ingester || runs_querier {
+            Some(Arc::new(Store::new(
+                &config.storage,
+                &config.schema,
+                &metrics,
+            )?))
+        } else {
+            None
+        };
 
         // The ingester ring, for every role that reads or joins it.
         let memory_kv = MemoryKv::new();
@@ -276,10 +293,11 @@ impl App {
                     },
                     ring.clone(),
                     config.ring.forget_unhealthy_after,
-                    overrides.clone(),
-                    discarded.clone(),
+                    (overrides.clone(), discarded.clone()),
+                    store.clone(),
                     &metrics,
                 );
+                router = router.merge(ingester.http_routes(shutdown_requested.clone()));
                 // This process's distributor and querier call it directly.
                 clients.set_local(&advertised_grpc, ingester.grpc_service());
                 ingester_grpc = Some(
@@ -296,6 +314,7 @@ impl App {
                     clients.clone(),
                     overrides.clone(),
                     config.ring.replication_factor,
+                    store.clone(),
                 ));
                 router = router.merge(querier_api::routes(ApiState {
                     querier,
@@ -335,6 +354,7 @@ impl App {
         );
         let app = App {
             services,
+            shutdown_requested,
             servers,
             shutting_down,
             health,
@@ -348,6 +368,11 @@ impl App {
             .await;
         tracing::info!("Strata is running");
         Ok(app)
+    }
+
+    /// Resolves when an operator asked the process to stop.
+    pub async fn shutdown_requested(&self) {
+        self.shutdown_requested.cancelled().await;
     }
 
     /// Graceful shutdown: not ready, roles stopped in reverse (an ingester

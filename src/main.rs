@@ -49,7 +49,10 @@ fn main() -> ExitCode {
 
 async fn run(config: strata::config::Config) -> anyhow::Result<()> {
     let app = App::start(config).await?;
-    wait_for_signal().await?;
+    tokio::select! {
+        signal = wait_for_signal() => signal?,
+        _ = app.shutdown_requested() => tracing::info!("shutdown requested over HTTP"),
+    }
     tracing::info!("shutting down");
     app.stop().await;
     Ok(())

@@ -175,6 +175,42 @@ pub const FIELDS: &[(&str, &str)] = &[
         "A series without samples this long is released from memory once its data is safe (0s: never).",
     ),
     (
+        "ingester.flush.period",
+        "How often the ingester looks for chunks to flush to the long-term store (0s: never).",
+    ),
+    (
+        "ingester.flush.max_chunk_idle",
+        "An open chunk whose series got no sample for this long is cut and flushed.",
+    ),
+    (
+        "ingester.flush.max_chunk_age",
+        "An open chunk whose first sample is older than this is cut and flushed.",
+    ),
+    (
+        "ingester.flush.retain_period",
+        "How long a flushed chunk stays in memory after the store acknowledged it.",
+    ),
+    (
+        "ingester.flush.batch_chunks",
+        "Chunks written to the store in one batch.",
+    ),
+    (
+        "ingester.flush.min_backoff",
+        "Wait after a failed flush round, doubling per failure.",
+    ),
+    (
+        "ingester.flush.max_backoff",
+        "Longest wait between failed flush rounds.",
+    ),
+    (
+        "ingester.flush.flush_on_shutdown",
+        "Flush every chunk before the ingester stops (POST /shutdown always does).",
+    ),
+    (
+        "ingester.flush.shutdown_timeout",
+        "Longest the shutdown flush retries a failing store; what is not flushed stays in the WAL.",
+    ),
+    (
         "querier.engine.lookback_delta",
         "How far back a PromQL vector selector looks for a sample.",
     ),
@@ -183,6 +219,10 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Most samples one query may hold in memory; more is an error.",
     ),
     ("querier.engine.timeout", "Longest a query may run."),
+    (
+        "querier.query_store_after",
+        "Only data older than this is read from the long-term store (0s: the store is read for every range).",
+    ),
     (
         "querier.engine.default_subquery_step",
         "Step of subqueries written without one (x[5m:]), as Prometheus's evaluation interval.",
@@ -294,6 +334,10 @@ pub const FIELDS: &[(&str, &str)] = &[
     (
         "limits.max_fetched_series_per_query",
         "Most series one query may fetch (0: no limit).",
+    ),
+    (
+        "limits.retention_period",
+        "How long the tenant's samples are kept: older ones are not returned, and the table manager drops tables older than the longest retention (0s: forever).",
     ),
     (
         "limits.max_samples_per_query",

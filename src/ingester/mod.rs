@@ -7,11 +7,14 @@
 //! closes the WAL and leaves the ring. Queriers read it over gRPC ([`grpc`]).
 
 pub mod client;
+pub mod flush;
 mod grpc;
 pub mod head;
+pub mod http;
 mod metadata;
 mod push;
 mod replay;
+mod unflushed;
 pub mod wal;
 
 use std::path::PathBuf;
@@ -34,10 +37,13 @@ use crate::ring::client::RingClient;
 use crate::ring::desc::InstanceState;
 use crate::ring::lifecycler::{Lifecycler, LifecyclerConfig};
 use crate::service::{BackgroundTask, Service, ServiceError};
+use crate::store::Store;
+use flush::{FlushConfig, Flusher};
 use head::{HeadConfig, Heads};
 use metadata::MetadataStore;
 use push::Sequencer;
 use replay::ReplayProgress;
+use unflushed::Watermarks;
 use wal::{FsyncPolicy, Wal, WalOptions};
 
 pub use grpc::IngesterService;
@@ -111,6 +117,8 @@ pub struct IngesterConfig {
     /// by a failed WAL write); with the long-term store, flushed series.
     #[serde(with = "humantime_serde")]
     pub series_idle_timeout: Duration,
+    /// Flushing chunks to the long-term store.
+    pub flush: FlushConfig,
 }
 
 impl Default for IngesterConfig {
@@ -121,6 +129,7 @@ impl Default for IngesterConfig {
             head: HeadConfig::default(),
             max_inflight_push_requests: 1024,
             series_idle_timeout: Duration::from_secs(3600),
+            flush: FlushConfig::default(),
         }
     }
 }
@@ -159,12 +168,16 @@ pub(crate) struct State {
     samples_appended: Counter,
     progress: ReplayProgress,
     replaying: AtomicBool,
+    flusher: Option<Arc<Flusher>>,
+    /// Set by `POST /shutdown`: flush on stop whatever the config says.
+    flush_on_stop: AtomicBool,
 }
 
 pub struct Ingester {
     config: IngesterConfig,
     checkpointer: BackgroundTask,
     idle_gc: BackgroundTask,
+    flush_loop: BackgroundTask,
     lifecycler: Lifecycler,
     state: Arc<State>,
     replay_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -180,10 +193,11 @@ impl Ingester {
         advertised: Advertised,
         ring: Arc<RingClient>,
         forget_unhealthy_after: Duration,
-        overrides: Arc<Overrides>,
-        discarded: DiscardedSamples,
+        limits: (Arc<Overrides>, DiscardedSamples),
+        store: Option<Arc<Store>>,
         metrics: &Metrics,
     ) -> Ingester {
+        let (overrides, discarded) = limits;
         let lifecycler = Lifecycler::new(
             &config.lifecycler,
             advertised.grpc_addr,
@@ -203,6 +217,9 @@ impl Ingester {
             samples_appended: Counter::default(),
             progress: ReplayProgress::default(),
             replaying: AtomicBool::new(false),
+            flush_on_stop: AtomicBool::new(config.flush.flush_on_shutdown),
+            flusher: store
+                .map(|store| Arc::new(Flusher::new(config.flush.clone(), store, metrics))),
         });
         let replay_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let torn_tails = Counter::default();
@@ -236,6 +253,7 @@ impl Ingester {
             config,
             checkpointer: BackgroundTask::default(),
             idle_gc: BackgroundTask::default(),
+            flush_loop: BackgroundTask::default(),
             lifecycler,
             state,
             replay_seconds,
@@ -244,6 +262,15 @@ impl Ingester {
             wal_metrics_registered: AtomicBool::new(false),
             metrics: metrics.clone(),
         }
+    }
+
+    /// The operator endpoints (`/flush`, `/shutdown`); `shutdown` stops
+    /// the process.
+    pub fn http_routes(&self, shutdown: tokio_util::sync::CancellationToken) -> axum::Router {
+        http::routes(http::IngesterHttp {
+            state: self.state.clone(),
+            shutdown,
+        })
     }
 
     /// The gRPC service of this ingester.
@@ -322,13 +349,32 @@ impl Service for Ingester {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = ticker.tick() => {
+                            let flushing = state.flusher.is_some();
                             for (tenant, head) in state.heads.all() {
-                                // Only series with nothing to lose, until chunks are flushed.
-                                let released = head.gc_idle(idle_for, |s| s.time_range.is_none());
+                                // Only series with nothing to lose: all flushed, or no samples.
+                                let released = head.gc_idle(idle_for, |s| {
+                                    s.time_range.is_none() || (flushing && !s.unflushed)
+                                });
                                 if released > 0 {
-                                    tracing::info!(tenant, released, "released idle series without samples");
+                                    tracing::info!(tenant, released, "released idle series whose samples are all in the store");
                                 }
                             }
+                        }
+                    }
+                }
+            });
+        }
+        if let Some(flusher) = self.state.flusher.clone()
+            && !flusher.config().period.is_zero()
+        {
+            let state = self.state.clone();
+            self.flush_loop.spawn(|cancel| async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(flusher.next_wait()) => {
+                            // Failures are logged and counted by the flusher.
+                            let _ = flusher.flush_round(&state.heads, false).await;
                         }
                     }
                 }
@@ -358,6 +404,7 @@ impl Service for Ingester {
     async fn stop(&self) -> Result<(), ServiceError> {
         self.checkpointer.stop().await;
         self.idle_gc.stop().await;
+        self.flush_loop.stop().await;
         if let Err(err) = self.lifecycler.begin_leaving().await {
             tracing::warn!(error = %err, "could not mark the ingester LEAVING; leaving anyway");
         }
@@ -366,6 +413,21 @@ impl Service for Ingester {
         let permits = self.config.max_inflight_push_requests as u32;
         if let Ok(all) = self.state.inflight.acquire_many(permits).await {
             all.forget();
+        }
+        if let Some(flusher) = &self.state.flusher
+            && self.state.flush_on_stop.load(Ordering::Acquire)
+        {
+            match flusher.flush_all(&self.state.heads).await {
+                Ok(report) => tracing::info!(
+                    chunks = report.chunks,
+                    already_stored = report.already_stored,
+                    "flushed every chunk before stopping"
+                ),
+                Err(err) => tracing::error!(
+                    error = %err,
+                    "the flush before stopping failed; the unflushed samples stay in the WAL and are replayed on the next start"
+                ),
+            }
         }
         let sequencer = self.state.sequencer.lock().clone();
         if let Some(wal) = sequencer.set_wal(None) {
@@ -396,10 +458,9 @@ impl Service for Ingester {
     }
 }
 
-/// Folds every finished WAL segment into a checkpoint and deletes them.
-/// Nothing is flushed to a store yet, so every record is kept: the
-/// checkpoint bounds the number of segment files, and is where flushed
-/// samples will be dropped.
+/// Folds every finished WAL segment into a checkpoint and deletes them,
+/// keeping only what the long-term store does not hold yet (see
+/// [`unflushed`]): the checkpoint bounds the WAL's size and replay time.
 async fn checkpoint(state: &State) -> Result<(), ServiceError> {
     let sequencer = state.sequencer.lock().clone();
     let Some(wal) = sequencer.wal() else {
@@ -416,10 +477,13 @@ async fn checkpoint(state: &State) -> Result<(), ServiceError> {
         return Ok(());
     }
     let up_to = wal.next_segment().await? - 1;
-    let stats =
-        tokio::task::spawn_blocking(move || wal.checkpoint(up_to, |record| Some(record.to_vec())))
-            .await
-            .map_err(|e| format!("checkpoint task failed: {e}"))??;
+    // Everything logged up to the new segment is in the heads; what of it
+    // the store holds need not be kept.
+    sequencer.settle().await;
+    let watermarks = Watermarks::snapshot(&state.heads, &sequencer.tenant_ids());
+    let stats = tokio::task::spawn_blocking(move || wal.checkpoint(up_to, |r| watermarks.keep(r)))
+        .await
+        .map_err(|e| format!("checkpoint task failed: {e}"))??;
     tracing::info!(
         checkpoint = stats.checkpoint,
         records = stats.records_kept,

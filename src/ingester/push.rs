@@ -58,6 +58,14 @@ impl TenantIds {
         id
     }
 
+    /// Every tenant and its id.
+    pub fn all(&self) -> Vec<(String, u32)> {
+        self.by_name
+            .iter()
+            .map(|(name, id)| (name.clone(), *id))
+            .collect()
+    }
+
     /// Records an id seen in the WAL.
     pub fn learn(&mut self, tenant: &str, id: u32) {
         self.by_name.insert(tenant.to_string(), id);
@@ -105,6 +113,19 @@ impl Sequencer {
 
     pub fn set_wal(&self, wal: Option<Arc<Wal>>) -> Option<Arc<Wal>> {
         std::mem::replace(&mut self.inner.lock().wal, wal)
+    }
+
+    /// Every tenant with its id in WAL refs.
+    pub fn tenant_ids(&self) -> Vec<(String, u32)> {
+        self.inner.lock().tenants.all()
+    }
+
+    /// Waits until every push logged so far has been applied (or failed),
+    /// so the heads hold everything the WAL does up to now.
+    pub async fn settle(&self) {
+        let last = self.inner.lock().next_ticket - 1;
+        let mut applied = self.applied.subscribe();
+        let _ = applied.wait_for(|a| *a >= last).await;
     }
 }
 

@@ -78,6 +78,11 @@ pub struct Limits {
     pub max_query_lookback: Duration,
     /// Most series one query may fetch (0: no limit).
     pub max_fetched_series_per_query: usize,
+    /// How long the tenant's samples are kept: older ones are not
+    /// returned, and the table manager deletes tables older than the
+    /// longest retention (0s: forever).
+    #[serde(with = "humantime_serde")]
+    pub retention_period: Duration,
     /// Most samples one query may hold in memory (0: the engine's
     /// querier.engine.max_samples).
     pub max_samples_per_query: usize,
@@ -105,6 +110,7 @@ impl Default for Limits {
             max_query_length: Duration::ZERO,
             max_query_lookback: Duration::ZERO,
             max_fetched_series_per_query: 0,
+            retention_period: Duration::ZERO,
             max_samples_per_query: 0,
         }
     }

@@ -241,7 +241,7 @@ async fn series(
     let start = time_param(&params, "start", i64::MIN / 2)?;
     let end = time_param(&params, "end", i64::MAX / 2)?;
     let limit = limit_param(&params)?;
-    let ingesters = state.querier.ingesters(&tenant);
+    let ingesters = state.querier.queryable(&tenant);
     let mut all: Vec<Labels> = Vec::new();
     for matchers in &selectors {
         all.extend(
@@ -301,7 +301,7 @@ async fn labels(
     let start = time_param(&params, "start", i64::MIN / 2)?;
     let end = time_param(&params, "end", i64::MAX / 2)?;
     let limit = limit_param(&params)?;
-    let ingesters = state.querier.ingesters(&tenant);
+    let ingesters = state.querier.queryable(&tenant);
     let names = union_over_selectors(&selectors, |matchers| {
         let ingesters = ingesters.clone();
         async move { ingesters.label_names(&matchers, start, end).await }
@@ -323,7 +323,7 @@ async fn label_values(
     let start = time_param(&params, "start", i64::MIN / 2)?;
     let end = time_param(&params, "end", i64::MAX / 2)?;
     let limit = limit_param(&params)?;
-    let ingesters = state.querier.ingesters(&tenant);
+    let ingesters = state.querier.queryable(&tenant);
     let values = union_over_selectors(&selectors, |matchers| {
         let ingesters = ingesters.clone();
         let name = name.clone();
@@ -357,7 +357,7 @@ async fn metadata(
     let limit = limit_param(&params)?;
     let all = state
         .querier
-        .ingesters(&tenant)
+        .queryable(&tenant)
         .metadata(metric_name, 0)
         .await
         .map_err(ApiError::internal)?;

@@ -6,6 +6,7 @@ pub mod api;
 pub mod ingesters;
 pub mod params;
 pub mod remote_read;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -16,13 +17,20 @@ use crate::limits::{Limits, Overrides};
 use crate::promql::{Engine, EngineConfig, QueryError, QueryResult};
 use crate::ring::client::RingClient;
 use crate::ring::desc::now_ms;
+use crate::store::Store;
 use crate::tenant::TenantId;
 use ingesters::IngesterQueryable;
+use store::{StoreQueryable, TenantQueryable};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuerierConfig {
     pub engine: EngineConfig,
+    /// Only data older than this is read from the long-term store; newer
+    /// data only from the ingesters (0s: the store is read for every
+    /// range, which is always correct).
+    #[serde(with = "humantime_serde")]
+    pub query_store_after: std::time::Duration,
 }
 
 /// An API error in Prometheus's shape: its `errorType` and HTTP status are
@@ -70,6 +78,8 @@ impl ApiError {
 
 pub struct Querier {
     engine: EngineConfig,
+    query_store_after: std::time::Duration,
+    store: Option<Arc<Store>>,
     ring: Arc<RingClient>,
     clients: Arc<ClientPool>,
     overrides: Arc<Overrides>,
@@ -83,9 +93,12 @@ impl Querier {
         clients: Arc<ClientPool>,
         overrides: Arc<Overrides>,
         replication_factor: usize,
+        store: Option<Arc<Store>>,
     ) -> Querier {
         Querier {
             engine: config.engine,
+            query_store_after: config.query_store_after,
+            store,
             ring,
             clients,
             overrides,
@@ -96,11 +109,7 @@ impl Querier {
     /// The ingesters as `tenant` sees them, within its query limits.
     pub fn ingesters(&self, tenant: &TenantId) -> IngesterQueryable {
         let limits = self.overrides.get(tenant.as_str());
-        let min_time = if limits.max_query_lookback.is_zero() {
-            i64::MIN
-        } else {
-            now_ms() - limits.max_query_lookback.as_millis() as i64
-        };
+        let min_time = min_query_time(&limits, now_ms());
         IngesterQueryable {
             tenant: tenant.clone(),
             ring: self.ring.clone(),
@@ -113,6 +122,22 @@ impl Querier {
         }
     }
 
+    /// Everything `tenant` may read: the ingesters and the store.
+    pub fn queryable(&self, tenant: &TenantId) -> TenantQueryable {
+        let ingesters = self.ingesters(tenant);
+        let store = self.store.as_ref().map(|store| StoreQueryable {
+            tenant: tenant.clone(),
+            store: store.clone(),
+            min_time: ingesters.min_time,
+            max_time: if self.query_store_after.is_zero() {
+                i64::MAX
+            } else {
+                now_ms() - self.query_store_after.as_millis() as i64
+            },
+        });
+        TenantQueryable { ingesters, store }
+    }
+
     /// The engine with the tenant's sample limit.
     fn engine(&self, limits: &Limits) -> Engine {
         let mut config = self.engine.clone();
@@ -123,17 +148,18 @@ impl Querier {
     }
 
     fn outcome(
-        queryable: &IngesterQueryable,
+        queryable: &TenantQueryable,
         result: Result<QueryResult, QueryError>,
     ) -> Result<QueryResult, ApiError> {
         match result {
             Err(_)
                 if queryable
+                    .ingesters
                     .limit_hit
                     .load(std::sync::atomic::Ordering::Relaxed) =>
             {
                 Err(ApiError::execution(ingesters::series_limit_message(
-                    queryable.max_series,
+                    queryable.ingesters.max_series,
                 )))
             }
             other => other.map_err(ApiError::from),
@@ -147,7 +173,7 @@ impl Querier {
         time_ms: i64,
     ) -> Result<QueryResult, ApiError> {
         let limits = self.overrides.get(tenant.as_str());
-        let queryable = self.ingesters(tenant);
+        let queryable = self.queryable(tenant);
         let result = self
             .engine(&limits)
             .instant(&queryable, expr, time_ms)
@@ -174,11 +200,22 @@ impl Querier {
                 humantime::format_duration(max_length)
             )));
         }
-        let queryable = self.ingesters(tenant);
+        let queryable = self.queryable(tenant);
         let result = self
             .engine(&limits)
             .range(&queryable, expr, start_ms, end_ms, step_ms)
             .await;
         Querier::outcome(&queryable, result)
     }
+}
+
+/// The oldest sample a tenant's query may read: its retention and its max
+/// query lookback, whichever is shorter (`i64::MIN` with neither).
+pub fn min_query_time(limits: &Limits, now_ms: i64) -> i64 {
+    [limits.max_query_lookback, limits.retention_period]
+        .iter()
+        .filter(|d| !d.is_zero())
+        .map(|d| now_ms - d.as_millis() as i64)
+        .max()
+        .unwrap_or(i64::MIN)
 }

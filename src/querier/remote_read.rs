@@ -108,7 +108,7 @@ pub async fn read(State(state): State<ApiState>, Tenant(tenant): Tenant, body: B
         Ok(request) => request,
         Err(err) => return err.into_response(),
     };
-    let queryable = Arc::new(state.querier.ingesters(&tenant));
+    let queryable = Arc::new(state.querier.queryable(&tenant));
     match respond(queryable, request).await {
         Ok(response) => response,
         Err(err) => {

@@ -278,17 +278,21 @@ impl Store {
             }
             chunk_buckets.push((id, buckets));
         }
-        let existing: HashMap<(SeriesId, i64), Stored> = stream::iter(partitions.iter())
-            .map(|((id, bucket), (bref, _))| async move {
-                let q = index::series_query(tenant, *bucket, id, i64::MIN);
-                let rows = self.indexes[bref.period].query(&bref.table, &q).await?;
+        let lookups: Vec<((SeriesId, i64), usize, String)> = partitions
+            .iter()
+            .map(|(key, (bref, _))| (*key, bref.period, bref.table.clone()))
+            .collect();
+        let existing: HashMap<(SeriesId, i64), Stored> = stream::iter(lookups)
+            .map(|((id, bucket), period, table)| async move {
+                let q = index::series_query(tenant, bucket, &id, i64::MIN);
+                let rows = self.indexes[period].query(&table, &q).await?;
                 let has_labels = rows.iter().any(|r| r.range == index::LABELS_RANGE);
                 let keys = rows
                     .into_iter()
                     .filter(|r| r.range != index::LABELS_RANGE)
                     .map(|r| r.range)
                     .collect();
-                Ok::<_, StoreError>(((*id, *bucket), (has_labels, keys)))
+                Ok::<_, StoreError>(((id, bucket), (has_labels, keys)))
             })
             .buffer_unordered(self.config.concurrency.max(1))
             .try_collect()

@@ -19,13 +19,14 @@ pub struct IdleSeries {
     pub time_range: Option<(i64, i64)>,
     /// Encoded bytes of its chunks.
     pub chunk_bytes: usize,
+    /// Whether some of its samples are not in the long-term store yet.
+    pub unflushed: bool,
 }
 
 impl Head {
     /// Removes the series without pushes for `idle_for` whose data
     /// `is_safe` says is safe elsewhere (flushed to the long-term store),
-    /// from the series maps and the postings; returns how many. Until a
-    /// store exists the ingester passes `|_| false`.
+    /// from the series maps and the postings; returns how many.
     ///
     /// `is_safe` runs without head locks held. A series pushed to after it
     /// was judged idle stays.
@@ -64,6 +65,7 @@ impl Head {
                     labels: s.labels(),
                     time_range: data.time_range(),
                     chunk_bytes: data.chunk_bytes(),
+                    unflushed: data.has_unflushed(),
                 }
             };
             is_safe(&info)

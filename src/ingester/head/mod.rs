@@ -78,6 +78,7 @@
 
 mod admission;
 mod append;
+mod flush;
 mod gc;
 mod heads;
 mod merge;
@@ -103,6 +104,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::chunk::merge::{ChunkData, merge_chunks};
 pub use admission::{Admission, AppendError, appendable, ooo_window_ms};
+pub use flush::{FlushChunk, FlushPolicy};
 pub use gc::IdleSeries;
 pub use heads::Heads;
 pub use merge::SeriesChunks;

@@ -117,11 +117,14 @@ pub(super) struct CutChunk {
     pub min_t: i64,
     pub max_t: i64,
     pub bytes: Box<[u8]>,
+    /// Head-clock milliseconds of when the long-term store acknowledged
+    /// it; kept in memory a while after (see `head/flush.rs`).
+    pub flushed_at: Option<u64>,
 }
 
-struct HeadChunk {
-    chunk: XorChunk,
-    min_t: i64,
+pub(super) struct HeadChunk {
+    pub chunk: XorChunk,
+    pub min_t: i64,
 }
 
 /// Changes to the head's counters made by one series, summed per batch and
@@ -144,16 +147,16 @@ impl StatsDelta {
 }
 
 pub(super) struct SeriesData {
-    chunks: Vec<CutChunk>,
-    head: Option<HeadChunk>,
-    ooo: Vec<(i64, f64)>,
+    pub(super) chunks: Vec<CutChunk>,
+    pub(super) head: Option<HeadChunk>,
+    pub(super) ooo: Vec<(i64, f64)>,
     /// The newest sample (always in order), if any.
-    max_t: Option<i64>,
+    pub(super) max_t: Option<i64>,
     last_v: f64,
     /// The oldest sample, in or out of order (`i64::MAX` when empty).
     min_t: i64,
     /// Sum of `chunks[..].bytes.len()`.
-    cut_bytes: usize,
+    pub(super) cut_bytes: usize,
 }
 
 /// Bytes a chunk buffer of `len` bytes has allocated: `XorChunk::new`
@@ -251,7 +254,7 @@ impl SeriesData {
     }
 
     /// Moves the head chunk, if any, into the cut chunks.
-    fn cut_head(&mut self, stats: &mut StatsDelta) {
+    pub(super) fn cut_head(&mut self, stats: &mut StatsDelta) {
         let Some(head) = self.head.take() else {
             return;
         };
@@ -262,6 +265,7 @@ impl SeriesData {
             min_t: head.min_t,
             max_t,
             bytes,
+            flushed_at: None,
         });
         stats.chunks_cut += 1;
     }
@@ -310,7 +314,7 @@ impl SeriesData {
     }
 
     /// Encodes the out-of-order buffer into a cut chunk of its own.
-    fn compact_out_of_order(&mut self, stats: &mut StatsDelta) {
+    pub(super) fn compact_out_of_order(&mut self, stats: &mut StatsDelta) {
         if let Some(chunk) = encode(&self.ooo) {
             let bytes = chunk.bytes.into_boxed_slice();
             self.cut_bytes += bytes.len();
@@ -318,6 +322,7 @@ impl SeriesData {
                 min_t: chunk.min_t,
                 max_t: chunk.max_t,
                 bytes,
+                flushed_at: None,
             });
             stats.chunks_cut += 1;
         }

@@ -1,0 +1,378 @@
+//! What a tenant's query reads: the ingesters (recent data) and the
+//! long-term store (flushed data), merged into one answer.
+//!
+//! The time ranges overlap on purpose: an ingester keeps a flushed chunk
+//! for a while, and the store has it as soon as the flush is acknowledged,
+//! so a sample is in at least one of them at every moment. Both answers are
+//! merged per series, one sample per timestamp, so the overlap costs reads,
+//! never a duplicate or a gap.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+
+use super::ingesters::{IngesterQueryable, series_limit_message};
+use crate::chunk::histogram::{FloatHistogram, Histogram, HistogramSample, NativeChunk};
+use crate::chunk::merge::{ChunkData, merge_chunks};
+use crate::model::{HPoint, Labels, Matcher};
+use crate::promql::{Queryable, SeriesSamples};
+use crate::proto::prometheus::MetricMetadata;
+use crate::store::{ChunkEncoding, Store, StoreChunk};
+use crate::tenant::TenantId;
+
+/// The long-term store as seen by one tenant's query.
+#[derive(Clone)]
+pub struct StoreQueryable {
+    pub tenant: TenantId,
+    pub store: Arc<Store>,
+    /// Samples before this are not read (retention, max query lookback).
+    pub min_time: i64,
+    /// Samples after this are not read (`query_store_after`).
+    pub max_time: i64,
+}
+
+/// Float and histogram samples of one series from its stored chunks,
+/// sorted, one per timestamp.
+pub fn decode_chunks(
+    labels: &Labels,
+    chunks: Vec<StoreChunk>,
+    mint: i64,
+    maxt: i64,
+) -> Result<(Vec<crate::model::Sample>, Vec<HPoint>), String> {
+    let mut floats = Vec::new();
+    let mut histograms: Vec<HPoint> = Vec::new();
+    for c in chunks {
+        match c.encoding {
+            ChunkEncoding::Xor => floats.push(ChunkData {
+                min_t: c.from,
+                max_t: c.through,
+                bytes: c.data,
+            }),
+            ChunkEncoding::Histogram => {
+                read_histograms::<Histogram>(labels, c.data, mint, maxt, &mut histograms, |h| {
+                    h.to_float()
+                })?
+            }
+            ChunkEncoding::FloatHistogram => read_histograms::<FloatHistogram>(
+                labels,
+                c.data,
+                mint,
+                maxt,
+                &mut histograms,
+                FloatHistogram::clone,
+            )?,
+        }
+    }
+    floats.sort_by_key(|c| (c.min_t, c.max_t));
+    let samples = merge_chunks(&floats, mint, maxt)
+        .map_err(|e| format!("series {labels}: stored chunk: {e}"))?;
+    // Stable: the first copy of a timestamp wins, as in merge_chunks.
+    histograms.sort_by_key(|p| p.t);
+    histograms.dedup_by_key(|p| p.t);
+    Ok((samples, histograms))
+}
+
+/// Appends the samples of one stored histogram chunk in `[mint, maxt]`.
+fn read_histograms<H: HistogramSample>(
+    labels: &Labels,
+    data: Vec<u8>,
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<HPoint>,
+    to_float: impl Fn(&H) -> FloatHistogram,
+) -> Result<(), String> {
+    let chunk = NativeChunk::<H>::from_bytes(data)
+        .map_err(|e| format!("series {labels}: stored histogram chunk: {e}"))?;
+    let mut it = chunk.iter();
+    while let Some((t, h)) = it.next() {
+        if (mint..=maxt).contains(&t) {
+            out.push(HPoint { t, h: to_float(h) });
+        }
+    }
+    match it.err() {
+        Some(e) => Err(format!("series {labels}: stored histogram chunk: {e}")),
+        None => Ok(()),
+    }
+}
+
+impl StoreQueryable {
+    fn clamp(&self, mint: i64, maxt: i64) -> Option<(i64, i64)> {
+        let (mint, maxt) = (mint.max(self.min_time), maxt.min(self.max_time));
+        (mint <= maxt).then_some((mint, maxt))
+    }
+
+    pub async fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, String> {
+        let Some((mint, maxt)) = self.clamp(mint, maxt) else {
+            return Ok(Vec::new());
+        };
+        let stored = self
+            .store
+            .select(self.tenant.as_str(), matchers, mint, maxt)
+            .await
+            .map_err(|e| format!("reading from the store failed: {e}"))?;
+        let mut out = Vec::with_capacity(stored.len());
+        for s in stored {
+            let (samples, histograms) = decode_chunks(&s.labels, s.chunks, mint, maxt)?;
+            if !samples.is_empty() || !histograms.is_empty() {
+                out.push(SeriesSamples {
+                    labels: s.labels,
+                    samples,
+                    histograms,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn label_names(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, String> {
+        let Some((start, end)) = self.clamp(start, end) else {
+            return Ok(Vec::new());
+        };
+        self.store
+            .label_names(self.tenant.as_str(), matchers, start, end)
+            .await
+            .map_err(|e| format!("reading from the store failed: {e}"))
+    }
+
+    pub async fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, String> {
+        let Some((start, end)) = self.clamp(start, end) else {
+            return Ok(Vec::new());
+        };
+        self.store
+            .label_values(self.tenant.as_str(), name, matchers, start, end)
+            .await
+            .map_err(|e| format!("reading from the store failed: {e}"))
+    }
+
+    pub async fn series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Labels>, String> {
+        let Some((start, end)) = self.clamp(start, end) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .store
+            .select_refs(self.tenant.as_str(), matchers, start, end)
+            .await
+            .map_err(|e| format!("reading from the store failed: {e}"))?
+            .into_iter()
+            .map(|(labels, _)| labels)
+            .collect())
+    }
+}
+
+/// Merges two sorted sample lists, one sample per timestamp (`a` wins).
+fn merge_by_time<T>(a: Vec<T>, b: Vec<T>, t: impl Fn(&T) -> i64) -> Vec<T> {
+    if b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => {
+                let (tx, ty) = (t(x), t(y));
+                if tx <= ty {
+                    if tx == ty {
+                        b.next();
+                    }
+                    out.extend(a.next());
+                } else {
+                    out.extend(b.next());
+                }
+            }
+            (Some(_), None) => out.extend(a.next()),
+            (None, Some(_)) => out.extend(b.next()),
+            (None, None) => return out,
+        }
+    }
+}
+
+/// Merges two answers series by series (by labels).
+pub fn merge_answers(a: Vec<SeriesSamples>, b: Vec<SeriesSamples>) -> Vec<SeriesSamples> {
+    if b.is_empty() {
+        return a;
+    }
+    let mut by_labels: BTreeMap<Labels, SeriesSamples> = BTreeMap::new();
+    for s in a {
+        by_labels.insert(s.labels.clone(), s);
+    }
+    for s in b {
+        match by_labels.remove(&s.labels) {
+            None => {
+                by_labels.insert(s.labels.clone(), s);
+            }
+            Some(first) => {
+                let merged = SeriesSamples {
+                    labels: first.labels,
+                    samples: merge_by_time(first.samples, s.samples, |x| x.t),
+                    histograms: merge_by_time(first.histograms, s.histograms, |x| x.t),
+                };
+                by_labels.insert(merged.labels.clone(), merged);
+            }
+        }
+    }
+    by_labels.into_values().collect()
+}
+
+fn union(mut a: Vec<String>, b: Vec<String>) -> Vec<String> {
+    a.extend(b);
+    a.sort();
+    a.dedup();
+    a
+}
+
+/// One tenant's view of all its data: ingesters and, when configured, the
+/// store.
+#[derive(Clone)]
+pub struct TenantQueryable {
+    pub ingesters: IngesterQueryable,
+    pub store: Option<StoreQueryable>,
+}
+
+impl TenantQueryable {
+    pub async fn label_names(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, String> {
+        let recent = self.ingesters.label_names(matchers, start, end);
+        match &self.store {
+            None => recent.await,
+            Some(store) => {
+                let (a, b) = tokio::try_join!(recent, store.label_names(matchers, start, end))?;
+                Ok(union(a, b))
+            }
+        }
+    }
+
+    pub async fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, String> {
+        let recent = self.ingesters.label_values(name, matchers, start, end);
+        match &self.store {
+            None => recent.await,
+            Some(store) => {
+                let (a, b) =
+                    tokio::try_join!(recent, store.label_values(name, matchers, start, end))?;
+                Ok(union(a, b))
+            }
+        }
+    }
+
+    pub async fn series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Labels>, String> {
+        let recent = self.ingesters.series(matchers, start, end);
+        match &self.store {
+            None => recent.await,
+            Some(store) => {
+                let (mut a, b) = tokio::try_join!(recent, store.series(matchers, start, end))?;
+                a.extend(b);
+                a.sort();
+                a.dedup();
+                Ok(a)
+            }
+        }
+    }
+
+    pub async fn metadata(&self, metric: &str, limit: u32) -> Result<Vec<MetricMetadata>, String> {
+        self.ingesters.metadata(metric, limit).await
+    }
+}
+
+#[async_trait]
+impl Queryable for TenantQueryable {
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, String> {
+        let Some(store) = &self.store else {
+            return self.ingesters.select(matchers, mint, maxt).await;
+        };
+        let (recent, stored) = tokio::try_join!(
+            self.ingesters.select(matchers, mint, maxt),
+            store.select(matchers, mint, maxt)
+        )?;
+        let recent_len = recent.len();
+        let merged = merge_answers(recent, stored);
+        let limit = self.ingesters.max_series;
+        if limit > 0 {
+            // The ingesters counted theirs; count the series only the
+            // store had.
+            let added = merged.len() - recent_len;
+            let fetched = self.ingesters.fetched.fetch_add(added, Ordering::Relaxed) + added;
+            if fetched > limit {
+                self.ingesters.limit_hit.store(true, Ordering::Relaxed);
+                return Err(series_limit_message(limit));
+            }
+        }
+        Ok(merged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Sample;
+
+    fn s(name: &str, samples: &[(i64, f64)]) -> SeriesSamples {
+        SeriesSamples {
+            labels: Labels::from_pairs([("__name__", name)]),
+            samples: samples.iter().map(|&(t, v)| Sample { t, v }).collect(),
+            histograms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn answers_merge_per_series_one_sample_per_timestamp() {
+        let recent = vec![s("a", &[(3, 3.0), (4, 4.0)]), s("b", &[(1, 1.0)])];
+        let stored = vec![
+            s("a", &[(1, 1.0), (2, 2.0), (3, 30.0)]),
+            s("c", &[(9, 9.0)]),
+        ];
+        let merged = merge_answers(recent, stored);
+        assert_eq!(
+            merged,
+            vec![
+                s("a", &[(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]),
+                s("b", &[(1, 1.0)]),
+                s("c", &[(9, 9.0)]),
+            ]
+        );
+    }
+}
