@@ -958,16 +958,19 @@ async fn wait_for_last_sample(client: &reqwest::Client, base: &str, end: i64) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promql_answers_match_prometheus() -> Result<()> {
     let started = Instant::now();
-    let mut strata = Strata::spawn(
-        "strata",
-        &[
-            "--ring.replication-factor=1".into(),
-            "--auth.enabled=false".into(),
-            "--limits.reject-old-samples=false".into(),
-            "--limits.ingestion-rate=100000000".into(),
-            "--limits.ingestion-burst-size=100000000".into(),
-        ],
-    )?;
+    let workdir = tempfile::tempdir()?;
+    let args: Vec<String> = vec![
+        "--ring.replication-factor=1".into(),
+        "--auth.enabled=false".into(),
+        "--limits.reject-old-samples=false".into(),
+        "--limits.ingestion-rate=100000000".into(),
+        "--limits.ingestion-burst-size=100000000".into(),
+        // Flushes only when asked; flushed chunks leave memory at once, so
+        // the later rounds read them from the store alone.
+        "--ingester.flush.period=0s".into(),
+        "--ingester.flush.retain-period=0s".into(),
+    ];
+    let mut strata = Strata::spawn_in("strata", workdir.path(), &args)?;
     let (ready, prometheus) = tokio::join!(strata.wait_ready(), Prometheus::start());
     ready?;
     let prometheus = prometheus?;
@@ -992,8 +995,8 @@ async fn promql_answers_match_prometheus() -> Result<()> {
             b.body
         );
     }
-    let strata_api = strata.url("/prometheus/api/v1");
     let prometheus_api = prometheus.url("/api/v1");
+    let strata_api = strata.url("/prometheus/api/v1");
     wait_for_last_sample(&client, &strata_api, end).await?;
     wait_for_last_sample(&client, &prometheus_api, end).await?;
     println!(
@@ -1001,7 +1004,78 @@ async fn promql_answers_match_prometheus() -> Result<()> {
         data.len(),
         started.elapsed()
     );
+    compare_all(
+        &client,
+        &strata_api,
+        &prometheus_api,
+        end,
+        "from the ingester",
+    )
+    .await?;
 
+    // Flush everything to the long-term store (local files, embedded index).
+    let flushed: Json = client
+        .post(strata.url("/flush"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!("flushed: {flushed}");
+    ensure!(
+        flushed["chunks"].as_u64().unwrap_or(0) >= data.len() as u64,
+        "every series flushed at least one chunk: {flushed}"
+    );
+    compare_all(&client, &strata_api, &prometheus_api, end, "from the store").await?;
+
+    // Stop, lose the WAL, start again: the store alone answers.
+    strata.guard.signal(libc::SIGTERM);
+    strata.guard.wait_exit(Duration::from_secs(60))?;
+    std::fs::remove_dir_all(workdir.path().join("data/wal"))?;
+    let mut strata = Strata::spawn_in("strata-restarted", workdir.path(), &args)?;
+    strata.wait_ready().await?;
+    let strata_api = strata.url("/prometheus/api/v1");
+    let metrics = client
+        .get(strata.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("strata_ingester_samples_appended_total"))
+            .all(|l| l.ends_with(" 0")),
+        "the restarted ingester replayed nothing: {}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("strata_ingester_samples_appended"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    compare_all(
+        &client,
+        &strata_api,
+        &prometheus_api,
+        end,
+        "after a restart without the WAL",
+    )
+    .await?;
+    println!("all rounds in {:?}", started.elapsed());
+    Ok(())
+}
+
+/// Runs every query in every mode on both servers and fails on any
+/// unexpected difference. `round` names the pass in the output.
+async fn compare_all(
+    client: &reqwest::Client,
+    strata_api: &str,
+    prometheus_api: &str,
+    end: i64,
+    round: &str,
+) -> Result<()> {
+    let started = Instant::now();
+    println!("--- {round}");
     let at = seconds(end - 30 * 60_000 - 3_300);
     let range_start = end - 60 * 60_000 - 7_500;
     let range_end = range_start + 60 * 60_000;
@@ -1035,7 +1109,6 @@ async fn promql_answers_match_prometheus() -> Result<()> {
     let outcomes: Vec<Outcome> = futures::stream::iter(jobs)
         .map(|(q, m)| {
             let (client, modes, at) = (&client, &modes, &at);
-            let (strata_api, prometheus_api) = (&strata_api, &prometheus_api);
             async move {
                 let expr = QUERIES[q].replace("{AT}", at);
                 let mode = &modes[m];
