@@ -24,7 +24,8 @@ use crate::ring::{INGESTER_RING_KEY, http as ring_http};
 use crate::server::push::{self, PushState};
 use crate::server::{AdminState, Listeners, Servers, admin_routes};
 use crate::service::ServiceManager;
-use crate::store::Store;
+use crate::store::table_manager::TableManager;
+use crate::store::{Store, TableDesc};
 
 /// Largest message between Strata's own components over gRPC.
 const INTERNAL_GRPC_MESSAGE_LIMIT: usize = 256 << 20;
@@ -68,7 +69,7 @@ impl Role {
     pub fn available(self) -> bool {
         matches!(
             self,
-            Role::All | Role::Ingester | Role::Distributor | Role::Querier
+            Role::All | Role::Ingester | Role::Distributor | Role::Querier | Role::TableManager
         )
     }
 }
@@ -255,7 +256,8 @@ impl App {
         }
 
         // The long-term store, for the roles that write or read it.
-        let store = if runs_ingester || runs_querier {
+        let runs_table_manager = config.target.runs(Role::TableManager);
+        let store = if runs_ingester || runs_querier || runs_table_manager {
             Some(Arc::new(Store::new(
                 &config.storage,
                 &config.schema,
@@ -264,6 +266,14 @@ impl App {
         } else {
             None
         };
+
+        if runs_table_manager && let Some(store) = &store {
+            services.add(Arc::new(TableManager::new(
+                config.table_manager.clone(),
+                store.clone(),
+                TableDesc::default(),
+            )));
+        }
 
         // The ingester ring, for every role that reads or joins it.
         let memory_kv = MemoryKv::new();

@@ -260,6 +260,22 @@ pub const FIELDS: &[(&str, &str)] = &[
         "The schema periods (config file only), oldest first: each has from (YYYY-MM-DD), chunks (filesystem|s3|cassandra), index (embedded|cassandra|dynamodb), index_prefix, chunks_prefix, table_period and bucket.",
     ),
     (
+        "table_manager.retention_deletes_enabled",
+        "Let the table manager delete tables past table_manager.retention_period.",
+    ),
+    (
+        "table_manager.retention_period",
+        "Tables whose whole time range ended longer ago than this are deleted (0s: keep all); keep it at least the longest tenant retention.",
+    ),
+    (
+        "table_manager.creation_grace_period",
+        "The next period's tables are created this long before they start.",
+    ),
+    (
+        "table_manager.poll_interval",
+        "How often the table manager checks the tables.",
+    ),
+    (
         "limits.ingestion_rate",
         "Samples per second a tenant may push; above it pushes get 429.",
     ),

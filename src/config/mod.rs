@@ -24,6 +24,7 @@ use crate::logging::LogConfig;
 use crate::querier::QuerierConfig;
 use crate::ring::{KvBackend, RingConfig};
 use crate::server::ServerConfig;
+use crate::store::table_manager::TableManagerConfig;
 use crate::store::{SchemaConfig, StorageConfig};
 use crate::tenant::AuthConfig;
 
@@ -44,6 +45,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Which backends hold which dates.
     pub schema: SchemaConfig,
+    /// Creating and deleting the store's periodic tables.
+    pub table_manager: TableManagerConfig,
     /// Per-tenant limits: the defaults for every tenant.
     pub limits: Limits,
     /// Per-tenant overrides of `limits`, re-read without restart.

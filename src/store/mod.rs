@@ -22,6 +22,7 @@ pub mod chunk_ref;
 pub mod index;
 pub mod pack;
 pub mod schema;
+pub mod table_manager;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
