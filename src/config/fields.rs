@@ -167,6 +167,10 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Out-of-order samples a series buffers before encoding them into a chunk of their own.",
     ),
     (
+        "ingester.head.chunk_window",
+        "Chunks never span a boundary of these epoch-aligned windows; a flush stores a window's chunks of a series as one chunk, the same on every replica.",
+    ),
+    (
         "ingester.max_inflight_push_requests",
         "Pushes an ingester handles at once; more get a retryable error.",
     ),

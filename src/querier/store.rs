@@ -182,6 +182,18 @@ impl StoreQueryable {
     }
 }
 
+#[async_trait]
+impl Queryable for StoreQueryable {
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, String> {
+        StoreQueryable::select(self, matchers, mint, maxt).await
+    }
+}
+
 /// Merges two sorted sample lists, one sample per timestamp (`a` wins).
 fn merge_by_time<T>(a: Vec<T>, b: Vec<T>, t: impl Fn(&T) -> i64) -> Vec<T> {
     if b.is_empty() {

@@ -19,11 +19,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::series::{MemSeries, SeriesData, StatsDelta};
+use std::collections::BTreeMap;
+
+use super::series::{CutChunk, MemSeries, SeriesData, StatsDelta};
 use super::{Head, SeriesRef};
+use crate::chunk::merge::{ChunkData, merge_chunks};
+use crate::chunk::{MAX_SAMPLES, XorChunk};
 use crate::model::Labels;
 
-/// A copy of a chunk to flush.
+/// A chunk to flush: one series' unflushed samples of one chunk window,
+/// in one XOR chunk.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlushChunk {
     pub series_ref: SeriesRef,
@@ -32,6 +37,73 @@ pub struct FlushChunk {
     pub min_t: i64,
     pub max_t: i64,
     pub bytes: Vec<u8>,
+    /// The head's chunks it holds, marked flushed when the store has it.
+    pub sources: Vec<ChunkId>,
+}
+
+/// Names a cut chunk of a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkId {
+    pub min_t: i64,
+    pub max_t: i64,
+    pub crc: u32,
+}
+
+impl ChunkId {
+    fn of(c: &CutChunk) -> ChunkId {
+        ChunkId {
+            min_t: c.min_t,
+            max_t: c.max_t,
+            crc: crc32c::crc32c(&c.bytes),
+        }
+    }
+}
+
+/// One window's chunks as one or more chunks of at most the encoding's
+/// sample cap: `(min_t, max_t, bytes, sources)`. A single chunk is copied as
+/// it is; several are merged, one sample per timestamp.
+fn merge_window(group: &[&CutChunk]) -> Vec<(i64, i64, Vec<u8>, Vec<ChunkId>)> {
+    let sources: Vec<ChunkId> = group.iter().map(|c| ChunkId::of(c)).collect();
+    if let [one] = group {
+        return vec![(one.min_t, one.max_t, one.bytes.to_vec(), sources)];
+    }
+    let data: Vec<ChunkData> = group
+        .iter()
+        .map(|c| ChunkData {
+            min_t: c.min_t,
+            max_t: c.max_t,
+            bytes: c.bytes.to_vec(),
+        })
+        .collect();
+    let Ok(samples) = merge_chunks(&data, i64::MIN, i64::MAX) else {
+        // The head's own chunks always decode; should one not, flush them
+        // as they are rather than lose them.
+        return group
+            .iter()
+            .zip(sources)
+            .map(|(c, id)| (c.min_t, c.max_t, c.bytes.to_vec(), vec![id]))
+            .collect();
+    };
+    let mut out = Vec::new();
+    for part in samples.chunks(MAX_SAMPLES) {
+        let mut chunk = XorChunk::new();
+        let mut app = chunk.appender();
+        for s in part {
+            if let Err(e) = app.append(s.t, s.v) {
+                unreachable!("merged samples are sorted, unique and capped: {e}");
+            }
+        }
+        let (Some(first), Some(last)) = (part.first(), part.last()) else {
+            continue;
+        };
+        out.push((first.t, last.t, chunk.into_bytes(), Vec::new()));
+    }
+    // Marked flushed with the last part: earlier parts stored without it
+    // are stored again later, never lost.
+    if let Some(last) = out.last_mut() {
+        last.3 = sources;
+    }
+    out
 }
 
 /// When open chunks are cut for flushing.
@@ -101,11 +173,18 @@ impl Head {
         out
     }
 
-    /// Cuts open chunks as `policy` says and returns copies of every
-    /// unflushed cut chunk, oldest first within a series.
+    /// Cuts open chunks as `policy` says and returns what to flush: per
+    /// series and chunk window, its unflushed cut chunks merged into one
+    /// chunk, for every window the series has moved past (or all of them
+    /// when idle, too old or forced). Replicas holding the same samples
+    /// return the same chunks.
     pub fn flush_candidates(&self, policy: &FlushPolicy) -> Vec<FlushChunk> {
         let idle_ms = u64::try_from(policy.max_idle.as_millis()).unwrap_or(u64::MAX);
         let idle_before = self.now_ms().saturating_sub(idle_ms);
+        let window_ms = self.chunk_limits.window_ms;
+        let old_before = policy
+            .now_ms
+            .saturating_sub(policy.max_age.as_millis() as i64);
         let mut out = Vec::new();
         let mut stats = StatsDelta::default();
         for series in self.all_series_arcs() {
@@ -119,27 +198,42 @@ impl Head {
             data.cut_for_flush(idle, policy, &mut stats);
             stats.heap_bytes += data.heap_bytes() as i64 - before;
             stats.chunk_bytes += data.chunk_bytes() as i64 - chunk_bytes_before;
-            let mut chunks: Vec<FlushChunk> = data
-                .chunks
-                .iter()
-                .filter(|c| c.flushed_at.is_none())
-                .map(|c| FlushChunk {
-                    series_ref: series.series_ref,
-                    fingerprint: series.fingerprint,
-                    labels: Labels::default(),
-                    min_t: c.min_t,
-                    max_t: c.max_t,
-                    bytes: c.bytes.to_vec(),
-                })
-                .collect();
+            let open_window = data.head.as_ref().map(|h| h.min_t.div_euclid(window_ms));
+            // Unflushed cut chunks by window (of their first sample).
+            let mut windows: BTreeMap<i64, Vec<&CutChunk>> = BTreeMap::new();
+            for c in data.chunks.iter().filter(|c| c.flushed_at.is_none()) {
+                windows
+                    .entry(c.min_t.div_euclid(window_ms))
+                    .or_default()
+                    .push(c);
+            }
+            let mut chunks = Vec::new();
+            for (window, group) in windows {
+                let window_end = (window + 1).saturating_mul(window_ms);
+                let ready = policy.force
+                    || idle
+                    || open_window.is_none_or(|open| window < open)
+                    || window_end <= old_before;
+                if ready {
+                    chunks.extend(merge_window(&group));
+                }
+            }
             drop(data);
             if !chunks.is_empty() {
                 let labels = series.labels();
-                for c in &mut chunks {
-                    c.labels = labels.clone();
-                }
-                chunks.sort_by_key(|c| (c.min_t, c.max_t));
-                out.extend(chunks);
+                out.extend(
+                    chunks
+                        .into_iter()
+                        .map(|(min_t, max_t, bytes, sources)| FlushChunk {
+                            series_ref: series.series_ref,
+                            fingerprint: series.fingerprint,
+                            labels: labels.clone(),
+                            min_t,
+                            max_t,
+                            bytes,
+                            sources,
+                        }),
+                );
             }
         }
         self.apply_stats(&stats);
@@ -154,13 +248,14 @@ impl Head {
                 continue;
             };
             let mut data = series.data.lock();
-            if let Some(c) = data.chunks.iter_mut().find(|c| {
-                c.flushed_at.is_none()
-                    && c.min_t == f.min_t
-                    && c.max_t == f.max_t
-                    && *c.bytes == *f.bytes
-            }) {
-                c.flushed_at = Some(now);
+            for source in &f.sources {
+                if let Some(c) = data
+                    .chunks
+                    .iter_mut()
+                    .find(|c| c.flushed_at.is_none() && ChunkId::of(c) == *source)
+                {
+                    c.flushed_at = Some(now);
+                }
             }
         }
     }
@@ -276,36 +371,64 @@ mod tests {
     fn flushing_hands_over_every_sample_once_and_frees_memory() {
         let head = Head::new("t", &HeadConfig::default());
         let l = Labels::from_pairs([("__name__", "up")]);
-        // 300 samples: two full chunks of 120 cut, 60 in the open chunk.
-        let all = samples((0..300).map(|i| i * 15_000));
-        let now = 300 * 15_000;
+        // 550 samples: the 2h window 0 holds 480 (four cut chunks of 120),
+        // window 1 the other 70, in the open chunk.
+        let all = samples((0..550).map(|i| i * 15_000));
+        let now = 550 * 15_000;
         head.append_batch(&[(&l, &all)], &limits(Duration::ZERO));
 
-        let cut = head.flush_candidates(&policy(now, false));
-        assert_eq!(cut.len(), 2, "only cut chunks when nothing is idle or old");
-        assert!(cut.iter().all(|c| c.labels == l));
-        head.mark_flushed(&cut);
+        let done = head.flush_candidates(&policy(now, false));
+        assert_eq!(
+            done.len(),
+            1,
+            "window 0, which the series moved past, as one chunk"
+        );
+        assert_eq!(done[0].sources.len(), 4);
+        assert_eq!(decoded(&done), all[..480].to_vec());
+        assert!(done.iter().all(|c| c.labels == l));
+        head.mark_flushed(&done);
         assert!(head.flush_candidates(&policy(now, false)).is_empty());
         let w = head.flushed_watermarks();
-        assert_eq!(w, vec![(SeriesRef(1), 240 * 15_000 - 1)]);
+        assert_eq!(w, vec![(SeriesRef(1), 480 * 15_000 - 1)]);
 
         // Forced: the open chunk is cut and handed over too.
         let rest = head.flush_candidates(&policy(now, true));
         assert_eq!(rest.len(), 1);
-        let mut every: Vec<FlushChunk> = cut.clone();
+        let mut every: Vec<FlushChunk> = done.clone();
         every.extend(rest.clone());
         assert_eq!(decoded(&every), all, "the flushed chunks hold every sample");
         head.mark_flushed(&rest);
         assert_eq!(
             head.flushed_watermarks(),
-            vec![(SeriesRef(1), 299 * 15_000)]
+            vec![(SeriesRef(1), 549 * 15_000)]
         );
 
         let before = head.chunk_bytes();
         assert!(before > 0);
-        assert_eq!(head.drop_flushed(Duration::ZERO), 3);
+        assert_eq!(head.drop_flushed(Duration::ZERO), 5);
         assert_eq!(head.chunk_bytes(), 0);
         assert_eq!(head.unflushed_chunks(), 0);
+    }
+
+    #[test]
+    fn replicas_with_the_same_samples_flush_the_same_chunks() {
+        let l = Labels::from_pairs([("__name__", "up")]);
+        let all = samples((0..1000).map(|i| i * 15_000 + i % 7));
+        let flushed = |batches: &[usize]| {
+            let head = Head::new("t", &HeadConfig::default());
+            let mut out = Vec::new();
+            let mut from = 0;
+            for &to in batches {
+                head.append_batch(&[(&l, &all[from..to])], &limits(Duration::ZERO));
+                let got = head.flush_candidates(&policy(all[to - 1].t, false));
+                head.mark_flushed(&got);
+                out.extend(got.into_iter().map(|c| (c.min_t, c.max_t, c.bytes)));
+                from = to;
+            }
+            out
+        };
+        // Pushed and flushed at different moments, the same chunks result.
+        assert_eq!(flushed(&[1000]), flushed(&[3, 500, 777, 1000]));
     }
 
     #[test]

@@ -144,6 +144,12 @@ pub struct HeadConfig {
     /// chunk of their own. Default 32, as Prometheus's
     /// `out_of_order_cap_max`.
     pub out_of_order_capacity: usize,
+    /// Chunks never span a boundary of these windows (aligned to the Unix
+    /// epoch): an open chunk is cut when a sample of the next window
+    /// arrives, as Prometheus cuts at its block range. A flush stores a
+    /// window's chunks as one, the same on every replica. Default 2h.
+    #[serde(with = "humantime_serde")]
+    pub chunk_window: std::time::Duration,
 }
 
 impl Default for HeadConfig {
@@ -152,6 +158,7 @@ impl Default for HeadConfig {
             max_samples_per_chunk: 120,
             max_chunk_bytes: 1024,
             out_of_order_capacity: 32,
+            chunk_window: std::time::Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -195,6 +202,15 @@ impl HeadConfig {
                 });
             }
         }
+        let window_s = self.chunk_window.as_secs() as usize;
+        if !(60..=7 * 24 * 3600).contains(&window_s) {
+            return Err(HeadConfigError {
+                field: "chunk_window (seconds)",
+                value: window_s,
+                min: 60,
+                max: 7 * 24 * 3600,
+            });
+        }
         Ok(())
     }
 
@@ -203,6 +219,7 @@ impl HeadConfig {
             max_samples: self.max_samples_per_chunk.clamp(1, MAX_SAMPLES),
             max_bytes: self.max_chunk_bytes.max(16),
             ooo_capacity: self.out_of_order_capacity.clamp(1, MAX_SAMPLES),
+            window_ms: (self.chunk_window.as_millis() as i64).max(60_000),
         }
     }
 }

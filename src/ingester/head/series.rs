@@ -30,6 +30,8 @@ pub(super) struct ChunkLimits {
     pub max_samples: usize,
     pub max_bytes: usize,
     pub ooo_capacity: usize,
+    /// Chunks do not span boundaries of windows this long.
+    pub window_ms: i64,
 }
 
 pub(super) struct MemSeries {
@@ -221,6 +223,13 @@ impl SeriesData {
     }
 
     fn append_in_order(&mut self, t: i64, v: f64, limits: ChunkLimits, stats: &mut StatsDelta) {
+        if self
+            .head
+            .as_ref()
+            .is_some_and(|h| h.min_t.div_euclid(limits.window_ms) != t.div_euclid(limits.window_ms))
+        {
+            self.cut_head(stats);
+        }
         let head = self.head.get_or_insert_with(|| HeadChunk {
             chunk: XorChunk::new(),
             min_t: t,

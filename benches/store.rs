@@ -1,0 +1,321 @@
+//! The long-term store, end to end through the real ingester head and
+//! flusher into the local filesystem and embedded index:
+//!
+//! - **bytes stored per sample**: 7 days of 15 s scrapes of a node-exporter-
+//!   like mix of series, appended to a head and flushed every 2 hours of
+//!   data, as an ingester does; the packs and the index file measured on
+//!   disk;
+//! - **requests per million samples flushed**, from the backends' own
+//!   request counters;
+//! - **query latency of a 7-day range query** read from the store alone
+//!   (criterion), through the PromQL engine.
+//!
+//! `STORE_SERIES` sets the number of series (default 1000).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use strata::ingester::flush::{FlushConfig, Flusher};
+use strata::ingester::head::{HeadConfig, Heads};
+use strata::limits::Limits;
+use strata::metrics::Metrics;
+use strata::model::{Labels, Sample};
+use strata::promql::{Engine, EngineConfig};
+use strata::querier::store::StoreQueryable;
+use strata::store::{EmbeddedConfig, FilesystemConfig, SchemaConfig, StorageConfig, Store};
+use strata::tenant::TenantId;
+
+const STEP_MS: i64 = 15_000;
+const DAY_MS: i64 = 86_400_000;
+const DAYS: i64 = 7;
+/// Data appended between flushes: an ingester's max chunk age.
+const FLUSH_EVERY_MS: i64 = 2 * 3_600_000;
+
+/// A small deterministic generator.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
+/// One series' kind, in node-exporter proportions.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Bytes or packets: large integer increments.
+    Counter,
+    /// Requests: small integer increments.
+    SmallCounter,
+    /// Memory, filesystem: integers that change now and then.
+    Gauge,
+    /// Temperatures, load: floats with two decimals.
+    FloatGauge,
+    /// Histogram buckets: small integer increments, often none.
+    Bucket,
+    /// `up`, info metrics.
+    Constant,
+}
+
+fn kinds(series: usize) -> Vec<(Labels, Kind)> {
+    let mix = [
+        (Kind::Counter, 30),
+        (Kind::SmallCounter, 15),
+        (Kind::Gauge, 25),
+        (Kind::FloatGauge, 10),
+        (Kind::Bucket, 15),
+        (Kind::Constant, 5),
+    ];
+    let mut out = Vec::with_capacity(series);
+    let mut i = 0;
+    while out.len() < series {
+        for (kind, share) in mix {
+            for _ in 0..share {
+                if out.len() == series {
+                    break;
+                }
+                let name = match kind {
+                    Kind::Counter => "node_network_receive_bytes_total",
+                    Kind::SmallCounter => "http_requests_total",
+                    Kind::Gauge => "node_memory_MemAvailable_bytes",
+                    Kind::FloatGauge => "node_hwmon_temp_celsius",
+                    Kind::Bucket => "http_request_duration_seconds_bucket",
+                    Kind::Constant => "up",
+                };
+                let labels = Labels::from_pairs([
+                    ("__name__", name.to_string()),
+                    ("job", "node".to_string()),
+                    ("instance", format!("host-{}:9100", i % 50)),
+                    ("series", i.to_string()),
+                ]);
+                out.push((labels, kind));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+struct State {
+    value: f64,
+    rng: Lcg,
+}
+
+impl State {
+    fn step(&mut self, kind: Kind) -> f64 {
+        let r = self.rng.next();
+        match kind {
+            Kind::Counter => self.value += (r % 200_000) as f64,
+            Kind::SmallCounter => self.value += (r % 20) as f64,
+            Kind::Gauge => {
+                if r.is_multiple_of(10) {
+                    self.value += ((r >> 8) % 1_000_000) as f64 * 4096.0 - 2_048_000_000.0;
+                }
+            }
+            Kind::FloatGauge => {
+                self.value = ((self.value * 100.0).round() + ((r % 21) as f64 - 10.0)) / 100.0
+            }
+            Kind::Bucket => {
+                if r.is_multiple_of(3) {
+                    self.value += (r % 5) as f64;
+                }
+            }
+            Kind::Constant => {}
+        }
+        self.value
+    }
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                dir_bytes(&p)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}
+
+struct Loaded {
+    store: Arc<Store>,
+    end: i64,
+    _dir: tempfile::TempDir,
+}
+
+fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = StorageConfig {
+        filesystem: FilesystemConfig {
+            directory: dir.path().join("chunks"),
+        },
+        embedded: EmbeddedConfig {
+            path: dir.path().join("index.redb"),
+        },
+        ..StorageConfig::default()
+    };
+    let metrics = Metrics::new();
+    let store =
+        Arc::new(Store::new(&storage, &SchemaConfig::default(), &metrics).expect("store opens"));
+    let flusher = Flusher::new(
+        FlushConfig {
+            retain_period: Duration::ZERO,
+            ..FlushConfig::default()
+        },
+        store.clone(),
+        &metrics,
+    );
+    let heads = Heads::new(HeadConfig::default());
+    let head = heads.get_or_create("bench");
+    let limits = Limits {
+        max_series_per_tenant: 0,
+        max_series_per_metric: 0,
+        ..Limits::default()
+    };
+    let all = kinds(series);
+    let mut states: Vec<State> = (0..series)
+        .map(|i| State {
+            value: (i * 1000) as f64,
+            rng: Lcg(i as u64 + 1),
+        })
+        .collect();
+    // Whole days, ending at the last midnight.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    let end = now / DAY_MS * DAY_MS;
+    let start = end - DAYS * DAY_MS;
+    let points_per_block = FLUSH_EVERY_MS / STEP_MS;
+    let mut samples_total = 0u64;
+    let started = Instant::now();
+    let mut t0 = start;
+    while t0 < end {
+        let mut blocks: Vec<Vec<Sample>> = Vec::with_capacity(series);
+        for (s, (_, kind)) in states.iter_mut().zip(&all) {
+            blocks.push(
+                (0..points_per_block)
+                    .map(|i| Sample {
+                        t: t0 + i * STEP_MS,
+                        v: s.step(*kind),
+                    })
+                    .collect(),
+            );
+        }
+        let batch: Vec<(&Labels, &[Sample])> = all
+            .iter()
+            .zip(&blocks)
+            .map(|((l, _), b)| (l, b.as_slice()))
+            .collect();
+        head.append_batch(&batch, &limits);
+        samples_total += (series as i64 * points_per_block) as u64;
+        t0 += FLUSH_EVERY_MS;
+        rt.block_on(flusher.flush_round(&heads, false))
+            .expect("flush");
+    }
+    let report = rt
+        .block_on(flusher.flush_round(&heads, true))
+        .expect("flush");
+    let elapsed = started.elapsed();
+    let pack_bytes = dir_bytes(&dir.path().join("chunks"));
+    let index_bytes = std::fs::metadata(dir.path().join("index.redb"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let requests = store.requests();
+    let puts = requests.get("filesystem", "put");
+    let index_writes = requests.get("embedded", "write");
+    let index_queries = requests.get("embedded", "query");
+    let per_million = |n: u64| n as f64 * 1e6 / samples_total as f64;
+    println!(
+        "store: {series} series x {DAYS} days of {}s samples = {samples_total} samples, appended and flushed in {elapsed:.1?} (last round: {report:?})",
+        STEP_MS / 1000
+    );
+    println!(
+        "store: packs {pack_bytes} B = {:.3} B/sample; index {index_bytes} B = {:.3} B/sample; total {:.3} B/sample",
+        pack_bytes as f64 / samples_total as f64,
+        index_bytes as f64 / samples_total as f64,
+        (pack_bytes + index_bytes) as f64 / samples_total as f64
+    );
+    println!(
+        "store: per million samples flushed: {:.1} object puts, {:.1} index write batches, {:.1} index queries (de-duplication lookups)",
+        per_million(puts),
+        per_million(index_writes),
+        per_million(index_queries)
+    );
+    Loaded {
+        store,
+        end,
+        _dir: dir,
+    }
+}
+
+fn store_queries(c: &mut Criterion) {
+    let series: usize = std::env::var("STORE_SERIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let loaded = load(&rt, series);
+    let queryable = StoreQueryable {
+        tenant: TenantId::parse("bench").expect("valid tenant"),
+        store: loaded.store.clone(),
+        min_time: i64::MIN,
+        max_time: i64::MAX,
+    };
+    let engine = Engine::new(EngineConfig::default());
+    let (start, end) = (loaded.end - DAYS * DAY_MS, loaded.end);
+    let mut group = c.benchmark_group("store_7d_range");
+    group.sample_size(10);
+    for (name, query) in [
+        (
+            "sum_rate_counters_1h_step",
+            "sum by (instance) (rate(node_network_receive_bytes_total[5m]))",
+        ),
+        (
+            "avg_over_time_gauge_1h_step",
+            "avg(avg_over_time(node_memory_MemAvailable_bytes[1h]))",
+        ),
+    ] {
+        let result = rt
+            .block_on(engine.range(&queryable, query, start, end, 3_600_000))
+            .expect("query runs");
+        println!(
+            "store: {name}: {} series in the answer",
+            series_count(&result)
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(engine.range(&queryable, query, start, end, 3_600_000))
+                    .expect("query runs")
+            })
+        });
+    }
+    group.finish();
+}
+
+fn series_count(result: &strata::promql::QueryResult) -> usize {
+    match &result.value {
+        strata::promql::Value::Matrix(m) => m.len(),
+        strata::promql::Value::Vector(v) => v.len(),
+        _ => 1,
+    }
+}
+
+criterion_group!(benches, store_queries);
+criterion_main!(benches);
