@@ -1081,6 +1081,109 @@ impl MemStorage {
                 set_reset_hints(points);
             }
         }
+        if with_nhcb {
+            self.load_nhcb(interval, series);
+        }
+    }
+
+    /// `load_with_nhcb`: each classic histogram (`_bucket` with `le`,
+    /// `_count`, `_sum`) also becomes a native histogram with custom buckets
+    /// under its base name, at every timestamp its buckets have a sample.
+    fn load_nhcb(&mut self, interval: i64, series: &[LoadedSeries]) {
+        #[derive(Default)]
+        struct Classic {
+            /// (le, value per step)
+            buckets: Vec<(f64, Vec<Option<f64>>)>,
+            count: Vec<Option<f64>>,
+            sum: Vec<Option<f64>>,
+        }
+        let floats = |values: &[SeqValue]| -> Vec<Option<f64>> {
+            values
+                .iter()
+                .map(|v| match v {
+                    SeqValue::Float(f) => Some(*f),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut classics: BTreeMap<Labels, Classic> = BTreeMap::new();
+        for s in series {
+            let name = s.labels.metric_name().unwrap_or_default();
+            let (base, kind) = if let Some(b) = name.strip_suffix("_bucket") {
+                (b, 0)
+            } else if let Some(b) = name.strip_suffix("_count") {
+                (b, 1)
+            } else if let Some(b) = name.strip_suffix("_sum") {
+                (b, 2)
+            } else {
+                continue;
+            };
+            let key = s.labels.without("le").with("__name__", base);
+            let c = classics.entry(key).or_default();
+            match kind {
+                0 => {
+                    let Some(le) = s.labels.get("le").and_then(|v| v.parse::<f64>().ok()) else {
+                        continue;
+                    };
+                    c.buckets.push((le, floats(&s.values)));
+                }
+                1 => c.count = floats(&s.values),
+                _ => c.sum = floats(&s.values),
+            }
+        }
+        for (labels, mut c) in classics {
+            if c.buckets.is_empty() {
+                continue;
+            }
+            c.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let steps = c.buckets.iter().map(|b| b.1.len()).max().unwrap_or(0);
+            let mut points = Vec::new();
+            for i in 0..steps {
+                let cum: Vec<(f64, f64)> = c
+                    .buckets
+                    .iter()
+                    .filter_map(|(le, v)| v.get(i).copied().flatten().map(|x| (*le, x)))
+                    .collect();
+                if cum.is_empty() || cum.iter().any(|(_, v)| v.to_bits() == STALE_NAN_BITS) {
+                    continue;
+                }
+                let custom_values: Vec<f64> = cum
+                    .iter()
+                    .map(|(le, _)| *le)
+                    .filter(|le| le.is_finite())
+                    .collect();
+                let mut buckets = Vec::with_capacity(cum.len());
+                let mut prev = 0.0;
+                for (_, v) in &cum {
+                    buckets.push(v - prev);
+                    prev = *v;
+                }
+                if cum.last().is_some_and(|(le, _)| le.is_finite()) {
+                    buckets.push(0.0);
+                }
+                let count = c.count.get(i).copied().flatten().unwrap_or(prev);
+                let h = FloatHistogram {
+                    schema: -53,
+                    count,
+                    sum: c.sum.get(i).copied().flatten().unwrap_or(0.0),
+                    positive_spans: vec![Span {
+                        offset: 0,
+                        length: buckets.len() as u32,
+                    }],
+                    positive_buckets: buckets,
+                    custom_values,
+                    ..FloatHistogram::default()
+                };
+                points.push(HPoint {
+                    t: i as i64 * interval,
+                    h,
+                });
+            }
+            set_reset_hints(&mut points);
+            if !points.is_empty() {
+                self.histograms.insert(labels, points);
+            }
+        }
     }
 }
 
