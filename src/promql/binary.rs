@@ -32,6 +32,26 @@ pub(crate) fn arith(op: TokenId, l: f64, r: f64) -> f64 {
     }
 }
 
+/// An operator as PromQL writes it.
+fn token_display(op: TokenId) -> &'static str {
+    match op {
+        T_ADD => "+",
+        T_SUB => "-",
+        T_MUL => "*",
+        T_DIV => "/",
+        T_MOD => "%",
+        T_POW => "^",
+        T_ATAN2 => "atan2",
+        T_EQLC => "==",
+        T_NEQ => "!=",
+        T_GTR => ">",
+        T_LSS => "<",
+        T_GTE => ">=",
+        T_LTE => "<=",
+        _ => "?",
+    }
+}
+
 /// `lhs op rhs` for comparison operators.
 pub(crate) fn compare(op: TokenId, l: f64, r: f64) -> bool {
     match op {
@@ -72,10 +92,16 @@ pub(crate) fn eval_binary(
                 .collect(),
         )),
         (Val::Vector(v), Val::Scalar(s)) => {
-            Ok(Val::Vector(vector_scalar(op, v, &s, false, return_bool)))
+            let mut notes = Vec::new();
+            let out = vector_scalar(op, v, &s, false, return_bool, &mut notes);
+            ev.infos.extend(notes);
+            Ok(Val::Vector(out))
         }
         (Val::Scalar(s), Val::Vector(v)) => {
-            Ok(Val::Vector(vector_scalar(op, v, &s, true, return_bool)))
+            let mut notes = Vec::new();
+            let out = vector_scalar(op, v, &s, true, return_bool, &mut notes);
+            ev.infos.extend(notes);
+            Ok(Val::Vector(out))
         }
         (Val::Vector(l), Val::Vector(r)) => {
             let modifier = b.modifier.as_ref();
@@ -107,6 +133,7 @@ fn vector_scalar(
     s: &[f64],
     swap: bool,
     return_bool: bool,
+    notes: &mut Vec<String>,
 ) -> Vec<Series> {
     let cmp = is_comparison(op);
     for series in &mut v {
@@ -132,7 +159,15 @@ fn vector_scalar(
                 match (op, swap) {
                     (T_MUL, _) => x.mul(sv),
                     (T_DIV, false) => x.div(sv),
-                    _ => *h = None,
+                    _ => {
+                        *h = None;
+                        let (l, r) = if swap {
+                            ("float", "histogram")
+                        } else {
+                            ("histogram", "float")
+                        };
+                        notes.push(incompatible(op, l, r));
+                    }
                 }
             }
         }
@@ -222,8 +257,18 @@ fn histogram_op(
             x.div(f);
             (Some(Res::H(x)), None)
         }
-        _ => (None, None),
+        (H(_), F(_)) => (None, Some(incompatible(op, "histogram", "float"))),
+        (F(_), H(_)) => (None, Some(incompatible(op, "float", "histogram"))),
+        (F(_), F(_)) => (None, None),
     }
+}
+
+/// Prometheus's info for an operator the operand types do not support.
+fn incompatible(op: TokenId, l: &str, r: &str) -> String {
+    let op = token_display(op);
+    format!(
+        "PromQL info: incompatible sample types encountered for binary operator \"{op}\": {l} {op} {r}"
+    )
 }
 
 /// `on` (true) or `ignoring` and the listed labels.
