@@ -6,8 +6,9 @@
 //! tolerance of 1e-6 (NaN equals NaN), labels exactly, order only under
 //! `expect ordered`; every instant eval is also run as a range query around
 //! its time and, where its expression allows, with its selectors pinned by
-//! `@` at several other evaluation times. Native histograms are not
-//! supported: their samples are not loaded and an eval expecting one fails.
+//! `@` at several other evaluation times. Native histograms (`{{...}}`)
+//! are loaded as histogram samples and compared as `promqltest` does
+//! (both sides compacted, counts and sum within the tolerance).
 //!
 //! Because the engine is young, the test asserts a ratchet: for each
 //! required file, at least the number of passing evals recorded in
@@ -23,7 +24,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::FutureExt;
 use regex::Regex;
-use strata::model::{Labels, Matcher, STALE_NAN_BITS, Sample};
+use strata::model::histogram::{CounterResetHint, FloatHistogram, Span};
+use strata::model::{HPoint, Labels, Matcher, STALE_NAN_BITS, Sample};
 use strata::promql::{
     Engine, EngineConfig, InstantSample, QueryError, QueryResult, Queryable, SeriesSamples, Value,
 };
@@ -53,12 +55,12 @@ const EPSILON: f64 = 1e-6;
 // ---------------------------------------------------------------------------
 
 /// One value of a series description (`1+2x3`, `_`, `stale`, `{{...}}`).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum SeqValue {
     Float(f64),
     Omitted,
-    /// A native histogram, which we parse over but do not support.
-    Histogram,
+    /// A native histogram.
+    Histogram(Box<FloatHistogram>),
 }
 
 /// How an `expect fail|warn|info` line matches a message.
@@ -159,7 +161,7 @@ impl Eval {
     }
 
     fn expects_histogram(&self) -> bool {
-        let hist = |v: &SeqValue| *v == SeqValue::Histogram;
+        let hist = |v: &SeqValue| matches!(v, SeqValue::Histogram(_));
         self.scalar.iter().any(hist) || self.series.iter().any(|s| s.values.iter().any(hist))
     }
 
@@ -584,6 +586,84 @@ fn histogram_len(s: &str) -> Result<usize, String> {
     Err(format!("unterminated histogram {s:?}"))
 }
 
+/// A `{{schema:1 sum:5 count:4 buckets:[1 2 1] offset:0 ...}}` histogram
+/// (Prometheus's series-description notation: one span per side).
+fn parse_histogram(s: &str) -> Result<FloatHistogram, String> {
+    let body = s
+        .strip_prefix("{{")
+        .and_then(|b| b.strip_suffix("}}"))
+        .ok_or_else(|| format!("bad histogram {s:?}"))?;
+    let mut h = FloatHistogram::default();
+    let (mut offset, mut n_offset) = (0i32, 0i32);
+    let mut rest = body.trim();
+    let number = |v: &str| -> Result<f64, String> {
+        let (f, len) = take_value(v, true)?;
+        if len != v.len() {
+            return Err(format!("bad number {v:?} in histogram {s:?}"));
+        }
+        Ok(f)
+    };
+    while !rest.is_empty() {
+        let colon = rest
+            .find(':')
+            .ok_or_else(|| format!("bad histogram {s:?}"))?;
+        let key = rest[..colon].trim();
+        let after = rest[colon + 1..].trim_start();
+        let (value, next) = if after.starts_with('[') {
+            let end = after
+                .find(']')
+                .ok_or_else(|| format!("unclosed list in {s:?}"))?;
+            (&after[..=end], &after[end + 1..])
+        } else {
+            let end = after.find(char::is_whitespace).unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        rest = next.trim_start();
+        let list = |v: &str| -> Result<Vec<f64>, String> {
+            v.trim_start_matches('[')
+                .trim_end_matches(']')
+                .split_whitespace()
+                .map(number)
+                .collect()
+        };
+        match key {
+            "schema" => h.schema = number(value)? as i32,
+            "sum" => h.sum = number(value)?,
+            "count" => h.count = number(value)?,
+            "z_bucket" => h.zero_count = number(value)?,
+            "z_bucket_w" => h.zero_threshold = number(value)?,
+            "buckets" => h.positive_buckets = list(value)?,
+            "n_buckets" => h.negative_buckets = list(value)?,
+            "offset" => offset = number(value)? as i32,
+            "n_offset" => n_offset = number(value)? as i32,
+            "custom_values" => h.custom_values = list(value)?,
+            "counter_reset_hint" => {
+                h.counter_reset_hint = match value {
+                    "unknown" => CounterResetHint::Unknown,
+                    "reset" => CounterResetHint::CounterReset,
+                    "not_reset" => CounterResetHint::NotCounterReset,
+                    "gauge" => CounterResetHint::Gauge,
+                    _ => return Err(format!("bad counter_reset_hint {value:?}")),
+                }
+            }
+            _ => return Err(format!("unknown histogram field {key:?} in {s:?}")),
+        }
+    }
+    let span = |offset: i32, n: usize| {
+        if n == 0 {
+            Vec::new()
+        } else {
+            vec![Span {
+                offset,
+                length: n as u32,
+            }]
+        }
+    };
+    h.positive_spans = span(offset, h.positive_buckets.len());
+    h.negative_spans = span(n_offset, h.negative_buckets.len());
+    Ok(h)
+}
+
 /// Expands the values of a series description: `1+2x3` = 1 3 5 7,
 /// `1-1x2` = 1 0 -1, `5x2` = 5 5 5, `_` = no sample, `_x3` = three of them,
 /// `stale`, `Inf`, `NaN`, `{{...}}` (a native histogram, `{{..}}x2`,
@@ -610,20 +690,36 @@ fn parse_values(s: &str) -> Result<Vec<SeqValue>, String> {
 
         if item.starts_with("{{") {
             let mut len = histogram_len(item)?;
-            let mut increment = false;
-            while item[len..].starts_with("+{{") || item[len..].starts_with("-{{") {
-                len += 1 + histogram_len(&item[len + 1..])?;
-                increment = true;
+            let first = parse_histogram(&item[..len])?;
+            let mut increment: Option<(f64, FloatHistogram)> = None;
+            if item[len..].starts_with("+{{") || item[len..].starts_with("-{{") {
+                let sign = if item[len..].starts_with('-') {
+                    -1.0
+                } else {
+                    1.0
+                };
+                let l = histogram_len(&item[len + 1..])?;
+                increment = Some((sign, parse_histogram(&item[len + 1..len + 1 + l])?));
+                len += 1 + l;
             }
             let n = match take_times(&item[len..])? {
                 Some((n, l)) if len + l == item.len() => n + 1,
-                None if len == item.len() && !increment => 1,
+                None if len == item.len() && increment.is_none() => 1,
                 _ => return Err(format!("bad histogram item {item:?}")),
             };
             if n > MAX_VALUES {
                 return Err(format!("too many values in {item:?}"));
             }
-            out.extend(std::iter::repeat_n(SeqValue::Histogram, n as usize));
+            let mut h = first;
+            for _ in 0..n {
+                out.push(SeqValue::Histogram(Box::new(h.clone())));
+                if let Some((sign, inc)) = &increment {
+                    let hint = h.counter_reset_hint;
+                    let r = if *sign > 0.0 { h.add(inc) } else { h.sub(inc) };
+                    r.map_err(|e| format!("bad histogram series {item:?}: {e}"))?;
+                    h.counter_reset_hint = hint;
+                }
+            }
             continue;
         }
         if let Some(after) = item.strip_prefix('_') {
@@ -934,14 +1030,15 @@ fn parse_eval(lines: &[&str], i: &mut usize) -> Result<Eval, String> {
 #[derive(Default)]
 struct MemStorage {
     series: BTreeMap<Labels, Vec<Sample>>,
-    /// Series that hold native histogram samples, which we do not load.
+    histograms: BTreeMap<Labels, Vec<HPoint>>,
+    /// Series that hold native histogram samples.
     histogram_series: BTreeSet<Labels>,
 }
 
 impl MemStorage {
     fn load(&mut self, interval: i64, with_nhcb: bool, series: &[LoadedSeries]) {
         for s in series {
-            if s.values.contains(&SeqValue::Histogram) {
+            if s.values.iter().any(|v| matches!(v, SeqValue::Histogram(_))) {
                 self.histogram_series.insert(s.labels.clone());
             }
             // `load_with_nhcb` also stores each classic histogram as a native
@@ -956,17 +1053,156 @@ impl MemStorage {
                     self.histogram_series.insert(labels);
                 }
             }
-            let samples = self.series.entry(s.labels.clone()).or_default();
             for (i, v) in s.values.iter().enumerate() {
-                // Native histogram samples are not supported: left out.
-                let SeqValue::Float(v) = *v else { continue };
                 let t = i as i64 * interval;
-                match samples.binary_search_by_key(&t, |s| s.t) {
-                    Ok(at) => samples[at].v = v,
-                    Err(at) => samples.insert(at, Sample { t, v }),
+                match v {
+                    SeqValue::Float(v) => {
+                        let samples = self.series.entry(s.labels.clone()).or_default();
+                        match samples.binary_search_by_key(&t, |s| s.t) {
+                            Ok(at) => samples[at].v = *v,
+                            Err(at) => samples.insert(at, Sample { t, v: *v }),
+                        }
+                    }
+                    SeqValue::Histogram(h) => {
+                        let points = self.histograms.entry(s.labels.clone()).or_default();
+                        let p = HPoint {
+                            t,
+                            h: (**h).clone(),
+                        };
+                        match points.binary_search_by_key(&t, |p| p.t) {
+                            Ok(at) => points[at] = p,
+                            Err(at) => points.insert(at, p),
+                        }
+                    }
+                    SeqValue::Omitted => {}
                 }
             }
+            if let Some(points) = self.histograms.get_mut(&s.labels) {
+                set_reset_hints(points);
+            }
         }
+        if with_nhcb {
+            self.load_nhcb(interval, series);
+        }
+    }
+
+    /// `load_with_nhcb`: each classic histogram (`_bucket` with `le`,
+    /// `_count`, `_sum`) also becomes a native histogram with custom buckets
+    /// under its base name, at every timestamp its buckets have a sample.
+    fn load_nhcb(&mut self, interval: i64, series: &[LoadedSeries]) {
+        #[derive(Default)]
+        struct Classic {
+            /// (le, value per step)
+            buckets: Vec<(f64, Vec<Option<f64>>)>,
+            count: Vec<Option<f64>>,
+            sum: Vec<Option<f64>>,
+        }
+        let floats = |values: &[SeqValue]| -> Vec<Option<f64>> {
+            values
+                .iter()
+                .map(|v| match v {
+                    SeqValue::Float(f) => Some(*f),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut classics: BTreeMap<Labels, Classic> = BTreeMap::new();
+        for s in series {
+            let name = s.labels.metric_name().unwrap_or_default();
+            let (base, kind) = if let Some(b) = name.strip_suffix("_bucket") {
+                (b, 0)
+            } else if let Some(b) = name.strip_suffix("_count") {
+                (b, 1)
+            } else if let Some(b) = name.strip_suffix("_sum") {
+                (b, 2)
+            } else {
+                continue;
+            };
+            let key = s.labels.without("le").with("__name__", base);
+            let c = classics.entry(key).or_default();
+            match kind {
+                0 => {
+                    let Some(le) = s.labels.get("le").and_then(|v| v.parse::<f64>().ok()) else {
+                        continue;
+                    };
+                    c.buckets.push((le, floats(&s.values)));
+                }
+                1 => c.count = floats(&s.values),
+                _ => c.sum = floats(&s.values),
+            }
+        }
+        for (labels, mut c) in classics {
+            if c.buckets.is_empty() {
+                continue;
+            }
+            c.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let steps = c.buckets.iter().map(|b| b.1.len()).max().unwrap_or(0);
+            let mut points = Vec::new();
+            for i in 0..steps {
+                let cum: Vec<(f64, f64)> = c
+                    .buckets
+                    .iter()
+                    .filter_map(|(le, v)| v.get(i).copied().flatten().map(|x| (*le, x)))
+                    .collect();
+                if cum.is_empty() || cum.iter().any(|(_, v)| v.to_bits() == STALE_NAN_BITS) {
+                    continue;
+                }
+                let custom_values: Vec<f64> = cum
+                    .iter()
+                    .map(|(le, _)| *le)
+                    .filter(|le| le.is_finite())
+                    .collect();
+                let mut buckets = Vec::with_capacity(cum.len());
+                let mut prev = 0.0;
+                for (_, v) in &cum {
+                    buckets.push(v - prev);
+                    prev = *v;
+                }
+                if cum.last().is_some_and(|(le, _)| le.is_finite()) {
+                    buckets.push(0.0);
+                }
+                let count = c.count.get(i).copied().flatten().unwrap_or(prev);
+                let h = FloatHistogram {
+                    schema: -53,
+                    count,
+                    sum: c.sum.get(i).copied().flatten().unwrap_or(0.0),
+                    positive_spans: vec![Span {
+                        offset: 0,
+                        length: buckets.len() as u32,
+                    }],
+                    positive_buckets: buckets,
+                    custom_values,
+                    ..FloatHistogram::default()
+                };
+                points.push(HPoint {
+                    t: i as i64 * interval,
+                    h,
+                });
+            }
+            set_reset_hints(&mut points);
+            if !points.is_empty() {
+                self.histograms.insert(labels, points);
+            }
+        }
+    }
+}
+
+/// The counter reset hints a TSDB head gives histograms it reads back: the
+/// first sample's stays as loaded (unknown by default), a later one is a
+/// reset when it is one against the sample before (a new chunk), else not a
+/// reset (the same chunk); gauge histograms stay gauges.
+fn set_reset_hints(points: &mut [HPoint]) {
+    for i in 1..points.len() {
+        let (before, after) = points.split_at_mut(i);
+        let (prev, cur) = (&before[i - 1].h, &mut after[0].h);
+        if cur.counter_reset_hint != CounterResetHint::Unknown || cur.is_stale_marker() {
+            continue;
+        }
+        cur.counter_reset_hint = if cur.detect_reset(prev) {
+            CounterResetHint::CounterReset
+        } else {
+            CounterResetHint::NotCounterReset
+        };
     }
 }
 
@@ -1032,19 +1268,28 @@ impl Queryable for MemStorage {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, String> {
-        Ok(self
+        let matches = |labels: &Labels| {
+            matchers
+                .iter()
+                .all(|m| m.matches(labels.get(&m.name).unwrap_or_default()))
+        };
+        let names: BTreeSet<&Labels> = self
             .series
-            .iter()
-            .filter(|(labels, _)| {
-                matchers
-                    .iter()
-                    .all(|m| m.matches(labels.get(&m.name).unwrap_or_default()))
-            })
-            .filter_map(|(labels, samples)| {
+            .keys()
+            .chain(self.histograms.keys())
+            .filter(|l| matches(l))
+            .collect();
+        Ok(names
+            .into_iter()
+            .filter_map(|labels| {
+                let samples = self.series.get(labels).map_or(&[][..], Vec::as_slice);
                 let from = samples.partition_point(|s| s.t < mint);
                 let to = samples.partition_point(|s| s.t <= maxt);
-                (from < to).then(|| SeriesSamples {
-                    histograms: Vec::new(),
+                let hists = self.histograms.get(labels).map_or(&[][..], Vec::as_slice);
+                let hfrom = hists.partition_point(|p| p.t < mint);
+                let hto = hists.partition_point(|p| p.t <= maxt);
+                (from < to || hfrom < hto).then(|| SeriesSamples {
+                    histograms: hists[hfrom..hto].to_vec(),
                     labels: labels.clone(),
                     samples: samples[from..to].to_vec(),
                 })
@@ -1078,8 +1323,64 @@ fn expected_float(v: &SeqValue) -> Result<f64, String> {
     match v {
         SeqValue::Float(f) => Ok(*f),
         SeqValue::Omitted => Err("an instant expectation has no value".into()),
-        SeqValue::Histogram => Err("native histograms are not supported".into()),
+        SeqValue::Histogram(h) => Err(format!("expected histogram {}", show_histogram(h))),
     }
+}
+
+/// Span lists equal once empty spans are folded into the next one.
+fn spans_match(a: &[Span], b: &[Span]) -> bool {
+    let norm = |s: &[Span]| {
+        let mut out: Vec<Span> = Vec::new();
+        let mut carry = 0;
+        for sp in s {
+            if sp.length == 0 {
+                carry += sp.offset;
+                continue;
+            }
+            out.push(Span {
+                offset: sp.offset + carry,
+                length: sp.length,
+            });
+            carry = 0;
+        }
+        out
+    };
+    norm(a) == norm(b)
+}
+
+/// promqltest's `compareNativeHistogram` on compacted histograms.
+fn histograms_match(exp: &FloatHistogram, got: &FloatHistogram) -> bool {
+    let (e, g) = (exp.clone().compact(0), got.clone().compact(0));
+    let floats = |a: &[f64], b: &[f64]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| almost_equal(*x, *y, EPSILON))
+    };
+    e.schema == g.schema
+        && almost_equal(e.count, g.count, EPSILON)
+        && almost_equal(e.sum, g.sum, EPSILON)
+        && (!e.uses_custom_buckets() || e.custom_values == g.custom_values)
+        && e.zero_threshold == g.zero_threshold
+        && almost_equal(e.zero_count, g.zero_count, EPSILON)
+        && spans_match(&e.negative_spans, &g.negative_spans)
+        && floats(&e.negative_buckets, &g.negative_buckets)
+        && spans_match(&e.positive_spans, &g.positive_spans)
+        && floats(&e.positive_buckets, &g.positive_buckets)
+}
+
+fn show_histogram(h: &FloatHistogram) -> String {
+    format!(
+        "{{{{schema:{} count:{} sum:{} z_bucket:{} z_bucket_w:{} buckets:{:?} spans:{:?} n_buckets:{:?} n_spans:{:?} custom_values:{:?} hint:{:?}}}}}",
+        h.schema,
+        h.count,
+        h.sum,
+        h.zero_count,
+        h.zero_threshold,
+        h.positive_buckets,
+        h.positive_spans,
+        h.negative_buckets,
+        h.negative_spans,
+        h.custom_values,
+        h.counter_reset_hint
+    )
 }
 
 /// Compares a result with an eval's expectations. `matrix_range` is the
@@ -1112,6 +1413,7 @@ fn compare_result(
                     .find(|e| e.labels == s.labels)
                     .ok_or_else(|| format!("unexpected series {} in result", s.labels))?;
                 let mut expected = Vec::new();
+                let mut expected_h = Vec::new();
                 for (i, v) in exp.values.iter().enumerate() {
                     let t = start + i as i64 * step;
                     if t > end {
@@ -1124,9 +1426,26 @@ fn compare_result(
                     match v {
                         SeqValue::Float(f) => expected.push((t, *f)),
                         SeqValue::Omitted => {}
-                        SeqValue::Histogram => {
-                            return Err("native histograms are not supported".into());
-                        }
+                        SeqValue::Histogram(h) => expected_h.push((t, h)),
+                    }
+                }
+                if expected_h.len() != s.histograms.len() {
+                    return Err(format!(
+                        "expected {} histogram points for {}, but got {}",
+                        expected_h.len(),
+                        s.labels,
+                        s.histograms.len()
+                    ));
+                }
+                for ((t, h), got) in expected_h.iter().zip(&s.histograms) {
+                    if *t != got.t || !histograms_match(h, &got.h) {
+                        return Err(format!(
+                            "expected {} at t={t} for {}, got {} at t={}",
+                            show_histogram(h),
+                            s.labels,
+                            show_histogram(&got.h),
+                            got.t
+                        ));
                     }
                 }
                 if expected.len() != s.samples.len() {
@@ -1192,6 +1511,27 @@ fn compare_result(
                     .values
                     .first()
                     .ok_or("an expected series has no value")?;
+                match (want, &sample.h) {
+                    (SeqValue::Histogram(h), Some(got)) => {
+                        if !histograms_match(h, got) {
+                            return Err(format!(
+                                "expected {} for {} but got {}",
+                                show_histogram(h),
+                                sample.labels,
+                                show_histogram(got)
+                            ));
+                        }
+                        continue;
+                    }
+                    (_, Some(got)) => {
+                        return Err(format!(
+                            "expected a float for {} but got histogram {}",
+                            sample.labels,
+                            show_histogram(got)
+                        ));
+                    }
+                    _ => {}
+                }
                 let want = expected_float(want)?;
                 if !almost_equal(want, sample.v, EPSILON) {
                     return Err(format!(
@@ -1286,7 +1626,14 @@ fn format_value(value: &Value) -> String {
         Value::Vector(v) => {
             let mut out = format!("vector of {}:", v.len());
             for s in v.iter().take(MAX_SERIES) {
-                let _ = write!(out, "\n      {} {} @{}", s.labels, s.v, s.t);
+                match &s.h {
+                    Some(h) => {
+                        let _ = write!(out, "\n      {} {} @{}", s.labels, show_histogram(h), s.t);
+                    }
+                    None => {
+                        let _ = write!(out, "\n      {} {} @{}", s.labels, s.v, s.t);
+                    }
+                }
             }
             out
         }
@@ -1307,7 +1654,7 @@ fn format_expected(eval: &Eval) -> String {
     let show = |v: &SeqValue| match v {
         SeqValue::Float(f) => f.to_string(),
         SeqValue::Omitted => "_".into(),
-        SeqValue::Histogram => "{{histogram}}".into(),
+        SeqValue::Histogram(h) => show_histogram(h),
     };
     if let Some(v) = &eval.scalar {
         return format!("scalar {}", show(v));
@@ -1453,8 +1800,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Marks the failure of an eval that expects a native histogram or selects
-/// a series holding them (whose histogram samples we could not load).
-const NEEDS_HISTOGRAMS: &str = "needs native histograms (not supported)";
+/// a series holding them.
+const NEEDS_HISTOGRAMS: &str = "involves native histograms";
 
 /// What the engine gave: a result, or an error message (engine errors and
 /// panics alike).
@@ -1495,13 +1842,10 @@ impl Runner {
     /// Runs one eval; `Err` says why it failed, starting with
     /// [`NEEDS_HISTOGRAMS`] when native histograms are involved.
     async fn run_eval(&self, eval: &Eval) -> Result<(), String> {
-        if eval.expects_histogram() {
-            return Err(format!("{NEEDS_HISTOGRAMS}: expects a native histogram"));
-        }
-        // Run even when the query selects series with histograms: an eval
-        // that does not depend on their samples may still pass.
         self.run_eval_floats(eval).await.map_err(|e| {
-            if self.storage.selects_histograms(&eval.expr) {
+            if eval.expects_histogram() {
+                format!("{NEEDS_HISTOGRAMS}: expects a native histogram\n    {e}")
+            } else if self.storage.selects_histograms(&eval.expr) {
                 format!("{NEEDS_HISTOGRAMS}: selects series with native histograms\n    {e}")
             } else {
                 e
@@ -1568,10 +1912,19 @@ impl Runner {
         let vector: Vec<InstantSample> = matrix
             .iter()
             .filter_map(|s| {
+                if let Some(p) = s.histograms.iter().find(|p| p.t == t) {
+                    return Some(InstantSample {
+                        labels: s.labels.clone(),
+                        t: p.t,
+                        v: 0.0,
+                        h: Some(p.h.clone()),
+                    });
+                }
                 s.samples.iter().find(|p| p.t == t).map(|p| InstantSample {
                     labels: s.labels.clone(),
                     t: p.t,
                     v: p.v,
+                    h: None,
                 })
             })
             .collect();
@@ -1847,12 +2200,43 @@ mod parsing {
     }
 
     #[test]
-    fn native_histograms_are_parsed_over() {
-        let v = parse_values("{{schema:0 sum:5 count:4 buckets:[1 2 1]}} 3").unwrap();
-        assert_eq!(v, [SeqValue::Histogram, SeqValue::Float(3.0)]);
-        let v = parse_values("{{count:1 buckets:[1]}}+{{count:1}}x2 _").unwrap();
+    fn native_histograms_are_parsed() {
+        let v = parse_values("{{schema:1 sum:5 count:4 buckets:[1 2 1] offset:-1}} 3").unwrap();
+        let SeqValue::Histogram(h) = &v[0] else {
+            panic!("expected a histogram, got {:?}", v[0]);
+        };
+        assert_eq!((h.schema, h.sum, h.count), (1, 5.0, 4.0));
+        assert_eq!(
+            h.positive_spans,
+            [Span {
+                offset: -1,
+                length: 3
+            }]
+        );
+        assert_eq!(h.positive_buckets, [1.0, 2.0, 1.0]);
+        assert_eq!(v[1], SeqValue::Float(3.0));
+        let v = parse_values("{{count:1 buckets:[1]}}+{{count:1 buckets:[2]}}x2 _").unwrap();
         assert_eq!(v.len(), 4);
+        let SeqValue::Histogram(last) = &v[2] else {
+            panic!("expected a histogram, got {:?}", v[2]);
+        };
+        assert_eq!(
+            (last.count, last.positive_buckets.as_slice()),
+            (3.0, &[5.0][..])
+        );
         assert_eq!(v[3], SeqValue::Omitted);
+        let gauge = parse_values("{{counter_reset_hint:gauge n_buckets:[1] n_offset:2}}").unwrap();
+        let SeqValue::Histogram(g) = &gauge[0] else {
+            panic!("expected a histogram");
+        };
+        assert_eq!(g.counter_reset_hint, CounterResetHint::Gauge);
+        assert_eq!(
+            g.negative_spans,
+            [Span {
+                offset: 2,
+                length: 1
+            }]
+        );
         assert_eq!(parse_values("{{sum:1}}x1").unwrap().len(), 2);
         assert!(parse_values("{{sum:1}").is_err());
     }
@@ -2049,6 +2433,7 @@ mod parsing {
             labels: Labels::from_pairs(labels.iter().copied()),
             t: 0,
             v,
+            h: None,
         }
     }
 

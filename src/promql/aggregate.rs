@@ -11,6 +11,7 @@ use super::engine::QueryError;
 use super::eval::{Evaluator, unwrap_parens};
 use super::stats::{format_float, kahan_sum_inc, quantile};
 use super::value::{OutBuilder, Series, Steps, Val};
+use crate::model::histogram::{CounterResetHint, FloatHistogram};
 use crate::model::{Label, Labels, METRIC_NAME};
 
 /// The grouping labels of `labels` under `by`/`without`.
@@ -186,7 +187,38 @@ pub(crate) fn eval_aggregate(
         };
         return Err(QueryError::Execution(format!("{what} value is NaN")));
     }
-    let input = ev.eval_vector(&a.expr, steps)?;
+    let mut input = ev.eval_vector(&a.expr, steps)?;
+    let has_histograms = input.iter().any(|s| s.hists.is_some());
+    if has_histograms {
+        match op {
+            // Histograms count as samples.
+            T_COUNT | T_GROUP | T_LIMITK => {
+                for s in &mut input {
+                    if let Some(h) = s.hists.take() {
+                        for (v, h) in s.vals.iter_mut().zip(h) {
+                            if h.is_some() {
+                                *v = Some(0.0);
+                            }
+                        }
+                    }
+                }
+            }
+            T_SUM | T_AVG => {}
+            // The others take floats only.
+            _ => {
+                let mut ignored = false;
+                for s in &mut input {
+                    ignored |= s.drop_histograms();
+                }
+                if ignored {
+                    ev.infos.push(format!(
+                        "PromQL info: ignored histogram in {} aggregation",
+                        a.op
+                    ));
+                }
+            }
+        }
+    }
     match op {
         T_TOPK | T_BOTTOMK | T_LIMITK => {
             let k = param.unwrap_or_default();
@@ -229,6 +261,7 @@ pub(crate) fn eval_aggregate(
     let mut out: Vec<Series> = groups
         .into_iter()
         .map(|labels| Series {
+            hists: None,
             labels,
             drop_name: false,
             vals: vec![None; n],
@@ -295,8 +328,87 @@ pub(crate) fn eval_aggregate(
             }
         }
     }
-    out.retain(|s| s.vals.iter().any(Option::is_some));
+    if has_histograms && matches!(op, T_SUM | T_AVG) {
+        sum_histograms(ev, op, &input, &group_of, &mut out);
+    }
+    out.retain(|s| !s.is_empty());
     Ok(Val::Vector(out))
+}
+
+/// `sum` and `avg` of the histogram samples of each group at each step
+/// (Prometheus's histogram aggregation): a group with floats and
+/// histograms at a step has no result there.
+fn sum_histograms(
+    ev: &mut Evaluator<'_>,
+    op: TokenId,
+    input: &[Series],
+    group_of: &[usize],
+    out: &mut [Series],
+) {
+    let n = out.first().map_or(0, |s| s.vals.len());
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); out.len()];
+    for (i, &g) in group_of.iter().enumerate() {
+        if input[i].hists.is_some() {
+            members[g].push(i);
+        }
+    }
+    for (g, m) in members.iter().enumerate() {
+        if m.is_empty() {
+            continue;
+        }
+        for step in 0..n {
+            let hists: Vec<&FloatHistogram> = m.iter().filter_map(|&i| input[i].h(step)).collect();
+            let Some(first) = hists.first() else { continue };
+            let group_has_floats = group_of
+                .iter()
+                .enumerate()
+                .any(|(i, &gg)| gg == g && input[i].vals[step].is_some());
+            if group_has_floats {
+                out[g].vals[step] = None;
+                ev.warnings.push(
+                    "PromQL warning: encountered a mix of histograms and floats for aggregation"
+                        .to_string(),
+                );
+                continue;
+            }
+            let hint = |k: CounterResetHint| hists.iter().any(|h| h.counter_reset_hint == k);
+            if hint(CounterResetHint::CounterReset) && hint(CounterResetHint::NotCounterReset) {
+                ev.warnings.push(
+                    "PromQL warning: conflicting counter resets during histogram aggregation"
+                        .to_string(),
+                );
+            }
+            let mut sum = (*first).clone();
+            let mut failed = false;
+            for h in &hists[1..] {
+                match sum.add(h) {
+                    Ok(r) if r.0 => ev.infos.push(
+                        "PromQL info: mismatched custom buckets were reconciled during aggregation"
+                            .to_string(),
+                    ),
+                    Ok(_) => {}
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                ev.warnings.push(format!(
+                    "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
+                    input[m[0]].labels.metric_name().unwrap_or("")
+                ));
+                continue;
+            }
+            if op == T_AVG {
+                sum.div(hists.len() as f64);
+            }
+            if sum.counter_reset_hint != CounterResetHint::Gauge {
+                sum.counter_reset_hint = CounterResetHint::Unknown;
+            }
+            out[g].set_h(step, sum.compact(0));
+        }
+    }
 }
 
 /// topk, bottomk and limitk: the input series themselves, k per group.

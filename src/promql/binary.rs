@@ -15,6 +15,7 @@ use super::eval::Evaluator;
 use super::value::{
     OutBuilder, Series, Steps, Val, labels_string, match_labels, merge_same_labels, signature,
 };
+use crate::model::histogram::{CounterResetHint, FloatHistogram};
 use crate::model::{Label, Labels};
 
 /// `lhs op rhs` for arithmetic operators.
@@ -28,6 +29,26 @@ pub(crate) fn arith(op: TokenId, l: f64, r: f64) -> f64 {
         T_POW => l.powf(r),
         T_ATAN2 => l.atan2(r),
         _ => f64::NAN,
+    }
+}
+
+/// An operator as PromQL writes it.
+fn token_display(op: TokenId) -> &'static str {
+    match op {
+        T_ADD => "+",
+        T_SUB => "-",
+        T_MUL => "*",
+        T_DIV => "/",
+        T_MOD => "%",
+        T_POW => "^",
+        T_ATAN2 => "atan2",
+        T_EQLC => "==",
+        T_NEQ => "!=",
+        T_GTR => ">",
+        T_LSS => "<",
+        T_GTE => ">=",
+        T_LTE => "<=",
+        _ => "?",
     }
 }
 
@@ -71,10 +92,16 @@ pub(crate) fn eval_binary(
                 .collect(),
         )),
         (Val::Vector(v), Val::Scalar(s)) => {
-            Ok(Val::Vector(vector_scalar(op, v, &s, false, return_bool)))
+            let mut notes = Vec::new();
+            let out = vector_scalar(op, v, &s, false, return_bool, &mut notes);
+            ev.infos.extend(notes);
+            Ok(Val::Vector(out))
         }
         (Val::Scalar(s), Val::Vector(v)) => {
-            Ok(Val::Vector(vector_scalar(op, v, &s, true, return_bool)))
+            let mut notes = Vec::new();
+            let out = vector_scalar(op, v, &s, true, return_bool, &mut notes);
+            ev.infos.extend(notes);
+            Ok(Val::Vector(out))
         }
         (Val::Vector(l), Val::Vector(r)) => {
             let modifier = b.modifier.as_ref();
@@ -82,7 +109,13 @@ pub(crate) fn eval_binary(
                 T_LAND => set_op(SetOp::And, l, r, modifier),
                 T_LOR => merge_same_labels(set_op(SetOp::Or, l, r, modifier), steps.len())?,
                 T_LUNLESS => set_op(SetOp::Unless, l, r, modifier),
-                _ => vector_vector(op, l, r, modifier, return_bool, steps.len())?,
+                _ => {
+                    let mut notes = Vec::new();
+                    let out =
+                        vector_vector(op, l, r, modifier, return_bool, steps.len(), &mut notes)?;
+                    ev.infos.extend(notes);
+                    out
+                }
             };
             Ok(Val::Vector(out))
         }
@@ -100,6 +133,7 @@ fn vector_scalar(
     s: &[f64],
     swap: bool,
     return_bool: bool,
+    notes: &mut Vec<String>,
 ) -> Vec<Series> {
     let cmp = is_comparison(op);
     for series in &mut v {
@@ -119,12 +153,122 @@ fn vector_scalar(
                 Some(arith(op, l, r))
             };
         }
+        if let Some(hists) = series.hists.as_mut() {
+            for (h, &sv) in hists.iter_mut().zip(s) {
+                let Some(x) = h.as_mut() else { continue };
+                match (op, swap) {
+                    (T_MUL, _) => x.mul(sv),
+                    (T_DIV, false) => x.div(sv),
+                    _ => {
+                        *h = None;
+                        let (l, r) = if swap {
+                            ("float", "histogram")
+                        } else {
+                            ("histogram", "float")
+                        };
+                        notes.push(incompatible(op, l, r));
+                    }
+                }
+            }
+        }
         if !cmp || return_bool {
             series.drop_name = true;
         }
     }
-    v.retain(|s| s.vals.iter().any(Option::is_some));
+    v.retain(|s| !s.is_empty());
     v
+}
+
+/// An operand of either kind.
+#[derive(Clone, Copy)]
+enum Operand<'a> {
+    F(f64),
+    H(&'a FloatHistogram),
+}
+
+/// A result of either kind.
+enum Res {
+    F(f64),
+    H(FloatHistogram),
+}
+
+fn operand(s: &Series, step: usize) -> Option<Operand<'_>> {
+    match (s.vals[step], s.h(step)) {
+        (Some(v), _) => Some(Operand::F(v)),
+        (None, Some(h)) => Some(Operand::H(h)),
+        _ => None,
+    }
+}
+
+/// `l op r` where at least one side is a histogram: `+`/`-` of two
+/// histograms, `*` by a float either side, `/` by a float on the right,
+/// `==`/`!=` of two histograms (filtering keeps `l`); anything else has no
+/// result. Also returns an info annotation to add.
+fn histogram_op(
+    op: TokenId,
+    l: Operand<'_>,
+    r: Operand<'_>,
+    return_bool: bool,
+) -> (Option<Res>, Option<String>) {
+    use Operand::{F, H};
+    match (l, r) {
+        (H(a), H(b)) => {
+            match op {
+                T_ADD | T_SUB => {
+                    let mut x = a.clone();
+                    let res = if op == T_ADD { x.add(b) } else { x.sub(b) };
+                    match res {
+                        Ok(rec) => {
+                            let note = rec.0.then(|| {
+                            format!(
+                                "PromQL info: mismatched custom buckets were reconciled during {}",
+                                if op == T_ADD { "addition" } else { "subtraction" }
+                            )
+                        });
+                            if op == T_SUB {
+                                x.counter_reset_hint = CounterResetHint::Gauge;
+                            }
+                            (Some(Res::H(x.compact(0))), note)
+                        }
+                        Err(_) => (None, None),
+                    }
+                }
+                T_EQLC | T_NEQ => {
+                    let eq = a.clone().compact(0) == b.clone().compact(0);
+                    let keep = eq == (op == T_EQLC);
+                    if return_bool {
+                        (Some(Res::F(if keep { 1.0 } else { 0.0 })), None)
+                    } else if keep {
+                        (Some(Res::H(a.clone())), None)
+                    } else {
+                        (None, None)
+                    }
+                }
+                _ => (None, None),
+            }
+        }
+        (H(a), F(f)) | (F(f), H(a)) if op == T_MUL => {
+            let mut x = a.clone();
+            x.mul(f);
+            (Some(Res::H(x)), None)
+        }
+        (H(a), F(f)) if op == T_DIV => {
+            let mut x = a.clone();
+            x.div(f);
+            (Some(Res::H(x)), None)
+        }
+        (H(_), F(_)) => (None, Some(incompatible(op, "histogram", "float"))),
+        (F(_), H(_)) => (None, Some(incompatible(op, "float", "histogram"))),
+        (F(_), F(_)) => (None, None),
+    }
+}
+
+/// Prometheus's info for an operator the operand types do not support.
+fn incompatible(op: TokenId, l: &str, r: &str) -> String {
+    let op = token_display(op);
+    format!(
+        "PromQL info: incompatible sample types encountered for binary operator \"{op}\": {l} {op} {r}"
+    )
 }
 
 /// `on` (true) or `ignoring` and the listed labels.
@@ -167,21 +311,22 @@ fn set_op(
         _ => (&rsig, &rhs),
     };
     for (s, sig) in other.iter().zip(other_sig.iter()) {
-        for (i, v) in s.vals.iter().enumerate() {
-            if v.is_some() {
-                present[i].insert(*sig);
+        for (i, p) in present.iter_mut().enumerate() {
+            if s.has(i) {
+                p.insert(*sig);
             }
         }
     }
     match op {
         SetOp::And | SetOp::Unless => {
             for (mut s, sig) in lhs.into_iter().zip(lsig) {
-                for (i, v) in s.vals.iter_mut().enumerate() {
-                    if v.is_some() && present[i].contains(&sig) != (op == SetOp::And) {
-                        *v = None;
+                for (i, p) in present.iter().enumerate() {
+                    if s.has(i) && p.contains(&sig) != (op == SetOp::And) {
+                        s.vals[i] = None;
+                        clear_h(&mut s, i);
                     }
                 }
-                if s.vals.iter().any(Option::is_some) {
+                if !s.is_empty() {
                     out.push(s);
                 }
             }
@@ -189,18 +334,25 @@ fn set_op(
         SetOp::Or => {
             out.extend(lhs);
             for (mut s, sig) in rhs.into_iter().zip(rsig) {
-                for (i, v) in s.vals.iter_mut().enumerate() {
-                    if v.is_some() && present[i].contains(&sig) {
-                        *v = None;
+                for (i, p) in present.iter().enumerate() {
+                    if s.has(i) && p.contains(&sig) {
+                        s.vals[i] = None;
+                        clear_h(&mut s, i);
                     }
                 }
-                if s.vals.iter().any(Option::is_some) {
+                if !s.is_empty() {
                     out.push(s);
                 }
             }
         }
     }
     out
+}
+
+fn clear_h(s: &mut Series, step: usize) {
+    if let Some(h) = s.hists.as_mut() {
+        h[step] = None;
+    }
 }
 
 /// The result labels of matching `many` with `one` (Prometheus `resultMetric`).
@@ -248,6 +400,7 @@ fn vector_vector(
     modifier: Option<&BinModifier>,
     return_bool: bool,
     n: usize,
+    notes: &mut Vec<String>,
 ) -> Result<Vec<Series>, QueryError> {
     let (on, names) = matching(modifier);
     let card = modifier
@@ -272,7 +425,7 @@ fn vector_vector(
     for step in 0..n {
         one_by_sig.clear();
         for (j, s) in one.iter().enumerate() {
-            if s.vals[step].is_none() {
+            if !s.has(step) {
                 continue;
             }
             if let Some(&prev) = one_by_sig.get(&osig[j]) {
@@ -288,11 +441,11 @@ fn vector_vector(
         }
         matched.clear();
         for (i, s) in many.iter().enumerate() {
-            let Some(mv) = s.vals[step] else { continue };
+            let Some(mv) = operand(s, step) else { continue };
             let Some(&j) = one_by_sig.get(&msig[i]) else {
                 continue;
             };
-            let Some(ov) = one[j].vals[step] else {
+            let Some(ov) = operand(&one[j], step) else {
                 continue;
             };
             let (l, r) = if swapped { (ov, mv) } else { (mv, ov) };
@@ -321,6 +474,21 @@ fn vector_vector(
                 ));
             }
             seen.insert(slot);
+            let (l, r) = match (l, r) {
+                (Operand::F(l), Operand::F(r)) => (l, r),
+                (l, r) => {
+                    let (res, note) = histogram_op(op, l, r, return_bool);
+                    if let Some(note) = note {
+                        notes.push(note);
+                    }
+                    match res {
+                        Some(Res::F(v)) => out.set(slot, step, v)?,
+                        Some(Res::H(h)) => out.set_h(slot, step, h)?,
+                        None => {}
+                    }
+                    continue;
+                }
+            };
             let value = if cmp {
                 let keep = compare(op, l, r);
                 if return_bool {

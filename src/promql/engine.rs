@@ -10,7 +10,8 @@ use super::eval::Evaluator;
 use super::plan;
 use super::value::{Series, Steps, Val, merge_same_labels};
 use super::{Queryable, SeriesSamples};
-use crate::model::{Labels, METRIC_NAME};
+use crate::model::histogram::FloatHistogram;
+use crate::model::{HPoint, Labels, METRIC_NAME};
 
 /// Engine limits and defaults (Prometheus's `EngineOpts`).
 #[derive(Clone, Debug, Deserialize, PartialEq, serde::Serialize)]
@@ -41,12 +42,14 @@ impl Default for EngineConfig {
     }
 }
 
-/// One sample of an instant vector result.
+/// One sample of an instant vector result: a float `v`, or a native
+/// histogram `h` (then `v` is 0 and means nothing).
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstantSample {
     pub labels: Labels,
     pub t: i64,
     pub v: f64,
+    pub h: Option<FloatHistogram>,
 }
 
 /// A query result, shaped as Prometheus's HTTP API returns it.
@@ -127,10 +130,19 @@ impl Engine {
                 series
                     .into_iter()
                     .filter_map(|s| {
+                        if let Some(h) = s.h(0) {
+                            return Some(InstantSample {
+                                h: Some(h.clone()),
+                                labels: s.labels,
+                                t: time_ms,
+                                v: 0.0,
+                            });
+                        }
                         s.vals.first().copied().flatten().map(|v| InstantSample {
                             labels: s.labels,
                             t: time_ms,
                             v,
+                            h: None,
                         })
                     })
                     .collect(),
@@ -184,7 +196,13 @@ impl Engine {
             Val::Vector(series) => series
                 .into_iter()
                 .map(|s| SeriesSamples {
-                    histograms: Vec::new(),
+                    histograms: s
+                        .hists
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .filter_map(|(i, h)| h.map(|h| HPoint { t: steps.ts(i), h }))
+                        .collect(),
                     labels: s.labels,
                     samples: s
                         .vals
@@ -193,7 +211,7 @@ impl Engine {
                         .filter_map(|(i, v)| v.map(|v| crate::model::Sample { t: steps.ts(i), v }))
                         .collect(),
                 })
-                .filter(|s| !s.samples.is_empty())
+                .filter(|s| !s.samples.is_empty() || !s.histograms.is_empty())
                 .collect(),
             other => {
                 return Err(QueryError::Parse(format!(
@@ -271,7 +289,7 @@ fn dedup(v: &mut Vec<String>) {
 
 /// Applies delayed name removal and rejects label sets that collide after it.
 fn drop_names(mut series: Vec<Series>) -> Result<Vec<Series>, QueryError> {
-    series.retain(|s| s.vals.iter().any(Option::is_some));
+    series.retain(|s| !s.is_empty());
     let mut any = false;
     for s in &mut series {
         if s.drop_name && s.labels.get(METRIC_NAME).is_some() {

@@ -10,7 +10,7 @@ use super::engine::QueryError;
 use super::plan::{Fetched, PlanContext, offset_ms, selector_key};
 use super::value::{Series, Steps, Val};
 use super::{SeriesSamples, aggregate, binary, functions};
-use crate::model::{Labels, METRIC_NAME, Sample, is_stale_nan};
+use crate::model::{HPoint, Labels, METRIC_NAME, Sample, is_stale_nan};
 
 pub(crate) struct Evaluator<'a> {
     pub data: &'a Fetched,
@@ -35,27 +35,65 @@ pub(crate) struct RangeInput<'a> {
 pub(crate) struct RangeSeries<'a> {
     pub labels: Cow<'a, Labels>,
     pub samples: Cow<'a, [Sample]>,
+    /// Histogram samples; empty for float-only series.
+    pub histograms: Cow<'a, [HPoint]>,
+}
+
+/// The `(lo, hi)` bounds of the window `(r - range, r]` in `ts`, advanced
+/// from the previous step's bounds (references only grow).
+fn advance(
+    ts: impl Fn(usize) -> i64,
+    len: usize,
+    lo: &mut usize,
+    hi: &mut usize,
+    r: i64,
+    range: i64,
+) {
+    while *hi < len && ts(*hi) <= r {
+        *hi += 1;
+    }
+    while *lo < *hi && ts(*lo) <= r - range {
+        *lo += 1;
+    }
 }
 
 impl RangeInput<'_> {
-    /// Calls `f(series index, step, window)` for every non-empty window.
-    pub fn for_each_window(&self, mut f: impl FnMut(usize, usize, &[Sample])) {
+    /// Calls `f(series index, step, float window, histogram window)` for
+    /// every window holding a sample.
+    pub fn for_each_window(&self, mut f: impl FnMut(usize, usize, &[Sample], &[HPoint])) {
         for (si, s) in self.series.iter().enumerate() {
             let samples = &s.samples[..];
+            let hists = &s.histograms[..];
+            let first = samples
+                .first()
+                .map_or(i64::MAX, |p| p.t)
+                .min(hists.first().map_or(i64::MAX, |p| p.t));
             let (mut lo, mut hi) = (0, 0);
+            let (mut hlo, mut hhi) = (0, 0);
             for (i, &r) in self.refs.iter().enumerate() {
-                let start = r - self.range;
-                if r < samples.first().map_or(i64::MAX, |p| p.t) {
+                if r < first {
                     continue;
                 }
-                while hi < samples.len() && samples[hi].t <= r {
-                    hi += 1;
+                advance(
+                    |k| samples[k].t,
+                    samples.len(),
+                    &mut lo,
+                    &mut hi,
+                    r,
+                    self.range,
+                );
+                if !hists.is_empty() {
+                    advance(
+                        |k| hists[k].t,
+                        hists.len(),
+                        &mut hlo,
+                        &mut hhi,
+                        r,
+                        self.range,
+                    );
                 }
-                while lo < hi && samples[lo].t <= start {
-                    lo += 1;
-                }
-                if lo < hi {
-                    f(si, i, &samples[lo..hi]);
+                if lo < hi || hlo < hhi {
+                    f(si, i, &samples[lo..hi], &hists[hlo..hhi]);
                 }
             }
         }
@@ -112,6 +150,9 @@ impl<'a> Evaluator<'a> {
                     for s in &mut series {
                         s.drop_name = true;
                         s.vals.iter_mut().flatten().for_each(|x| *x = -*x);
+                        if let Some(h) = s.hists.as_mut() {
+                            h.iter_mut().flatten().for_each(|h| h.mul(-1.0));
+                        }
                     }
                     Ok(Val::Vector(series))
                 }
@@ -139,19 +180,20 @@ impl<'a> Evaluator<'a> {
             .unwrap_or(&[])
     }
 
-    /// An instant vector selector: at each step the latest sample within
-    /// the lookback delta, unless it is a staleness marker.
+    /// An instant vector selector: at each step the latest sample (float
+    /// or histogram) within the lookback delta, unless it is a staleness
+    /// marker.
     pub fn vector_selector(&mut self, vs: &VectorSelector, steps: Steps) -> Vec<Series> {
-        self.vector_selector_with(vs, steps, |s| s.v)
+        self.select_instant(vs, steps, false)
     }
 
-    /// As [`Self::vector_selector`], mapping each chosen sample with `f`
-    /// (e.g. to its timestamp for `timestamp()`).
-    pub fn vector_selector_with(
+    /// As [`Self::vector_selector`]; with `timestamps` each chosen sample
+    /// becomes its timestamp in seconds (for `timestamp()`).
+    pub fn select_instant(
         &mut self,
         vs: &VectorSelector,
         steps: Steps,
-        f: impl Fn(&Sample) -> f64,
+        timestamps: bool,
     ) -> Vec<Series> {
         let at = self.ctx.at_ms(&vs.at);
         let offset = offset_ms(&vs.offset);
@@ -160,26 +202,45 @@ impl<'a> Evaluator<'a> {
         let mut out = Vec::new();
         for s in self.fetched(vs) {
             let samples = &s.samples;
+            let hists = &s.histograms;
             let mut vals = vec![None; n];
+            let mut hvals: Option<Vec<Option<crate::model::histogram::FloatHistogram>>> =
+                (!hists.is_empty() && !timestamps).then(|| vec![None; n]);
             let mut any = false;
-            let mut p = 0;
+            let (mut p, mut hp) = (0, 0);
             for (i, val) in vals.iter_mut().enumerate() {
                 let r = self.ctx.ref_time(at, offset, steps.ts(i));
                 if at.is_some() {
                     p = samples.partition_point(|x| x.t <= r);
+                    hp = hists.partition_point(|x| x.t <= r);
                 } else {
                     while p < samples.len() && samples[p].t <= r {
                         p += 1;
                     }
+                    while hp < hists.len() && hists[hp].t <= r {
+                        hp += 1;
+                    }
                 }
-                if p == 0 {
-                    continue;
+                let last_f = p.checked_sub(1).map(|k| &samples[k]);
+                let last_h = hp.checked_sub(1).map(|k| &hists[k]);
+                match (last_f, last_h) {
+                    (Some(f), h) if h.is_none_or(|h| h.t < f.t) => {
+                        if f.t <= r - lookback || is_stale_nan(f.v) {
+                            continue;
+                        }
+                        *val = Some(if timestamps { f.t as f64 / 1000.0 } else { f.v });
+                    }
+                    (_, Some(h)) => {
+                        if h.t <= r - lookback || h.h.is_stale_marker() {
+                            continue;
+                        }
+                        match hvals.as_mut() {
+                            Some(hv) => hv[i] = Some(h.h.clone()),
+                            None => *val = Some(h.t as f64 / 1000.0),
+                        }
+                    }
+                    _ => continue,
                 }
-                let last = &samples[p - 1];
-                if last.t <= r - lookback || is_stale_nan(last.v) {
-                    continue;
-                }
-                *val = Some(f(last));
                 any = true;
             }
             if any {
@@ -187,6 +248,7 @@ impl<'a> Evaluator<'a> {
                     labels: s.labels.clone(),
                     drop_name: false,
                     vals,
+                    hists: hvals,
                 });
             }
         }
@@ -211,9 +273,15 @@ impl<'a> Evaluator<'a> {
                 .filter(|p| p.t > r - range && p.t <= r)
                 .copied()
                 .collect();
-            if !samples.is_empty() {
+            let histograms: Vec<HPoint> = s
+                .histograms
+                .iter()
+                .filter(|p| p.t > r - range && p.t <= r)
+                .cloned()
+                .collect();
+            if !samples.is_empty() || !histograms.is_empty() {
                 out.push(SeriesSamples {
-                    histograms: Vec::new(),
+                    histograms,
                     labels: s.labels.into_owned(),
                     samples,
                 });
@@ -259,9 +327,21 @@ impl<'a> Evaluator<'a> {
                 } else {
                     Cow::Borrowed(&s.samples[..])
                 };
+                let histograms = if s.histograms.iter().any(|p| p.h.is_stale_marker()) {
+                    Cow::Owned(
+                        s.histograms
+                            .iter()
+                            .filter(|p| !p.h.is_stale_marker())
+                            .cloned()
+                            .collect(),
+                    )
+                } else {
+                    Cow::Borrowed(&s.histograms[..])
+                };
                 RangeSeries {
                     labels: Cow::Borrowed(&s.labels),
                     samples,
+                    histograms,
                 }
             })
             .collect();
@@ -292,9 +372,17 @@ impl<'a> Evaluator<'a> {
                         .enumerate()
                         .filter_map(|(i, v)| v.map(|v| Sample { t: inner.ts(i), v }))
                         .collect();
+                    let histograms: Vec<HPoint> = s
+                        .hists
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .filter_map(|(i, h)| h.map(|h| HPoint { t: inner.ts(i), h }))
+                        .collect();
                     RangeSeries {
                         labels: Cow::Owned(labels),
                         samples: Cow::Owned(samples),
+                        histograms: Cow::Owned(histograms),
                     }
                 })
                 .collect(),
@@ -306,6 +394,7 @@ impl<'a> Evaluator<'a> {
                         .map(|(i, &v)| Sample { t: inner.ts(i), v })
                         .collect(),
                 ),
+                histograms: Cow::Owned(Vec::new()),
             }],
             other => {
                 return Err(QueryError::Execution(format!(

@@ -243,8 +243,14 @@ pub(crate) async fn fetch(
             if !s.samples.is_sorted_by_key(|p| p.t) {
                 s.samples.sort_by_key(|p| p.t);
             }
+            if !s.histograms.is_empty() {
+                s.histograms.retain(|p| p.t >= sel.mint && p.t <= sel.maxt);
+                if !s.histograms.is_sorted_by_key(|p| p.t) {
+                    s.histograms.sort_by_key(|p| p.t);
+                }
+            }
         }
-        all.retain(|s| !s.samples.is_empty());
+        all.retain(|s| !s.samples.is_empty() || !s.histograms.is_empty());
         Ok::<_, QueryError>((sel.key, all))
     });
     Ok(try_join_all(futures).await?.into_iter().collect())

@@ -8,6 +8,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::SeriesSamples;
 use super::engine::QueryError;
+use crate::model::histogram::FloatHistogram;
 use crate::model::{Labels, METRIC_NAME};
 
 /// The evaluation timestamps `start, start + step, ...` up to `end` inclusive.
@@ -41,11 +42,69 @@ pub(crate) struct Series {
     /// labels when the query's result is assembled.
     pub drop_name: bool,
     pub vals: Vec<Option<f64>>,
+    /// Native histogram samples per step, only for series that have any
+    /// (float-only series pay nothing). At a step a series has a float or
+    /// a histogram, never both.
+    pub hists: Option<Vec<Option<FloatHistogram>>>,
 }
 
 impl Series {
+    /// A float-only series.
+    pub fn floats(labels: Labels, drop_name: bool, vals: Vec<Option<f64>>) -> Series {
+        Series {
+            labels,
+            drop_name,
+            vals,
+            hists: None,
+        }
+    }
+
     pub fn points(&self) -> usize {
         self.vals.iter().filter(|v| v.is_some()).count()
+            + self.hists.as_ref().map_or(0, |h| {
+                // A histogram weighs as much as its buckets (Prometheus's
+                // sample accounting).
+                h.iter()
+                    .flatten()
+                    .map(|h| 1 + (h.positive_buckets.len() + h.negative_buckets.len()) / 8)
+                    .sum()
+            })
+    }
+
+    /// The histogram at `step`, if any.
+    pub fn h(&self, step: usize) -> Option<&FloatHistogram> {
+        self.hists
+            .as_ref()
+            .and_then(|h| h.get(step))
+            .and_then(Option::as_ref)
+    }
+
+    /// Whether the series has a float or a histogram at `step`.
+    pub fn has(&self, step: usize) -> bool {
+        self.vals[step].is_some() || self.h(step).is_some()
+    }
+
+    /// Whether the series has no sample at any step.
+    pub fn is_empty(&self) -> bool {
+        !self.vals.iter().any(Option::is_some)
+            && self
+                .hists
+                .as_ref()
+                .is_none_or(|h| !h.iter().any(Option::is_some))
+    }
+
+    /// Sets the histogram at `step`.
+    pub fn set_h(&mut self, step: usize, h: FloatHistogram) {
+        let n = self.vals.len();
+        let hists = self.hists.get_or_insert_with(|| vec![None; n]);
+        hists[step] = Some(h);
+    }
+
+    /// Drops every histogram sample (functions that only take floats).
+    pub fn drop_histograms(&mut self) -> bool {
+        self.hists
+            .take()
+            .is_some_and(|h| h.iter().any(Option::is_some))
     }
 }
 
@@ -72,7 +131,7 @@ impl Val {
         match self {
             Val::Scalar(_) | Val::String(_) => 0,
             Val::Vector(v) => v.iter().map(Series::points).sum(),
-            Val::Matrix(m) => m.iter().map(|s| s.samples.len()).sum(),
+            Val::Matrix(m) => m.iter().map(|s| s.samples.len() + s.histograms.len()).sum(),
         }
     }
 }
@@ -102,29 +161,36 @@ impl OutBuilder {
             return i;
         }
         let i = self.series.len();
-        self.series.push(Series {
-            labels: labels.clone(),
+        self.series.push(Series::floats(
+            labels.clone(),
             drop_name,
-            vals: vec![None; self.steps],
-        });
+            vec![None; self.steps],
+        ));
         self.index.insert(labels, i);
         i
     }
 
     pub fn set(&mut self, slot: usize, step: usize, v: f64) -> Result<(), QueryError> {
-        let cell = &mut self.series[slot].vals[step];
-        if cell.is_some() {
+        let s = &mut self.series[slot];
+        if s.has(step) {
             return Err(QueryError::Execution(DUPLICATE_LABELSET.to_string()));
         }
-        *cell = Some(v);
+        s.vals[step] = Some(v);
+        Ok(())
+    }
+
+    /// Sets a histogram result.
+    pub fn set_h(&mut self, slot: usize, step: usize, h: FloatHistogram) -> Result<(), QueryError> {
+        let s = &mut self.series[slot];
+        if s.has(step) {
+            return Err(QueryError::Execution(DUPLICATE_LABELSET.to_string()));
+        }
+        s.set_h(step, h);
         Ok(())
     }
 
     pub fn finish(self) -> Vec<Series> {
-        self.series
-            .into_iter()
-            .filter(|s| s.vals.iter().any(Option::is_some))
-            .collect()
+        self.series.into_iter().filter(|s| !s.is_empty()).collect()
     }
 }
 
@@ -139,6 +205,11 @@ pub(crate) fn merge_same_labels(
         for (i, v) in s.vals.into_iter().enumerate() {
             if let Some(v) = v {
                 out.set(slot, i, v)?;
+            }
+        }
+        for (i, h) in s.hists.into_iter().flatten().enumerate() {
+            if let Some(h) = h {
+                out.set_h(slot, i, h)?;
             }
         }
     }

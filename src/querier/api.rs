@@ -17,6 +17,7 @@ use serde_json::{Value as Json, json};
 
 use super::params::{Params, parse_duration, parse_selector, parse_time};
 use super::{ApiError, Querier};
+use crate::model::histogram::FloatHistogram;
 use crate::model::{Labels, Matcher};
 use crate::promql::{QueryError, QueryResult, Value};
 use crate::ring::desc::now_ms;
@@ -90,6 +91,40 @@ fn metric(labels: &Labels) -> Json {
     Json::Object(map)
 }
 
+/// A native histogram as Prometheus writes it (`util/jsonutil`
+/// `MarshalHistogram`): count, sum and the populated buckets as
+/// `[boundary_rule, lower, upper, count]`, where the rule is 0 for
+/// `(lower, upper]` (positive and custom buckets), 1 for `[lower, upper)`
+/// (negative buckets) and 3 for `[lower, upper]` (the zero bucket). Without
+/// populated buckets the `buckets` field is left out.
+pub fn histogram_json(h: &FloatHistogram) -> Json {
+    let buckets: Vec<Json> = h
+        .all_buckets()
+        .into_iter()
+        .filter(|b| b.count != 0.0)
+        .map(|b| {
+            let rule = if b.lower < 0.0 && b.upper > 0.0 && !h.uses_custom_buckets() {
+                3
+            } else if b.upper <= 0.0 && !h.uses_custom_buckets() {
+                1
+            } else {
+                0
+            };
+            json!([
+                rule,
+                format_value(b.lower),
+                format_value(b.upper),
+                format_value(b.count)
+            ])
+        })
+        .collect();
+    let mut out = json!({"count": format_value(h.count), "sum": format_value(h.sum)});
+    if !buckets.is_empty() {
+        out["buckets"] = Json::Array(buckets);
+    }
+    out
+}
+
 fn result_json(result: &QueryResult) -> Json {
     let (kind, data) = match &result.value {
         Value::Scalar { t, v } => ("scalar", json!([seconds(*t), format_value(*v)])),
@@ -99,7 +134,10 @@ fn result_json(result: &QueryResult) -> Json {
             Json::Array(
                 samples
                     .iter()
-                    .map(|s| json!({"metric": metric(&s.labels), "value": [seconds(s.t), format_value(s.v)]}))
+                    .map(|s| match &s.h {
+                        Some(h) => json!({"metric": metric(&s.labels), "histogram": [seconds(s.t), histogram_json(h)]}),
+                        None => json!({"metric": metric(&s.labels), "value": [seconds(s.t), format_value(s.v)]}),
+                    })
                     .collect(),
             ),
         ),
@@ -114,7 +152,18 @@ fn result_json(result: &QueryResult) -> Json {
                             .iter()
                             .map(|p| json!([seconds(p.t), format_value(p.v)]))
                             .collect();
-                        json!({"metric": metric(&s.labels), "values": values})
+                        let mut out = json!({"metric": metric(&s.labels)});
+                        if !values.is_empty() {
+                            out["values"] = Json::Array(values);
+                        }
+                        if !s.histograms.is_empty() {
+                            out["histograms"] = s
+                                .histograms
+                                .iter()
+                                .map(|p| json!([seconds(p.t), histogram_json(&p.h)]))
+                                .collect();
+                        }
+                        out
                     })
                     .collect(),
             ),
@@ -406,5 +455,106 @@ impl From<QueryError> for ApiError {
             QueryError::Timeout => ApiError::timeout(err.to_string()),
             QueryError::Storage(message) => ApiError::internal(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::histogram::{CUSTOM_BUCKETS_SCHEMA, Span};
+    use crate::model::{HPoint, Sample};
+    use crate::promql::{InstantSample, SeriesSamples};
+
+    fn exponential() -> FloatHistogram {
+        FloatHistogram {
+            schema: 0,
+            zero_threshold: 0.001,
+            zero_count: 2.0,
+            count: 12.0,
+            sum: 20.5,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 3,
+            }],
+            positive_buckets: vec![1.0, 0.0, 4.0],
+            negative_spans: vec![Span {
+                offset: 1,
+                length: 1,
+            }],
+            negative_buckets: vec![5.0],
+            ..FloatHistogram::default()
+        }
+    }
+
+    #[test]
+    fn histograms_are_written_as_prometheus_writes_them() {
+        // What Prometheus 3.x answers for this histogram (json_codec.go).
+        let want: Json = serde_json::from_str(
+            r#"{"count":"12","sum":"20.5","buckets":[
+                [1,"-2","-1","5"],
+                [3,"-0.001","0.001","2"],
+                [0,"0.5","1","1"],
+                [0,"2","4","4"]]}"#,
+        )
+        .expect("valid JSON");
+        assert_eq!(histogram_json(&exponential()), want);
+        let custom = FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            count: 3.0,
+            sum: 4.0,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 3,
+            }],
+            positive_buckets: vec![1.0, 0.0, 2.0],
+            custom_values: vec![1.0, 2.0],
+            ..FloatHistogram::default()
+        };
+        let want: Json = serde_json::from_str(
+            r#"{"count":"3","sum":"4","buckets":[[0,"-Inf","1","1"],[0,"2","+Inf","2"]]}"#,
+        )
+        .expect("valid JSON");
+        assert_eq!(histogram_json(&custom), want);
+        let empty = FloatHistogram::default();
+        assert_eq!(histogram_json(&empty), json!({"count": "0", "sum": "0"}));
+    }
+
+    #[test]
+    fn vectors_and_matrices_carry_histograms() {
+        let labels = Labels::from_pairs([("__name__", "h")]);
+        let vector = QueryResult {
+            value: Value::Vector(vec![InstantSample {
+                labels: labels.clone(),
+                t: 1500,
+                v: 0.0,
+                h: Some(exponential()),
+            }]),
+            warnings: Vec::new(),
+            infos: Vec::new(),
+        };
+        let body = result_json(&vector);
+        let sample = &body["data"]["result"][0];
+        assert_eq!(sample["histogram"][0], json!(1.5));
+        assert_eq!(sample["histogram"][1], histogram_json(&exponential()));
+        assert!(sample.get("value").is_none());
+        let matrix = QueryResult {
+            value: Value::Matrix(vec![SeriesSamples {
+                labels,
+                samples: vec![Sample { t: 1000, v: 1.0 }],
+                histograms: vec![HPoint {
+                    t: 2000,
+                    h: exponential(),
+                }],
+            }]),
+            warnings: Vec::new(),
+            infos: Vec::new(),
+        };
+        let body = result_json(&matrix);
+        let series = &body["data"]["result"][0];
+        assert_eq!(series["values"], json!([[1.0, "1"]]));
+        assert_eq!(
+            series["histograms"],
+            json!([[2.0, histogram_json(&exponential())]])
+        );
     }
 }

@@ -42,18 +42,14 @@ fn absent_series(labels: Labels, vals: Vec<Option<f64>>) -> Val {
     if vals.iter().all(Option::is_none) {
         return Val::Vector(Vec::new());
     }
-    Val::Vector(vec![Series {
-        labels,
-        drop_name: false,
-        vals,
-    }])
+    Val::Vector(vec![Series::floats(labels, false, vals)])
 }
 
 pub(crate) fn absent(ev: &mut Evaluator<'_>, arg: &Expr, steps: Steps) -> Result<Val, QueryError> {
     let v = ev.eval_vector(arg, steps)?;
     let vals = (0..steps.len())
         .map(|i| {
-            if v.iter().any(|s| s.vals[i].is_some()) {
+            if v.iter().any(|s| s.has(i)) {
                 None
             } else {
                 Some(1.0)
@@ -70,7 +66,7 @@ pub(crate) fn absent_over_time(
 ) -> Result<Val, QueryError> {
     let input = ev.range_input(arg, steps)?;
     let mut present = vec![false; steps.len()];
-    input.for_each_window(|_, i, _| present[i] = true);
+    input.for_each_window(|_, i, _, _| present[i] = true);
     let vals = present
         .iter()
         .map(|&p| if p { None } else { Some(1.0) })

@@ -232,6 +232,7 @@ pub(crate) fn histogram_fraction(
             labels,
             drop_name: true,
             vals,
+            hists: None,
         });
     }
     out
@@ -285,6 +286,7 @@ pub(crate) fn histogram_quantile(
             labels,
             drop_name: true,
             vals,
+            hists: None,
         });
     }
     out

@@ -153,6 +153,7 @@ mod tests {
             labels: Labels::from_pairs(pairs.iter().copied()),
             drop_name: true,
             vals: vec![Some(v)],
+            hists: None,
         }
     }
 

@@ -7,6 +7,7 @@ mod absent;
 mod histogram;
 mod labels;
 mod math;
+mod native;
 mod over_time;
 mod rate;
 mod time;
@@ -17,12 +18,16 @@ use super::engine::QueryError;
 use super::eval::{Evaluator, unwrap_parens};
 use super::stats::{format_float, go_max, go_min};
 use super::value::{Series, Steps, Val};
-use crate::model::{Labels, Sample};
+use crate::model::histogram::FloatHistogram;
+use crate::model::{HPoint, Labels, Sample};
+use native::{Notes, Out};
 
 /// One window of a range-vector argument at one step: `samples` lie in
 /// `(range_end - range, range_end]`; `ts` is the evaluation time.
 pub(crate) struct Window<'a> {
     pub samples: &'a [Sample],
+    /// Histogram samples of the window; empty for float-only series.
+    pub hists: &'a [HPoint],
     pub range_end: i64,
     pub range: i64,
     pub ts: i64,
@@ -98,11 +103,11 @@ pub(crate) fn eval_call(
     if let Some(f) = time::date_fn(name) {
         let mut v = match args.first() {
             Some(a) => ev.eval_vector(a, steps)?,
-            None => vec![Series {
-                labels: Labels::default(),
-                drop_name: false,
-                vals: (0..n).map(|i| Some(steps.ts(i) as f64 / 1000.0)).collect(),
-            }],
+            None => vec![Series::floats(
+                Labels::default(),
+                false,
+                (0..n).map(|i| Some(steps.ts(i) as f64 / 1000.0)).collect(),
+            )],
         };
         map_values(&mut v, |x| Some(f(x)));
         return Ok(Val::Vector(v));
@@ -131,11 +136,11 @@ pub(crate) fn eval_call(
         }
         "vector" => {
             let s = ev.eval_scalar(args[0], steps)?;
-            Ok(Val::Vector(vec![Series {
-                labels: Labels::default(),
-                drop_name: false,
-                vals: s.into_iter().map(Some).collect(),
-            }]))
+            Ok(Val::Vector(vec![Series::floats(
+                Labels::default(),
+                false,
+                s.into_iter().map(Some).collect(),
+            )]))
         }
         "scalar" => {
             let v = ev.eval_vector(args[0], steps)?;
@@ -153,17 +158,16 @@ pub(crate) fn eval_call(
         }
         "timestamp" => {
             let mut v = match args[0] {
-                Expr::VectorSelector(vs) => {
-                    ev.vector_selector_with(vs, steps, |s| s.t as f64 / 1000.0)
-                }
+                Expr::VectorSelector(vs) => ev.select_instant(vs, steps, true),
                 other => {
                     let mut v = ev.eval_vector(other, steps)?;
                     for s in &mut v {
-                        for (i, x) in s.vals.iter_mut().enumerate() {
-                            if x.is_some() {
-                                *x = Some(steps.ts(i) as f64 / 1000.0);
+                        for i in 0..n {
+                            if s.has(i) {
+                                s.vals[i] = Some(steps.ts(i) as f64 / 1000.0);
                             }
                         }
+                        s.hists = None;
                     }
                     v
                 }
@@ -173,6 +177,9 @@ pub(crate) fn eval_call(
         }
         "clamp" | "clamp_min" | "clamp_max" | "round" => {
             let mut v = ev.eval_vector(args[0], steps)?;
+            v.iter_mut().for_each(|s| {
+                s.drop_histograms();
+            });
             let p1 = match args.get(1) {
                 Some(a) => ev.eval_scalar(a, steps)?,
                 None => vec![1.0; n],
@@ -239,23 +246,60 @@ pub(crate) fn eval_call(
             }
             Ok(Val::Vector(v))
         }
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => {
+            let mut v = ev.eval_vector(args[0], steps)?;
+            for s in &mut v {
+                s.drop_name = true;
+                s.vals.iter_mut().for_each(|x| *x = None);
+                let Some(hists) = s.hists.take() else {
+                    continue;
+                };
+                for (i, h) in hists.into_iter().enumerate() {
+                    let Some(h) = h else { continue };
+                    s.vals[i] = Some(match name {
+                        "histogram_count" => h.count,
+                        "histogram_sum" => h.sum,
+                        "histogram_avg" => h.sum / h.count,
+                        "histogram_stddev" => h.stdvar().sqrt(),
+                        _ => h.stdvar(),
+                    });
+                }
+            }
+            v.retain(|s| !s.is_empty());
+            Ok(Val::Vector(v))
+        }
         "histogram_quantile" => {
             let q = ev.eval_scalar(args[0], steps)?;
             let v = ev.eval_vector(args[1], steps)?;
+            let (native, classic) = split_native(v);
             let (mut warnings, mut infos) = (Vec::new(), Vec::new());
-            let out = histogram::histogram_quantile(&q, v, &mut warnings, &mut infos);
+            let out = histogram::histogram_quantile(&q, classic, &mut warnings, &mut infos);
+            if !native.is_empty()
+                && let Some(bad) = q.iter().find(|q| !(0.0..=1.0).contains(*q))
+            {
+                warnings.push(native::bad_quantile(*bad));
+            }
+            let native = map_native(native, &mut warnings, &mut infos, |i, h, notes| {
+                native::quantile(q[i], h, notes)
+            });
             ev.warnings.extend(warnings);
             ev.infos.extend(infos);
-            Ok(Val::Vector(out))
+            Ok(Val::Vector(join_native(native, out, &mut ev.warnings)))
         }
         "histogram_fraction" => {
             let lower = ev.eval_scalar(args[0], steps)?;
             let upper = ev.eval_scalar(args[1], steps)?;
             let v = ev.eval_vector(args[2], steps)?;
-            let mut warnings = Vec::new();
-            let out = histogram::histogram_fraction(&lower, &upper, v, &mut warnings);
+            let (native, classic) = split_native(v);
+            let (mut warnings, mut infos) = (Vec::new(), Vec::new());
+            let out = histogram::histogram_fraction(&lower, &upper, classic, &mut warnings);
+            let native = map_native(native, &mut warnings, &mut infos, |i, h, notes| {
+                native::fraction(lower[i], upper[i], h, notes)
+            });
             ev.warnings.extend(warnings);
-            Ok(Val::Vector(out))
+            ev.infos.extend(infos);
+            Ok(Val::Vector(join_native(native, out, &mut ev.warnings)))
         }
         "absent" => absent::absent(ev, args[0], steps),
         "absent_over_time" => absent::absent_over_time(ev, args[0], steps),
@@ -269,13 +313,14 @@ pub(crate) fn eval_call(
 fn map_values(v: &mut Vec<Series>, f: impl Fn(f64) -> Option<f64>) {
     for s in v.iter_mut() {
         s.drop_name = true;
+        s.drop_histograms();
         for x in s.vals.iter_mut() {
             if let Some(val) = *x {
                 *x = f(val);
             }
         }
     }
-    v.retain(|s| s.vals.iter().any(Option::is_some));
+    v.retain(|s| !s.is_empty());
 }
 
 fn eval_range_function(
@@ -312,9 +357,12 @@ fn eval_range_function(
     ev.hold(max_window)?;
     ev.check_deadline()?;
     let mut vals: Vec<Vec<Option<f64>>> = vec![vec![None; n]; input.series.len()];
+    let mut hvals: Vec<Option<Vec<Option<FloatHistogram>>>> = vec![None; input.series.len()];
+    let mut had_floats = vec![false; input.series.len()];
+    let (mut warnings, mut infos) = (Vec::new(), Vec::new());
     let mut err = None;
     let mut p = vec![0.0; params.len()];
-    input.for_each_window(|si, i, samples| {
+    input.for_each_window(|si, i, samples, hists| {
         if err.is_some() {
             return;
         }
@@ -323,25 +371,60 @@ fn eval_range_function(
         }
         let w = Window {
             samples,
+            hists,
             range_end: input.refs[i],
             range: input.range,
             ts: steps.ts(i),
         };
-        match f(&w, &p) {
-            Ok(v) => vals[si][i] = v,
+        had_floats[si] |= !samples.is_empty();
+        if hists.is_empty() {
+            match f(&w, &p) {
+                Ok(v) => vals[si][i] = v,
+                Err(e) => err = Some(e),
+            }
+            return;
+        }
+        let mut notes = Notes {
+            metric: input.series[si].labels.metric_name().unwrap_or(""),
+            warnings: Vec::new(),
+            infos: Vec::new(),
+        };
+        match histogram_window(name, &w, &p, f, &mut notes) {
+            Ok(Some(Out::F(v))) => vals[si][i] = Some(v),
+            Ok(Some(Out::H(h))) => {
+                hvals[si].get_or_insert_with(|| vec![None; n])[i] = Some(h);
+            }
+            Ok(None) => {}
             Err(e) => err = Some(e),
         }
+        warnings.append(&mut notes.warnings);
+        infos.append(&mut notes.infos);
     });
     if let Some(e) = err {
         return Err(e);
     }
+    ev.warnings.extend(warnings);
+    ev.infos.extend(infos);
     let mut out = Vec::new();
-    for (s, vals) in input.series.into_iter().zip(vals) {
-        if !vals.iter().any(Option::is_some) {
+    for (((s, vals), hists), had_floats) in input
+        .series
+        .into_iter()
+        .zip(vals)
+        .zip(hvals)
+        .zip(had_floats)
+    {
+        let series = Series {
+            labels: s.labels.into_owned(),
+            drop_name: !keep_name,
+            vals,
+            hists,
+        };
+        if series.is_empty() {
             continue;
         }
         if matches!(name, "rate" | "increase")
-            && let Some(metric) = s.labels.metric_name()
+            && had_floats
+            && let Some(metric) = series.labels.metric_name()
             && !["_total", "_sum", "_count", "_bucket"]
                 .iter()
                 .any(|suffix| metric.ends_with(suffix))
@@ -350,11 +433,117 @@ fn eval_range_function(
                 "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
             ));
         }
-        out.push(Series {
-            labels: s.labels.into_owned(),
-            drop_name: !keep_name,
-            vals,
-        });
+        out.push(series);
     }
     Ok(Val::Vector(out))
+}
+
+/// A range function over a window holding histogram samples.
+fn histogram_window(
+    name: &str,
+    w: &Window<'_>,
+    p: &[f64],
+    f: RangeFn,
+    notes: &mut Notes<'_>,
+) -> Result<Option<Out>, QueryError> {
+    Ok(match name {
+        "rate" => native::extrapolated_rate(w, true, true, notes),
+        "increase" => native::extrapolated_rate(w, true, false, notes),
+        "delta" => native::extrapolated_rate(w, false, false, notes),
+        "irate" => native::instant_value(w, true, notes),
+        "idelta" => native::instant_value(w, false, notes),
+        "resets" => native::resets(w),
+        "changes" => native::changes(w),
+        "sum_over_time" => native::sum_or_avg(w, false, notes),
+        "avg_over_time" => native::sum_or_avg(w, true, notes),
+        "count_over_time" => Some(Out::F((w.samples.len() + w.hists.len()) as f64)),
+        "present_over_time" => Some(Out::F(1.0)),
+        "last_over_time" => native::edge(w, true),
+        "first_over_time" => native::edge(w, false),
+        "ts_of_last_over_time" => native::edge_ts(w, true),
+        "ts_of_first_over_time" => native::edge_ts(w, false),
+        _ => {
+            if native::floats_only(w, notes) {
+                f(w, p)?.map(Out::F)
+            } else {
+                None
+            }
+        }
+    })
+}
+
+/// Splits a vector into its histogram samples and its float samples.
+fn split_native(v: Vec<Series>) -> (Vec<Series>, Vec<Series>) {
+    let mut native = Vec::new();
+    let mut floats = Vec::with_capacity(v.len());
+    for mut s in v {
+        if let Some(h) = s.hists.take() {
+            let n = s.vals.len();
+            native.push(Series {
+                labels: s.labels.clone(),
+                drop_name: true,
+                vals: vec![None; n],
+                hists: Some(h),
+            });
+        }
+        if s.vals.iter().any(Option::is_some) {
+            floats.push(s);
+        }
+    }
+    (native, floats)
+}
+
+/// Maps every histogram sample to a float with `f(step, histogram, notes)`.
+fn map_native(
+    native: Vec<Series>,
+    warnings: &mut Vec<String>,
+    infos: &mut Vec<String>,
+    f: impl Fn(usize, &FloatHistogram, &mut Notes<'_>) -> f64,
+) -> Vec<Series> {
+    let mut out = Vec::with_capacity(native.len());
+    for mut s in native {
+        let hists = s.hists.take().unwrap_or_default();
+        let mut notes = Notes {
+            metric: s.labels.metric_name().unwrap_or(""),
+            warnings: Vec::new(),
+            infos: Vec::new(),
+        };
+        for (i, h) in hists.iter().enumerate() {
+            if let Some(h) = h {
+                s.vals[i] = Some(f(i, h, &mut notes));
+            }
+        }
+        warnings.append(&mut notes.warnings);
+        infos.append(&mut notes.infos);
+        out.push(s);
+    }
+    out
+}
+
+/// Joins native and classic histogram results; where a native histogram and
+/// classic buckets of the same series meet at a step, neither counts
+/// (Prometheus's mixed classic/native warning).
+fn join_native(
+    mut native: Vec<Series>,
+    mut classic: Vec<Series>,
+    warnings: &mut Vec<String>,
+) -> Vec<Series> {
+    for c in &mut classic {
+        let Some(nat) = native.iter_mut().find(|s| s.labels == c.labels) else {
+            continue;
+        };
+        for (cv, nv) in c.vals.iter_mut().zip(nat.vals.iter_mut()) {
+            if cv.is_some() && nv.is_some() {
+                *cv = None;
+                *nv = None;
+                warnings.push(format!(
+                    "PromQL warning: vector contains a mix of classic and native histograms for metric name {:?}",
+                    c.labels.metric_name().unwrap_or("")
+                ));
+            }
+        }
+    }
+    native.extend(classic);
+    native.retain(|s| !s.is_empty());
+    native
 }

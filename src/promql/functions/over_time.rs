@@ -184,6 +184,7 @@ mod tests {
             .collect();
         let w = Window {
             samples: &samples,
+            hists: &[],
             range_end: 3000,
             range: 5000,
             ts: 3000,

@@ -147,6 +147,7 @@ mod tests {
     fn window(samples: &[Sample], end: i64, range: i64) -> Window<'_> {
         Window {
             samples,
+            hists: &[],
             range_end: end,
             range,
             ts: end,
