@@ -831,15 +831,7 @@ seed_provider:
                                     return;
                                 }
                             };
-                            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-                                "shared-cassandra-{}",
-                                std::env::current_exe()
-                                    .ok()
-                                    .and_then(|p| p
-                                        .file_name()
-                                        .map(|f| f.to_string_lossy().into_owned()))
-                                    .unwrap_or_default()
-                            ));
+                            let dir = shared_cassandra_dir();
                             let _ = std::fs::remove_dir_all(&dir);
                             let started = runtime.block_on(Cassandra::start_in(
                                 &dir,
@@ -874,6 +866,19 @@ seed_provider:
         .await?;
         port.map_err(|e| anyhow::anyhow!("shared cassandra: {e}"))
     }
+}
+
+/// The shared Cassandra's directory: one per test binary name (without
+/// cargo's hash, so rebuilds reuse it), emptied at each start.
+fn shared_cassandra_dir() -> PathBuf {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let name = binary
+        .rsplit_once('-')
+        .map_or(binary.as_str(), |(stem, _)| stem);
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("shared-cassandra-{name}"))
 }
 
 /// Whether Cassandra answers `SELECT release_version FROM system.local`.
