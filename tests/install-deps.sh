@@ -14,6 +14,10 @@ command -v etcd >/dev/null 2>&1 || apt_packages+=(etcd-server etcd-client)
 command -v prometheus >/dev/null 2>&1 || apt_packages+=(prometheus)
 command -v vmagent >/dev/null 2>&1 || apt_packages+=(victoria-metrics)
 
+# Java 17 and Maven fetch and run Cassandra (see below).
+command -v java >/dev/null 2>&1 || apt_packages+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || apt_packages+=(maven)
+
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "install-deps: installing ${apt_packages[*]} from Debian"
   as_root apt-get update -qq
@@ -53,6 +57,37 @@ if [ ! -x "$tools/prometheus-3.16/prometheus" ]; then
     -ldflags "-X github.com/prometheus/common/version.Version=3.16.0" \
     github.com/prometheus/prometheus/cmd/prometheus@v0.316.0 \
     github.com/prometheus/prometheus/cmd/promtool@v0.316.0
+fi
+
+# moto (S3 and DynamoDB) in the tools venv, for tests/store_backends.rs.
+if [ ! -x "$tools/venv/bin/moto_server" ]; then
+  echo "install-deps: installing moto server"
+  [ -x "$tools/venv/bin/pip" ] || python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install -q 'moto[server]'
+fi
+# Apache Cassandra 5.0.9 from Maven Central (Java 17, see TESTING.md),
+# for tests/store_backends.rs.
+cassandra="$tools/cassandra-5.0.9"
+if [ ! -f "$cassandra/lib/cassandra-all-5.0.9.jar" ]; then
+  echo "install-deps: fetching Apache Cassandra 5.0.9 jars"
+  mkdir -p "$cassandra"
+  cat > "$cassandra/pom.xml" <<'POM'
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local</groupId><artifactId>cassandra-lib</artifactId><version>0</version><packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId><version>5.0.9</version></dependency>
+  </dependencies>
+  <build><plugins><plugin>
+    <groupId>org.apache.maven.plugins</groupId><artifactId>maven-dependency-plugin</artifactId><version>3.8.1</version>
+  </plugin></plugins></build>
+</project>
+POM
+  rm -rf "$cassandra/lib.tmp"
+  mvn -B -q -f "$cassandra/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$cassandra/lib.tmp" -DincludeScope=runtime
+  rm -rf "$cassandra/lib"
+  mv "$cassandra/lib.tmp" "$cassandra/lib"
 fi
 
 "$tools/bin/helm" version --short

@@ -240,6 +240,101 @@ pub const FIELDS: &[(&str, &str)] = &[
         "File of the embedded index when a schema period keeps its index embedded.",
     ),
     (
+        "storage.s3.bucket",
+        "S3 bucket of the chunk packs when a schema period stores chunks in S3 (it must exist); each chunk table is a key prefix in it.",
+    ),
+    (
+        "storage.s3.endpoint",
+        "S3 endpoint URL (e.g. http://127.0.0.1:9000 for an S3-compatible server); empty: AWS S3 of storage.s3.region.",
+    ),
+    ("storage.s3.region", "S3 region."),
+    (
+        "storage.s3.force_path_style",
+        "Path-style S3 requests (endpoint/bucket/key) instead of virtual-hosted style, as most S3-compatible servers need.",
+    ),
+    (
+        "storage.s3.access_key_id",
+        "S3 access key id; with the secret empty too, credentials come from the AWS environment chain (environment, web identity, instance metadata).",
+    ),
+    (
+        "storage.s3.secret_access_key",
+        "S3 secret access key (masked when the config is printed).",
+    ),
+    (
+        "storage.s3.timeout",
+        "Longest one S3 operation may take, retries included; a server that is down fails requests after this.",
+    ),
+    (
+        "storage.s3.max_retries",
+        "Retries of a failed S3 request, with backoff, within storage.s3.timeout.",
+    ),
+    (
+        "storage.dynamodb.endpoint",
+        "DynamoDB endpoint URL; empty: AWS DynamoDB of storage.dynamodb.region.",
+    ),
+    ("storage.dynamodb.region", "DynamoDB region."),
+    (
+        "storage.dynamodb.access_key_id",
+        "DynamoDB access key id; with the secret empty too, credentials come from the AWS environment chain.",
+    ),
+    (
+        "storage.dynamodb.secret_access_key",
+        "DynamoDB secret access key (masked when the config is printed).",
+    ),
+    (
+        "storage.dynamodb.billing_mode",
+        "Billing mode of the index tables Strata creates: on_demand or provisioned.",
+    ),
+    (
+        "storage.dynamodb.read_capacity",
+        "Read capacity units of a new index table when billing_mode is provisioned.",
+    ),
+    (
+        "storage.dynamodb.write_capacity",
+        "Write capacity units of a new index table when billing_mode is provisioned.",
+    ),
+    (
+        "storage.dynamodb.timeout",
+        "Longest one DynamoDB request may take, the SDK's retries included.",
+    ),
+    (
+        "storage.dynamodb.max_retries",
+        "Attempts of a DynamoDB request, and re-sends (with backoff) of the items a batch write left unprocessed.",
+    ),
+    (
+        "storage.cassandra.addresses",
+        "Cassandra contact points, host names or IP addresses (comma list on the command line).",
+    ),
+    ("storage.cassandra.port", "CQL port of the Cassandra nodes."),
+    (
+        "storage.cassandra.keyspace",
+        "Keyspace of Strata's index and chunk tables; created on connect when missing.",
+    ),
+    (
+        "storage.cassandra.replication_factor",
+        "Replication factor (SimpleStrategy) of the keyspace when Strata creates it.",
+    ),
+    (
+        "storage.cassandra.consistency",
+        "Consistency level of every read and write: one, two, three, quorum, all, local_quorum, each_quorum or local_one.",
+    ),
+    (
+        "storage.cassandra.username",
+        "Cassandra user for password authentication; empty: none.",
+    ),
+    (
+        "storage.cassandra.password",
+        "Cassandra password (masked when the config is printed).",
+    ),
+    (
+        "storage.cassandra.connect_timeout",
+        "Longest connecting to Cassandra (and creating the keyspace) may take.",
+    ),
+    (
+        "storage.cassandra.request_timeout",
+        "Longest one Cassandra request may take.",
+    ),
+    (
         "storage.max_pack_bytes",
         "Largest object a flush writes: chunks are packed many to an object to save requests.",
     ),

@@ -117,8 +117,18 @@ impl Config {
     /// The effective configuration as YAML, secrets masked.
     pub fn to_yaml(&self, mask_secrets: bool) -> String {
         let mut shown = self.clone();
-        if mask_secrets && !shown.ring.kvstore.etcd.password.is_empty() {
-            shown.ring.kvstore.etcd.password = "********".to_string();
+        if mask_secrets {
+            let storage = &mut shown.storage;
+            for secret in [
+                &mut shown.ring.kvstore.etcd.password,
+                &mut storage.s3.secret_access_key,
+                &mut storage.dynamodb.secret_access_key,
+                &mut storage.cassandra.password,
+            ] {
+                if !secret.is_empty() {
+                    *secret = "********".to_string();
+                }
+            }
         }
         serde_saphyr::to_string(&shown)
             .unwrap_or_else(|err| format!("# cannot render the config: {err}\n"))
@@ -317,7 +327,14 @@ mod tests {
     fn secrets_are_masked() {
         let mut config = Config::default();
         config.ring.kvstore.etcd.password = "hunter2".into();
-        assert!(!config.to_yaml(true).contains("hunter2"));
-        assert!(config.to_yaml(false).contains("hunter2"));
+        config.storage.s3.secret_access_key = "s3-hunter3".into();
+        config.storage.dynamodb.secret_access_key = "ddb-hunter4".into();
+        config.storage.cassandra.password = "cql-hunter5".into();
+        let masked = config.to_yaml(true);
+        let plain = config.to_yaml(false);
+        for secret in ["hunter2", "s3-hunter3", "ddb-hunter4", "cql-hunter5"] {
+            assert!(!masked.contains(secret), "{secret} shown: {masked}");
+            assert!(plain.contains(secret));
+        }
     }
 }

@@ -32,8 +32,14 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use self::backend::cassandra::{Cassandra, CassandraIndex, CassandraObjects};
+pub use self::backend::cassandra::{CassandraConfig, Consistency as CassandraConsistency};
+use self::backend::dynamodb::DynamoDbIndex;
+pub use self::backend::dynamodb::{BillingMode as DynamoDbBillingMode, DynamoDbConfig};
 use self::backend::embedded::EmbeddedIndex;
 use self::backend::filesystem::FilesystemObjects;
+pub use self::backend::s3::S3Config;
+use self::backend::s3::S3Objects;
 pub use self::backend::{
     IndexClient, IndexEntry, IndexQuery, IndexRow, ObjectClient, RequestCounter, StoreError,
     TableClient, TableDesc,
@@ -52,6 +58,9 @@ use crate::model::{Labels, METRIC_NAME, MatchOp, Matcher};
 pub struct StorageConfig {
     pub filesystem: FilesystemConfig,
     pub embedded: EmbeddedConfig,
+    pub s3: S3Config,
+    pub dynamodb: DynamoDbConfig,
+    pub cassandra: CassandraConfig,
     /// Largest object a flush writes, in bytes (a pack of many chunks).
     pub max_pack_bytes: usize,
     /// Bytes of chunk records cached in memory (0: no cache).
@@ -71,6 +80,9 @@ impl Default for StorageConfig {
         StorageConfig {
             filesystem: FilesystemConfig::default(),
             embedded: EmbeddedConfig::default(),
+            s3: S3Config::default(),
+            dynamodb: DynamoDbConfig::default(),
+            cassandra: CassandraConfig::default(),
             max_pack_bytes: 8 << 20,
             chunk_cache_bytes: 256 << 20,
             index_cache_bytes: 64 << 20,
@@ -169,7 +181,9 @@ pub struct Store {
 impl Store {
     /// Opens the backends the schema's periods use. Embedded and
     /// filesystem backends open their files here; nothing waits on a
-    /// remote server.
+    /// remote server: S3, DynamoDB and Cassandra clients connect on first
+    /// use, and a request to a server that is down fails within the
+    /// backend's timeout (and succeeds again once it is back).
     pub fn new(
         config: &StorageConfig,
         schema: &SchemaConfig,
@@ -190,6 +204,16 @@ impl Store {
         let mut object_clients: HashMap<ChunkBackend, Arc<dyn ObjectClient>> = HashMap::new();
         let mut indexes = Vec::new();
         let mut objects = Vec::new();
+        // One Cassandra session serves both the index and the chunks.
+        let mut shared_cassandra: Option<Arc<Cassandra>> = None;
+        let mut cassandra = || -> Result<Arc<Cassandra>, StoreError> {
+            if let Some(c) = &shared_cassandra {
+                return Ok(c.clone());
+            }
+            let c = Cassandra::new(&config.cassandra, config.concurrency, requests.clone())?;
+            shared_cassandra = Some(c.clone());
+            Ok(c)
+        };
         for p in schema.periods() {
             let index = match index_clients.get(&p.config.index) {
                 Some(c) => c.clone(),
@@ -199,7 +223,12 @@ impl Store {
                             &config.embedded.path,
                             requests.clone(),
                         )?),
-                        other => return Err(unsupported(format!("{other:?}"))),
+                        IndexBackend::Dynamodb => Arc::new(DynamoDbIndex::new(
+                            &config.dynamodb,
+                            config.concurrency,
+                            requests.clone(),
+                        )),
+                        IndexBackend::Cassandra => Arc::new(CassandraIndex(cassandra()?)),
                     };
                     index_clients.insert(p.config.index, c.clone());
                     c
@@ -213,7 +242,8 @@ impl Store {
                             config.filesystem.directory.clone(),
                             requests.clone(),
                         )),
-                        other => return Err(unsupported(format!("{other:?}"))),
+                        ChunkBackend::S3 => Arc::new(S3Objects::new(&config.s3, requests.clone())?),
+                        ChunkBackend::Cassandra => Arc::new(CassandraObjects(cassandra()?)),
                     };
                     object_clients.insert(p.config.chunks, c.clone());
                     c
@@ -691,14 +721,6 @@ impl Store {
         let mut values: Vec<String> = values.into_iter().collect();
         values.sort();
         Ok(values)
-    }
-}
-
-fn unsupported(what: String) -> StoreError {
-    StoreError::Backend {
-        backend: "schema",
-        operation: "open",
-        message: format!("backend {what} is not available in this build"),
     }
 }
 

@@ -553,3 +553,354 @@ impl Sender {
         .with_context(|| self.guard.log_text())
     }
 }
+
+/// The tools cache of tests/install-deps.sh (`$STRATA_TOOLS`, by default
+/// `~/.cache/strata-tools`).
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("STRATA_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/strata-tools")))
+        .unwrap_or_default()
+}
+
+/// A moto server (S3 and DynamoDB, in memory) on loopback.
+pub struct Moto {
+    pub guard: Guard,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    /// Starts `moto_server` (installed by tests/install-deps.sh) on a free
+    /// port; ready when it answers HTTP.
+    pub async fn start() -> Result<Moto> {
+        let dir = tempfile::tempdir()?;
+        let mut last = None;
+        for _ in 0..3 {
+            let port = free_port();
+            match Moto::start_on(port, dir.path()).await {
+                Ok(guard) => {
+                    return Ok(Moto {
+                        guard,
+                        port,
+                        _dir: dir,
+                    });
+                }
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("moto did not start")))
+    }
+
+    async fn start_on(port: u16, dir: &Path) -> Result<Guard> {
+        let bin = tools_dir().join("venv/bin/moto_server");
+        let mut command = Command::new(&bin);
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let log = dir.join(format!("moto-{port}-{}.log", std::process::id()));
+        let mut guard = Guard::spawn("moto", command, log)
+            .with_context(|| format!("{} (tests/install-deps.sh installs it)", bin.display()))?;
+        let http = http();
+        let url = format!("http://127.0.0.1:{port}/moto-api/");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = guard.exited() {
+                bail!("moto exited with {status}: {}", guard.log_text());
+            }
+            if http.get(&url).send().await.is_ok() {
+                return Ok(guard);
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("moto not answering within 60 s: {}", guard.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the server (SIGKILL; its state is in memory and is lost).
+    pub fn kill(&mut self) {
+        self.guard.kill9();
+    }
+
+    /// Starts it again on the same port, empty.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.guard.kill9();
+        self.guard = Moto::start_on(self.port, self._dir.path()).await?;
+        Ok(())
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates an S3 bucket with a plain path-style `PUT /bucket`.
+    pub async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        let response = http()
+            .put(format!("{}/{bucket}", self.endpoint()))
+            .send()
+            .await?;
+        ensure_success(response, "create bucket").await
+    }
+}
+
+async fn ensure_success(response: reqwest::Response, what: &str) -> Result<()> {
+    let status = response.status();
+    if !status.is_success() {
+        bail!(
+            "{what}: {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// A real Apache Cassandra 5.0 (jars from Maven Central, installed by
+/// tests/install-deps.sh) on loopback, as TESTING.md starts it.
+pub struct Cassandra {
+    pub guard: Guard,
+    pub native_port: u16,
+    pub storage_port: u16,
+    /// Its configuration, data and log.
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+const CASSANDRA_JVM_OPTIONS: &str = "-Djdk.attach.allowAttachSelf=true
+--add-exports java.base/jdk.internal.misc=ALL-UNNAMED
+--add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+--add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
+--add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
+--add-exports java.sql/java.sql=ALL-UNNAMED
+--add-exports java.base/java.lang.ref=ALL-UNNAMED
+--add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
+--add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED
+--add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED
+--add-opens java.base/java.lang.module=ALL-UNNAMED
+--add-opens java.base/jdk.internal.loader=ALL-UNNAMED
+--add-opens java.base/jdk.internal.ref=ALL-UNNAMED
+--add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
+--add-opens java.base/jdk.internal.math=ALL-UNNAMED
+--add-opens java.base/jdk.internal.module=ALL-UNNAMED
+--add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
+--add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
+--add-opens java.base/sun.nio.ch=ALL-UNNAMED
+--add-opens java.base/java.io=ALL-UNNAMED
+--add-opens java.base/java.lang.reflect=ALL-UNNAMED
+--add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
+--add-opens java.base/java.lang=ALL-UNNAMED
+--add-opens java.base/java.util=ALL-UNNAMED
+-Dio.netty.tryReflectionSetAccessible=true
+";
+
+/// The one Cassandra of a test binary (see [`Cassandra::shared`]).
+static SHARED_CASSANDRA: std::sync::OnceLock<std::result::Result<u16, String>> =
+    std::sync::OnceLock::new();
+
+impl Cassandra {
+    /// Starts a Cassandra of its own in a temporary directory on free
+    /// ports (≈1 GB of memory: prefer [`Cassandra::shared`]).
+    pub async fn start() -> Result<Cassandra> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().to_path_buf();
+        let mut c = Cassandra::start_in(&dir, free_port(), free_port(), false).await?;
+        c._tmp = Some(tmp);
+        Ok(c)
+    }
+
+    /// Starts Cassandra with its data in `dir` (kept: start it again on
+    /// the same `dir` and ports to find the data there).
+    pub async fn start_in(
+        dir: &Path,
+        storage_port: u16,
+        native_port: u16,
+        die_with_thread: bool,
+    ) -> Result<Cassandra> {
+        let lib = tools_dir().join("cassandra-5.0.9/lib");
+        if !lib.is_dir() {
+            bail!(
+                "{} missing (tests/install-deps.sh installs it)",
+                lib.display()
+            );
+        }
+        std::fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
+        std::fs::write(
+            dir.join("cassandra.yaml"),
+            format!(
+                "partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: {storage_port}
+native_transport_port: {native_port}
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters: [{{seeds: \"127.0.0.1:{storage_port}\"}}]
+"
+            ),
+        )?;
+        let options = dir.join("cassandra-jvm17.options");
+        std::fs::write(&options, CASSANDRA_JVM_OPTIONS)?;
+        let mut command = Command::new("java");
+        command
+            .args(["-Xms512m", "-Xmx512m"])
+            .arg(format!("@{}", options.display()))
+            .arg(format!(
+                "-Dcassandra.config=file://{}",
+                dir.join("cassandra.yaml").display()
+            ))
+            .arg("-Dcassandra-foreground=true")
+            .arg(format!("-Dcassandra.storagedir={}", dir.display()))
+            .arg("-cp")
+            .arg(format!("{}/*", lib.display()))
+            .arg("org.apache.cassandra.service.CassandraDaemon");
+        if die_with_thread {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl(2) in the child before exec touches no memory
+            // of the parent; it asks the kernel to kill the child when the
+            // thread that spawned it ends (the process exiting included).
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        let mut guard = Guard::spawn("cassandra", command, dir.join("log"))?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = guard.exited() {
+                let log = guard.log_text();
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                bail!("cassandra exited with {status}: {tail}");
+            }
+            if cql_answers(native_port).await {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(180) {
+                bail!(
+                    "cassandra not answering CQL within 180 s (log: {})",
+                    dir.join("log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(Cassandra {
+            guard,
+            native_port,
+            storage_port,
+            dir,
+            _tmp: None,
+        })
+    }
+
+    /// Stops it cleanly (SIGTERM drains the commit log), waiting for it.
+    pub fn stop(&mut self) -> Result<()> {
+        self.guard.signal(libc::SIGTERM);
+        self.guard.wait_exit(Duration::from_secs(60)).map(|_| ())
+    }
+
+    /// The native (CQL) port of the test binary's one shared Cassandra,
+    /// started on first use; each test uses a keyspace of its own. It runs
+    /// until the test binary exits (it is killed with the thread that owns
+    /// it, which lives as long as the process).
+    pub async fn shared() -> Result<u16> {
+        let port = tokio::task::spawn_blocking(|| {
+            SHARED_CASSANDRA
+                .get_or_init(|| {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    let spawned = std::thread::Builder::new()
+                        .name("shared-cassandra".to_string())
+                        .spawn(move || {
+                            let runtime = match tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                            {
+                                Ok(r) => r,
+                                Err(e) => {
+                                    let _ = tx.send(Err(e.to_string()));
+                                    return;
+                                }
+                            };
+                            let dir = shared_cassandra_dir();
+                            let _ = std::fs::remove_dir_all(&dir);
+                            let started = runtime.block_on(Cassandra::start_in(
+                                &dir,
+                                free_port(),
+                                free_port(),
+                                true,
+                            ));
+                            match started {
+                                Ok(c) => {
+                                    let _ = tx.send(Ok(c.native_port));
+                                    // Keep the guard (and the child's
+                                    // parent thread) for the process's life.
+                                    let _keep = c;
+                                    loop {
+                                        std::thread::park();
+                                    }
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(format!("{e:#}")));
+                                }
+                            }
+                        });
+                    match spawned {
+                        Ok(_) => rx
+                            .recv()
+                            .unwrap_or_else(|e| Err(format!("cassandra thread: {e}"))),
+                        Err(e) => Err(e.to_string()),
+                    }
+                })
+                .clone()
+        })
+        .await?;
+        port.map_err(|e| anyhow::anyhow!("shared cassandra: {e}"))
+    }
+}
+
+/// The shared Cassandra's directory: one per test binary name (without
+/// cargo's hash, so rebuilds reuse it), emptied at each start.
+fn shared_cassandra_dir() -> PathBuf {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let name = binary
+        .rsplit_once('-')
+        .map_or(binary.as_str(), |(stem, _)| stem);
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("shared-cassandra-{name}"))
+}
+
+/// Whether Cassandra answers `SELECT release_version FROM system.local`.
+pub async fn cql_answers(port: u16) -> bool {
+    if std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(format!("127.0.0.1:{port}"))
+        .connection_timeout(Duration::from_secs(5))
+        .build()
+        .await;
+    let Ok(session) = session else {
+        return false;
+    };
+    session
+        .query_unpaged("SELECT release_version FROM system.local", &[])
+        .await
+        .is_ok()
+}

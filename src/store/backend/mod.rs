@@ -8,8 +8,11 @@
 //! `BatchWriteItem` of 25 rows is one request), so the cost of flushing is
 //! measured, not guessed.
 
+pub mod cassandra;
+pub mod dynamodb;
 pub mod embedded;
 pub mod filesystem;
+pub mod s3;
 
 use async_trait::async_trait;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -174,6 +177,12 @@ pub struct RequestLabels {
 #[derive(Clone, Default)]
 pub struct RequestCounter {
     family: Family<RequestLabels, Counter>,
+}
+
+impl std::fmt::Debug for RequestCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestCounter")
+    }
 }
 
 impl RequestCounter {

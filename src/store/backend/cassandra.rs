@@ -1,0 +1,637 @@
+//! The index and the chunk packs in Apache Cassandra (or ScyllaDB), in one
+//! keyspace that is created on connect (SimpleStrategy, the configured
+//! replication factor).
+//!
+//! - index tables: `(h text, r blob, v blob, PRIMARY KEY (h, r))`; a write
+//!   groups its rows per partition and sends each partition's rows as
+//!   UNLOGGED batches of bounded size (a single-partition batch is applied
+//!   atomically by the replica, without the batch log); a query reads
+//!   `WHERE h = ? AND r >= ?` page by page;
+//! - chunk tables: `(k text PRIMARY KEY, v blob)`, one row per pack;
+//!   `get_range` reads the blob and slices it.
+//!
+//! Index and chunk tables share the keyspace; each client lists only its
+//! own kind (by the key column: `h` or `k`). The session is opened on
+//! first use, within `connect_timeout`; a failed connect is tried again on
+//! the next request, and an open session reconnects by itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::response::{PagingState, PagingStateResponse};
+use scylla::statement::Consistency as CqlConsistency;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use super::{
+    IndexClient, IndexEntry, IndexQuery, IndexRow, ObjectClient, RequestCounter, StoreError,
+    TableClient, TableDesc,
+};
+
+const BACKEND: &str = "cassandra";
+
+/// Rows of one batch, at most.
+const BATCH_ROWS: usize = 200;
+/// Bytes of one batch, at most (Cassandra refuses batches over
+/// `batch_size_fail_threshold`, 50 KiB by default).
+const BATCH_BYTES: usize = 32 << 10;
+/// Rows of one page of a query.
+const PAGE_ROWS: i32 = 1000;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    One,
+    Two,
+    Three,
+    #[default]
+    Quorum,
+    All,
+    LocalQuorum,
+    EachQuorum,
+    LocalOne,
+}
+
+impl From<Consistency> for CqlConsistency {
+    fn from(c: Consistency) -> CqlConsistency {
+        match c {
+            Consistency::One => CqlConsistency::One,
+            Consistency::Two => CqlConsistency::Two,
+            Consistency::Three => CqlConsistency::Three,
+            Consistency::Quorum => CqlConsistency::Quorum,
+            Consistency::All => CqlConsistency::All,
+            Consistency::LocalQuorum => CqlConsistency::LocalQuorum,
+            Consistency::EachQuorum => CqlConsistency::EachQuorum,
+            Consistency::LocalOne => CqlConsistency::LocalOne,
+        }
+    }
+}
+
+/// Where Cassandra is and how Strata uses it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CassandraConfig {
+    /// Contact points (host names or IP addresses).
+    pub addresses: Vec<String>,
+    /// CQL port of every contact point.
+    pub port: u16,
+    /// Keyspace of Strata's tables, created on connect.
+    pub keyspace: String,
+    /// Replication factor of the keyspace when Strata creates it.
+    pub replication_factor: u32,
+    /// Consistency level of every read and write.
+    pub consistency: Consistency,
+    /// Password authentication; empty: none.
+    pub username: String,
+    pub password: String,
+    /// Longest connecting (and creating the keyspace) may take.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest one request may take.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for CassandraConfig {
+    fn default() -> Self {
+        CassandraConfig {
+            addresses: vec!["127.0.0.1".to_string()],
+            port: 9042,
+            keyspace: "strata".to_string(),
+            replication_factor: 3,
+            consistency: Consistency::Quorum,
+            username: String::new(),
+            password: String::new(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Statement {
+    IndexInsert,
+    IndexQuery,
+    ObjectInsert,
+    ObjectGet,
+}
+
+/// One connection to a Cassandra cluster, shared by the index and chunk
+/// clients of a store.
+pub struct Cassandra {
+    config: CassandraConfig,
+    concurrency: usize,
+    requests: RequestCounter,
+    session: OnceCell<Session>,
+    prepared: Mutex<HashMap<(String, Statement), PreparedStatement>>,
+}
+
+fn err(operation: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
+    move |e| StoreError::backend(BACKEND, operation, e)
+}
+
+/// Whether an error says the table does not exist: Cassandra 5 answers
+/// "table T does not exist", older versions "unconfigured table T".
+fn missing_table(e: &impl std::fmt::Display) -> bool {
+    let message = e.to_string();
+    message.contains("unconfigured table")
+        || message
+            .split("Error message: table ")
+            .nth(1)
+            .is_some_and(|rest| rest.contains(" does not exist"))
+}
+
+/// A keyspace or table name Cassandra accepts unquoted: letters, digits
+/// and underscores, at most 48.
+fn checked(name: &str) -> Result<&str, StoreError> {
+    if name.is_empty()
+        || name.len() > 48
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(StoreError::backend(
+            BACKEND,
+            "name",
+            format!("{name:?} is not a Cassandra table name (letters, digits, _; at most 48)"),
+        ));
+    }
+    Ok(name)
+}
+
+impl Cassandra {
+    /// Keeps the configuration; connects on first use. `concurrency`
+    /// bounds the batches one write sends at once.
+    pub fn new(
+        config: &CassandraConfig,
+        concurrency: usize,
+        requests: RequestCounter,
+    ) -> Result<Arc<Cassandra>, StoreError> {
+        checked(&config.keyspace)?;
+        if config.addresses.is_empty() {
+            return Err(StoreError::backend(
+                BACKEND,
+                "open",
+                "storage.cassandra.addresses is empty",
+            ));
+        }
+        Ok(Arc::new(Cassandra {
+            config: config.clone(),
+            concurrency: concurrency.max(1),
+            requests,
+            session: OnceCell::new(),
+            prepared: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    async fn session(&self) -> Result<&Session, StoreError> {
+        self.session
+            .get_or_try_init(|| async {
+                let limit = self.config.connect_timeout;
+                tokio::time::timeout(limit, self.connect())
+                    .await
+                    .map_err(|_| err("connect")(&format!("not connected within {limit:?}")))?
+            })
+            .await
+    }
+
+    async fn connect(&self) -> Result<Session, StoreError> {
+        let c = &self.config;
+        let profile = ExecutionProfile::builder()
+            .consistency(c.consistency.into())
+            .request_timeout(Some(c.request_timeout))
+            .build();
+        let mut builder = SessionBuilder::new()
+            .known_nodes(c.addresses.iter().map(|a| format!("{a}:{}", c.port)))
+            .connection_timeout(c.connect_timeout)
+            .default_execution_profile_handle(profile.into_handle());
+        if !c.username.is_empty() {
+            builder = builder.user(&c.username, &c.password);
+        }
+        let session = builder.build().await.map_err(|e| err("connect")(&e))?;
+        self.requests.inc(BACKEND, "create_keyspace");
+        session
+            .query_unpaged(
+                format!(
+                    "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = \
+                     {{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+                    c.keyspace,
+                    c.replication_factor.max(1)
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| err("connect")(&e))?;
+        Ok(session)
+    }
+
+    /// The prepared statement of `kind` on `table` (prepared once).
+    async fn prepared(
+        &self,
+        table: &str,
+        kind: Statement,
+    ) -> Result<PreparedStatement, StoreError> {
+        let table = checked(table)?;
+        let key = (table.to_string(), kind);
+        if let Some(p) = self.prepared.lock().get(&key) {
+            return Ok(p.clone());
+        }
+        let ks = &self.config.keyspace;
+        let cql = match kind {
+            Statement::IndexInsert => {
+                format!("INSERT INTO {ks}.{table} (h, r, v) VALUES (?, ?, ?)")
+            }
+            Statement::IndexQuery => {
+                format!("SELECT r, v FROM {ks}.{table} WHERE h = ? AND r >= ?")
+            }
+            Statement::ObjectInsert => format!("INSERT INTO {ks}.{table} (k, v) VALUES (?, ?)"),
+            Statement::ObjectGet => format!("SELECT v FROM {ks}.{table} WHERE k = ?"),
+        };
+        let session = self.session().await?;
+        self.requests.inc(BACKEND, "prepare");
+        let mut p = session.prepare(cql).await.map_err(|e| {
+            if missing_table(&e) {
+                StoreError::NoSuchTable {
+                    backend: BACKEND,
+                    table: table.to_string(),
+                }
+            } else {
+                err("prepare")(&e)
+            }
+        })?;
+        if kind == Statement::IndexQuery {
+            p.set_page_size(PAGE_ROWS);
+        }
+        self.prepared.lock().insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Runs DDL (or any statement without values), counted as `operation`.
+    async fn ddl(&self, operation: &'static str, cql: String) -> Result<(), StoreError> {
+        let session = self.session().await?;
+        self.requests.inc(BACKEND, operation);
+        session
+            .query_unpaged(cql, &[])
+            .await
+            .map_err(|e| err(operation)(&e))?;
+        Ok(())
+    }
+
+    /// Tables of the keyspace whose key column is `key_column`.
+    async fn tables_with(&self, key_column: &str) -> Result<Vec<String>, StoreError> {
+        let session = self.session().await?;
+        self.requests.inc(BACKEND, "list_tables");
+        let result = session
+            .query_unpaged(
+                "SELECT table_name, column_name FROM system_schema.columns WHERE keyspace_name = ?",
+                (self.config.keyspace.as_str(),),
+            )
+            .await
+            .map_err(|e| err("list_tables")(&e))?
+            .into_rows_result()
+            .map_err(|e| err("list_tables")(&e))?;
+        let mut out = Vec::new();
+        for row in result
+            .rows::<(String, String)>()
+            .map_err(|e| err("list_tables")(&e))?
+        {
+            let (table, column) = row.map_err(|e| err("list_tables")(&e))?;
+            if column == key_column {
+                out.push(table);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn create(&self, name: &str, columns: &str) -> Result<(), StoreError> {
+        let name = checked(name)?;
+        self.ddl(
+            "create_table",
+            format!(
+                "CREATE TABLE IF NOT EXISTS {}.{name} ({columns})",
+                self.config.keyspace
+            ),
+        )
+        .await
+    }
+
+    async fn drop_table(&self, name: &str) -> Result<(), StoreError> {
+        let name = checked(name)?;
+        self.prepared.lock().retain(|(t, _), _| t != name);
+        self.ddl(
+            "delete_table",
+            format!("DROP TABLE IF EXISTS {}.{name}", self.config.keyspace),
+        )
+        .await
+    }
+
+    /// Sends one partition's rows as one UNLOGGED batch (one statement
+    /// when it is a single row).
+    async fn write_batch(
+        &self,
+        table: &str,
+        insert: &PreparedStatement,
+        rows: &[&IndexEntry],
+    ) -> Result<(), StoreError> {
+        let session = self.session().await?;
+        self.requests.inc(BACKEND, "write");
+        let result = if let [row] = rows {
+            session
+                .execute_unpaged(insert, (&row.hash, &row.range, &row.value))
+                .await
+                .map(|_| ())
+        } else {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            for _ in rows {
+                batch.append_statement(insert.clone());
+            }
+            let values: Vec<(&String, &Vec<u8>, &Vec<u8>)> =
+                rows.iter().map(|r| (&r.hash, &r.range, &r.value)).collect();
+            session.batch(&batch, values).await.map(|_| ())
+        };
+        result.map_err(|e| {
+            if missing_table(&e) {
+                StoreError::NoSuchTable {
+                    backend: BACKEND,
+                    table: table.to_string(),
+                }
+            } else {
+                err("write")(&e)
+            }
+        })
+    }
+}
+
+/// Splits the rows (sorted by hash) into per-partition batches of bounded
+/// rows and bytes, as index ranges into `rows`.
+fn batches(rows: &[&IndexEntry]) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut bytes = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let size = row.hash.len() + row.range.len() + row.value.len();
+        match out.last_mut() {
+            Some(b)
+                if rows[b.start].hash == row.hash
+                    && b.len() < BATCH_ROWS
+                    && bytes + size <= BATCH_BYTES =>
+            {
+                b.end = i + 1;
+                bytes += size;
+            }
+            _ => {
+                out.push(i..i + 1);
+                bytes = size;
+            }
+        }
+    }
+    out
+}
+
+/// The index client over a [`Cassandra`] connection.
+pub struct CassandraIndex(pub Arc<Cassandra>);
+
+/// The chunk client over a [`Cassandra`] connection.
+pub struct CassandraObjects(pub Arc<Cassandra>);
+
+#[async_trait]
+impl TableClient for CassandraIndex {
+    async fn list_tables(&self) -> Result<Vec<String>, StoreError> {
+        self.0.tables_with("h").await
+    }
+
+    async fn create_table(&self, name: &str, _desc: &TableDesc) -> Result<(), StoreError> {
+        self.0
+            .create(name, "h text, r blob, v blob, PRIMARY KEY (h, r)")
+            .await
+    }
+
+    async fn delete_table(&self, name: &str) -> Result<(), StoreError> {
+        self.0.drop_table(name).await
+    }
+}
+
+#[async_trait]
+impl IndexClient for CassandraIndex {
+    async fn write(&self, table: &str, entries: &[IndexEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let c = &self.0;
+        let insert = c.prepared(table, Statement::IndexInsert).await?;
+        // Last value wins for a key written twice, as one after the other.
+        let mut rows: BTreeMap<(&str, &[u8]), &IndexEntry> = BTreeMap::new();
+        for e in entries {
+            rows.insert((e.hash.as_str(), e.range.as_slice()), e);
+        }
+        let rows: Vec<&IndexEntry> = rows.into_values().collect();
+        let (rows, insert) = (&rows, &insert);
+        stream::iter(batches(rows))
+            .map(|batch| c.write_batch(table, insert, &rows[batch]))
+            .buffer_unordered(c.concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn query(&self, table: &str, query: &IndexQuery) -> Result<Vec<IndexRow>, StoreError> {
+        let c = &self.0;
+        let select = match c.prepared(table, Statement::IndexQuery).await {
+            Err(StoreError::NoSuchTable { .. }) => return Ok(Vec::new()),
+            other => other?,
+        };
+        let session = c.session().await?;
+        let lower = query.lower_bound();
+        let mut out = Vec::new();
+        let mut paging = PagingState::start();
+        loop {
+            c.requests.inc(BACKEND, "query");
+            let (result, next) = match session
+                .execute_single_page(&select, (&query.hash, lower), paging)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) if missing_table(&e) => return Ok(Vec::new()),
+                Err(e) => return Err(err("query")(&e)),
+            };
+            let rows = result.into_rows_result().map_err(|e| err("query")(&e))?;
+            let mut past_prefix = false;
+            for row in rows
+                .rows::<(Vec<u8>, Option<Vec<u8>>)>()
+                .map_err(|e| err("query")(&e))?
+            {
+                let (range, value) = row.map_err(|e| err("query")(&e))?;
+                if !range.starts_with(&query.range_prefix) {
+                    // Sorted from the lower bound: the prefix's rows are
+                    // behind us.
+                    past_prefix = true;
+                    break;
+                }
+                if query.matches(&range) {
+                    out.push(IndexRow {
+                        range,
+                        value: value.unwrap_or_default(),
+                    });
+                }
+            }
+            match next {
+                PagingStateResponse::HasMorePages { state } if !past_prefix => paging = state,
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl TableClient for CassandraObjects {
+    async fn list_tables(&self) -> Result<Vec<String>, StoreError> {
+        self.0.tables_with("k").await
+    }
+
+    async fn create_table(&self, name: &str, _desc: &TableDesc) -> Result<(), StoreError> {
+        self.0.create(name, "k text PRIMARY KEY, v blob").await
+    }
+
+    async fn delete_table(&self, name: &str) -> Result<(), StoreError> {
+        self.0.drop_table(name).await
+    }
+}
+
+#[async_trait]
+impl ObjectClient for CassandraObjects {
+    async fn put(&self, table: &str, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        let c = &self.0;
+        let insert = c.prepared(table, Statement::ObjectInsert).await?;
+        let session = c.session().await?;
+        c.requests.inc(BACKEND, "put");
+        session
+            .execute_unpaged(&insert, (key, data))
+            .await
+            .map_err(|e| {
+                if missing_table(&e) {
+                    StoreError::NoSuchTable {
+                        backend: BACKEND,
+                        table: table.to_string(),
+                    }
+                } else {
+                    err("put")(&e)
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn get_range(
+        &self,
+        table: &str,
+        key: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, StoreError> {
+        let c = &self.0;
+        let not_found = || StoreError::NotFound {
+            backend: BACKEND,
+            table: table.to_string(),
+            key: key.to_string(),
+        };
+        let select = match c.prepared(table, Statement::ObjectGet).await {
+            Err(StoreError::NoSuchTable { .. }) => return Err(not_found()),
+            other => other?,
+        };
+        let session = c.session().await?;
+        c.requests.inc(BACKEND, "get_range");
+        let result = session
+            .execute_unpaged(&select, (key,))
+            .await
+            .map_err(|e| {
+                if missing_table(&e) {
+                    not_found()
+                } else {
+                    err("get_range")(&e)
+                }
+            })?
+            .into_rows_result()
+            .map_err(|e| err("get_range")(&e))?;
+        let Some((blob,)) = result
+            .maybe_first_row::<(Option<Vec<u8>>,)>()
+            .map_err(|e| err("get_range")(&e))?
+        else {
+            return Err(not_found());
+        };
+        let blob = blob.unwrap_or_default();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        blob.get(start..start.saturating_add(len as usize))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "{table}/{key}: {} bytes, wanted {len} at {offset}",
+                    blob.len()
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(hash: &str, range: &[u8], value_len: usize) -> IndexEntry {
+        IndexEntry {
+            hash: hash.to_string(),
+            range: range.to_vec(),
+            value: vec![0; value_len],
+        }
+    }
+
+    #[test]
+    fn batches_hold_one_partition_and_stay_bounded() {
+        let mut rows = Vec::new();
+        for i in 0..(BATCH_ROWS + 5) as u32 {
+            rows.push(entry("a", &i.to_be_bytes(), 1));
+        }
+        rows.push(entry("b", b"x", 1));
+        for i in 0..4u32 {
+            rows.push(entry("c", &i.to_be_bytes(), BATCH_BYTES / 3));
+        }
+        let refs: Vec<&IndexEntry> = rows.iter().collect();
+        let got: Vec<&[&IndexEntry]> = batches(&refs).into_iter().map(|b| &refs[b]).collect();
+        let shape: Vec<(String, usize)> =
+            got.iter().map(|b| (b[0].hash.clone(), b.len())).collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("a".to_string(), BATCH_ROWS),
+                ("a".to_string(), 5),
+                ("b".to_string(), 1),
+                ("c".to_string(), 2),
+                ("c".to_string(), 2),
+            ]
+        );
+        assert!(got.iter().all(|b| b.iter().all(|r| r.hash == b[0].hash)));
+    }
+
+    #[test]
+    fn missing_tables_are_recognised() {
+        assert!(missing_table(
+            &"Database returned an error: The query is syntactically correct but invalid, \
+              Error message: table t1 does not exist"
+        ));
+        assert!(missing_table(&"unconfigured table index_1"));
+        assert!(!missing_table(&"Error message: Keyspace ks does not exist"));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(checked("index_2900").is_ok());
+        assert!(checked("x; DROP KEYSPACE y").is_err());
+        assert!(checked(&"a".repeat(49)).is_err());
+    }
+}

@@ -1,0 +1,832 @@
+//! The remote backends of the long-term store against real servers: S3 and
+//! DynamoDB against moto, index and chunks against Apache Cassandra 5.
+//!
+//! For each backend, the trait contract (the checks of the embedded and
+//! filesystem unit tests, and paging); then the whole `Store` over each
+//! pair (S3 + DynamoDB, Cassandra + Cassandra) built by `Store::new` from a
+//! schema period; then outages: a server that stops answering makes
+//! requests fail (not hang), and once it is back the store works again
+//! with its data there. The Store tests print the requests a flush of
+//! 1,000 series x 1 chunk makes, per operation.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use common::{Cassandra, Moto};
+use strata::metrics::Metrics;
+use strata::model::{Labels, MatchOp, Matcher};
+use strata::store::{
+    CassandraConfig, CassandraConsistency, ChunkBackend, ChunkEncoding, DynamoDbConfig,
+    IndexBackend, IndexClient, IndexEntry, IndexQuery, ObjectClient, PeriodConfig, S3Config,
+    SchemaConfig, StorageConfig, Store, StoreChunk, StoreError, TableClient, TableDesc,
+};
+
+const DAY: i64 = 86_400_000;
+const T0: i64 = 1_700_000_000_000;
+
+fn entry(hash: &str, range: &[u8], value: &[u8]) -> IndexEntry {
+    IndexEntry {
+        hash: hash.to_string(),
+        range: range.to_vec(),
+        value: value.to_vec(),
+    }
+}
+
+fn values(rows: &[strata::store::IndexRow]) -> Vec<Vec<u8>> {
+    rows.iter().map(|r| r.value.clone()).collect()
+}
+
+/// The `IndexClient` contract, as the embedded index's unit test checks it,
+/// plus upserts, ordering, empty values and paging.
+async fn index_contract(idx: &dyn IndexClient) -> Result<()> {
+    let missing = idx.write("t1", &[entry("h", b"a", b"1")]).await;
+    ensure!(
+        matches!(missing, Err(StoreError::NoSuchTable { .. })),
+        "writing to a missing table: {missing:?}"
+    );
+    ensure!(
+        idx.query("t1", &IndexQuery::hash("h".to_string()))
+            .await?
+            .is_empty(),
+        "a missing table reads empty"
+    );
+    idx.create_table("t1", &TableDesc::default()).await?;
+    idx.create_table("t1", &TableDesc::default())
+        .await
+        .context("creating an existing table succeeds")?;
+    // Written out of order: read back sorted by range key.
+    idx.write(
+        "t1",
+        &[
+            entry("h", b"b1", b"3"),
+            entry("h", b"a2", b"2"),
+            entry("h", b"a1", b"1"),
+            entry("hh", b"a1", b"4"),
+            entry("g", b"a1", b"5"),
+            entry("h", b"l", b""),
+        ],
+    )
+    .await?;
+    let q = |prefix: &[u8], start: Option<&[u8]>| IndexQuery {
+        hash: "h".to_string(),
+        range_prefix: prefix.to_vec(),
+        range_start: start.map(<[u8]>::to_vec),
+    };
+    let by_prefix = idx.query("t1", &q(b"a", None)).await?;
+    ensure!(
+        values(&by_prefix) == vec![b"1".to_vec(), b"2".to_vec()],
+        "prefix a: {by_prefix:?}"
+    );
+    let all = idx.query("t1", &q(b"", None)).await?;
+    let ranges: Vec<&[u8]> = all.iter().map(|r| r.range.as_slice()).collect();
+    ensure!(
+        ranges == vec![&b"a1"[..], b"a2", b"b1", b"l"],
+        "all rows sorted: {all:?}"
+    );
+    ensure!(all[3].value.is_empty(), "an empty value reads empty");
+    let from = idx.query("t1", &q(b"", Some(b"a2"))).await?;
+    ensure!(from.len() == 3, "start a2: {from:?}");
+    let both = idx.query("t1", &q(b"a", Some(b"a2"))).await?;
+    ensure!(
+        values(&both) == vec![b"2".to_vec()],
+        "prefix+start: {both:?}"
+    );
+    let before = idx.query("t1", &q(b"b", Some(b"a"))).await?;
+    ensure!(
+        values(&before) == vec![b"3".to_vec()],
+        "start before prefix"
+    );
+    let past = idx.query("t1", &q(b"a", Some(b"b"))).await?;
+    ensure!(past.is_empty(), "start past prefix: {past:?}");
+    ensure!(
+        idx.query("t1", &q(b"z", None)).await?.is_empty(),
+        "no row with prefix z"
+    );
+    // Another hash key sharing a prefix is not mixed in.
+    let hh = idx.query("t1", &IndexQuery::hash("hh".to_string())).await?;
+    ensure!(values(&hh) == vec![b"4".to_vec()], "hash hh: {hh:?}");
+
+    // Upserts, also of a key written twice in one call.
+    idx.write(
+        "t1",
+        &[
+            entry("h", b"a1", b"one"),
+            entry("h", b"b1", b"x"),
+            entry("h", b"b1", b"three"),
+        ],
+    )
+    .await?;
+    let all = idx.query("t1", &q(b"", None)).await?;
+    ensure!(
+        values(&all) == vec![b"one".to_vec(), b"2".to_vec(), b"three".to_vec(), vec![]],
+        "upserted: {all:?}"
+    );
+
+    // Many rows in one partition: batches and pages.
+    let value = vec![7u8; 500];
+    let many: Vec<IndexEntry> = (0..2500u32)
+        .map(|i| entry("big", &i.to_be_bytes(), &value))
+        .collect();
+    idx.write("t1", &many).await?;
+    let read = idx
+        .query("t1", &IndexQuery::hash("big".to_string()))
+        .await?;
+    ensure!(read.len() == 2500, "{} of 2500 rows read", read.len());
+    ensure!(
+        read.iter()
+            .enumerate()
+            .all(|(i, r)| r.range == (i as u32).to_be_bytes() && r.value == value),
+        "paged rows in order with their values"
+    );
+    let mut tail = IndexQuery::hash("big".to_string());
+    tail.range_start = Some(2400u32.to_be_bytes().to_vec());
+    ensure!(
+        idx.query("t1", &tail).await?.len() == 100,
+        "start in a page"
+    );
+
+    ensure!(
+        idx.list_tables().await?.contains(&"t1".to_string()),
+        "t1 listed"
+    );
+    idx.delete_table("t1").await?;
+    ensure!(
+        !idx.list_tables().await?.contains(&"t1".to_string()),
+        "t1 deleted"
+    );
+    idx.delete_table("t1")
+        .await
+        .context("deleting a missing table succeeds")?;
+    ensure!(
+        idx.query("t1", &IndexQuery::hash("h".to_string()))
+            .await?
+            .is_empty(),
+        "a deleted table reads empty"
+    );
+    Ok(())
+}
+
+/// The `ObjectClient` contract, as the filesystem unit test checks it.
+/// `tables_are_real`: a put into a table never created fails (Cassandra,
+/// filesystem) rather than creating it (S3 prefixes).
+async fn object_contract(objects: &dyn ObjectClient, tables_are_real: bool) -> Result<()> {
+    let first = objects.put("chunks_1", "t/abc", vec![1, 2, 3]).await;
+    if tables_are_real {
+        ensure!(
+            matches!(first, Err(StoreError::NoSuchTable { .. })),
+            "put into a missing table: {first:?}"
+        );
+    } else {
+        first.context("S3 has no tables: a put always succeeds")?;
+    }
+    let missing = objects.get_range("chunks_9", "t/abc", 0, 1).await;
+    ensure!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "get from a missing table: {missing:?}"
+    );
+    objects
+        .create_table("chunks_1", &TableDesc::default())
+        .await?;
+    objects
+        .create_table("chunks_1", &TableDesc::default())
+        .await
+        .context("creating an existing table succeeds")?;
+    objects
+        .put("chunks_1", "t/abc", (0u8..100).collect())
+        .await?;
+    ensure!(
+        objects.get_range("chunks_1", "t/abc", 10, 3).await? == vec![10, 11, 12],
+        "range read"
+    );
+    // Replacing an object.
+    objects
+        .put("chunks_1", "t/abc", (100u8..200).collect())
+        .await?;
+    ensure!(
+        objects.get_range("chunks_1", "t/abc", 0, 2).await? == vec![100, 101],
+        "replaced"
+    );
+    // A pack of a few MiB, read at its end.
+    let big: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    objects.put("chunks_1", "u/big", big.clone()).await?;
+    let end = big.len() as u64 - 1000;
+    ensure!(
+        objects.get_range("chunks_1", "u/big", end, 1000).await? == big[end as usize..],
+        "range at the end of a big object"
+    );
+    let none = objects.get_range("chunks_1", "t/none", 0, 1).await;
+    ensure!(
+        matches!(none, Err(StoreError::NotFound { .. })),
+        "missing key: {none:?}"
+    );
+    objects
+        .create_table("chunks_2", &TableDesc::default())
+        .await?;
+    objects.put("chunks_2", "t/abc", vec![9]).await?;
+    let tables = objects.list_tables().await?;
+    ensure!(
+        tables.contains(&"chunks_1".to_string()) && tables.contains(&"chunks_2".to_string()),
+        "tables listed: {tables:?}"
+    );
+    objects.delete_table("chunks_1").await?;
+    let tables = objects.list_tables().await?;
+    ensure!(
+        !tables.contains(&"chunks_1".to_string()) && tables.contains(&"chunks_2".to_string()),
+        "chunks_1 deleted, chunks_2 kept: {tables:?}"
+    );
+    let gone = objects.get_range("chunks_1", "t/abc", 0, 1).await;
+    ensure!(
+        matches!(gone, Err(StoreError::NotFound { .. })),
+        "objects of a deleted table: {gone:?}"
+    );
+    ensure!(objects.get_range("chunks_2", "t/abc", 0, 1).await? == vec![9]);
+    objects
+        .delete_table("chunks_1")
+        .await
+        .context("deleting a missing table succeeds")?;
+    Ok(())
+}
+
+fn s3_config(moto: &Moto, bucket: &str) -> S3Config {
+    S3Config {
+        bucket: bucket.to_string(),
+        endpoint: moto.endpoint(),
+        region: "us-east-1".to_string(),
+        force_path_style: true,
+        access_key_id: "test".to_string(),
+        secret_access_key: "test".to_string(),
+        timeout: Duration::from_secs(5),
+        max_retries: 2,
+    }
+}
+
+fn dynamodb_config(moto: &Moto) -> DynamoDbConfig {
+    DynamoDbConfig {
+        endpoint: moto.endpoint(),
+        access_key_id: "test".to_string(),
+        secret_access_key: "test".to_string(),
+        timeout: Duration::from_secs(5),
+        max_retries: 3,
+        ..DynamoDbConfig::default()
+    }
+}
+
+fn cassandra_config(port: u16, keyspace: &str) -> CassandraConfig {
+    CassandraConfig {
+        addresses: vec!["127.0.0.1".to_string()],
+        port,
+        keyspace: keyspace.to_string(),
+        replication_factor: 1,
+        consistency: CassandraConsistency::One,
+        connect_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(10),
+        ..CassandraConfig::default()
+    }
+}
+
+fn storage(
+    dir: &std::path::Path,
+    s3: S3Config,
+    dynamodb: DynamoDbConfig,
+    cassandra: CassandraConfig,
+) -> StorageConfig {
+    let mut config = StorageConfig {
+        s3,
+        dynamodb,
+        cassandra,
+        max_pack_bytes: 64 << 10,
+        // Every read goes to the server: the tests are about the servers.
+        chunk_cache_bytes: 0,
+        index_cache_bytes: 0,
+        ..StorageConfig::default()
+    };
+    config.filesystem.directory = dir.join("chunks");
+    config.embedded.path = dir.join("index.redb");
+    config
+}
+
+fn schema(chunks: ChunkBackend, index: IndexBackend) -> SchemaConfig {
+    SchemaConfig {
+        periods: vec![PeriodConfig {
+            chunks,
+            index,
+            ..PeriodConfig::default()
+        }],
+    }
+}
+
+fn chunk(tenant: &str, pairs: &[(&str, &str)], from: i64, through: i64, fill: u8) -> StoreChunk {
+    let labels = Labels::from_pairs(pairs.iter().copied());
+    StoreChunk {
+        fingerprint: strata::model::fingerprint(tenant, labels.as_slice()),
+        labels,
+        from,
+        through,
+        encoding: ChunkEncoding::Xor,
+        data: vec![fill; 100],
+    }
+}
+
+fn eq(name: &str, value: &str) -> Matcher {
+    Matcher::equal(name, value)
+}
+
+fn m(op: MatchOp, name: &str, value: &str) -> Matcher {
+    Matcher::new(op, name, value).expect("valid matcher")
+}
+
+/// The Store's behaviour over a pair of backends: what the filesystem +
+/// embedded unit tests check, through real servers.
+async fn store_contract(s: &Store, puts: (&'static str, &'static str)) -> Result<()> {
+    let up_a = [("__name__", "up"), ("job", "a")];
+    let a1 = chunk("t", &up_a, T0, T0 + 1000, 1);
+    let a2 = chunk("t", &up_a, T0 + 2000, T0 + DAY, 2);
+    let b = chunk("t", &[("__name__", "up"), ("job", "b")], T0, T0 + 1000, 3);
+    let other = chunk("t", &[("__name__", "down"), ("job", "a")], T0, T0 + 1000, 4);
+    let stats = s
+        .write_chunks("t", &[a1.clone(), a2.clone(), b.clone(), other.clone()])
+        .await?;
+    ensure!(stats.chunks == 4 && stats.already_stored == 0, "{stats:?}");
+
+    let got = s
+        .select(
+            "t",
+            &[eq("__name__", "up"), eq("job", "a")],
+            T0,
+            T0 + 2 * DAY,
+        )
+        .await?;
+    ensure!(got.len() == 1, "{got:?}");
+    ensure!(
+        got[0].chunks == vec![a1.clone(), a2.clone()],
+        "both chunks of up{{job=a}}"
+    );
+    let later = s
+        .select(
+            "t",
+            &[eq("__name__", "up"), eq("job", "a")],
+            T0 + 5000,
+            T0 + 2 * DAY,
+        )
+        .await?;
+    ensure!(later[0].chunks == vec![a2.clone()], "only a2 after T0+5s");
+    let re = s
+        .select(
+            "t",
+            &[eq("__name__", "up"), m(MatchOp::RegexMatch, "job", "a|b")],
+            T0,
+            T0 + 10,
+        )
+        .await?;
+    ensure!(re.len() == 2, "regex: {re:?}");
+    let neg = s
+        .select(
+            "t",
+            &[eq("__name__", "up"), m(MatchOp::NotEqual, "job", "a")],
+            T0,
+            T0 + 10,
+        )
+        .await?;
+    ensure!(
+        neg.len() == 1 && neg[0].chunks == vec![b.clone()],
+        "negative matcher"
+    );
+    let by_job = s.select("t", &[eq("job", "a")], T0, T0 + 10).await?;
+    ensure!(by_job.len() == 2, "name-less selector: {by_job:?}");
+    let by_name_re = s
+        .select(
+            "t",
+            &[m(MatchOp::RegexMatch, "__name__", "do.*")],
+            T0,
+            T0 + 10,
+        )
+        .await?;
+    ensure!(by_name_re.len() == 1 && by_name_re[0].chunks == vec![other.clone()]);
+
+    // Tenants are isolated.
+    ensure!(
+        s.select("u", &[eq("__name__", "up")], T0, T0 + DAY)
+            .await?
+            .is_empty()
+    );
+    ensure!(s.label_names("u", &[], T0, T0 + DAY).await?.is_empty());
+
+    ensure!(s.label_names("t", &[], T0, T0 + 10).await? == vec!["__name__", "job"]);
+    ensure!(s.label_values("t", "__name__", &[], T0, T0 + 10).await? == vec!["down", "up"]);
+    ensure!(
+        s.label_values("t", "job", &[eq("__name__", "down")], T0, T0 + 10)
+            .await?
+            == vec!["a"]
+    );
+
+    // Rewriting stored chunks writes nothing.
+    let (backend_puts, backend_writes) = puts;
+    let before = (
+        s.requests().get(backend_puts, "put"),
+        s.requests().get(backend_writes, "write"),
+    );
+    let again = s.write_chunks("t", &[a1.clone(), b.clone()]).await?;
+    ensure!(again.chunks == 0 && again.already_stored == 2, "{again:?}");
+    let after = (
+        s.requests().get(backend_puts, "put"),
+        s.requests().get(backend_writes, "write"),
+    );
+    ensure!(
+        before == after,
+        "a rewrite made requests: {before:?} -> {after:?}"
+    );
+    // A new chunk of a known series writes its chunk row only.
+    let next = chunk("t", &up_a, T0 + DAY + 10, T0 + DAY + 20, 5);
+    let stats = s.write_chunks("t", std::slice::from_ref(&next)).await?;
+    ensure!(stats.chunks == 1 && stats.index_rows == 1, "{stats:?}");
+    Ok(())
+}
+
+/// Operations each backend counts.
+const OPERATIONS: &[(&str, &[&str])] = &[
+    (
+        "s3",
+        &[
+            "put",
+            "get_range",
+            "list",
+            "head",
+            "delete",
+            "delete_objects",
+            "other",
+        ],
+    ),
+    (
+        "dynamodb",
+        &[
+            "write",
+            "query",
+            "create_table",
+            "describe_table",
+            "list_tables",
+            "delete_table",
+            "other",
+        ],
+    ),
+    (
+        "cassandra",
+        &[
+            "create_keyspace",
+            "prepare",
+            "create_table",
+            "write",
+            "query",
+            "put",
+            "get_range",
+            "list_tables",
+            "delete_table",
+        ],
+    ),
+];
+
+fn snapshot(s: &Store) -> Vec<(&'static str, &'static str, u64)> {
+    OPERATIONS
+        .iter()
+        .flat_map(|(b, ops)| ops.iter().map(move |op| (*b, *op, s.requests().get(b, op))))
+        .collect()
+}
+
+/// Writes 1,000 series x 1 chunk in one flush and prints the requests it
+/// made per operation; returns them.
+async fn count_flush_requests(s: &Store, pair: &str) -> Result<Vec<(String, u64)>> {
+    const SERIES: usize = 1000;
+    const SAMPLES_PER_CHUNK: u64 = 120;
+    let chunks: Vec<StoreChunk> = (0..SERIES)
+        .map(|i| {
+            let instance = format!("host-{i}");
+            let mut c = chunk(
+                "load",
+                &[
+                    ("__name__", "node_cpu_seconds_total"),
+                    ("instance", &instance),
+                    ("job", "node"),
+                ],
+                T0 + 3_600_000,
+                T0 + 3_600_000 + 119 * 15_000,
+                (i % 251) as u8,
+            );
+            // A 120-sample XOR chunk is about 200 bytes.
+            c.data = vec![(i % 251) as u8; 200];
+            c
+        })
+        .collect();
+    let before = snapshot(s);
+    let started = Instant::now();
+    let stats = s.write_chunks("load", &chunks).await?;
+    let took = started.elapsed();
+    let after = snapshot(s);
+    let samples = SERIES as u64 * SAMPLES_PER_CHUNK;
+    let mut out = Vec::new();
+    println!(
+        "{pair}: flush of {SERIES} series x 1 chunk ({samples} samples, {} packs, {} index rows) took {took:?}",
+        stats.packs, stats.index_rows
+    );
+    let mut total = 0;
+    for ((backend, op, b), (_, _, a)) in before.iter().zip(&after) {
+        let n = a - b;
+        if n > 0 {
+            total += n;
+            println!(
+                "{pair}:   {backend} {op}: {n} requests ({:.0} per million samples)",
+                n as f64 * 1e6 / samples as f64
+            );
+            out.push((format!("{backend} {op}"), n));
+        }
+    }
+    println!(
+        "{pair}:   total: {total} requests ({:.0} per million samples)",
+        total as f64 * 1e6 / samples as f64
+    );
+    ensure!(stats.chunks == SERIES, "{stats:?}");
+    let read = s
+        .select(
+            "load",
+            &[eq("__name__", "node_cpu_seconds_total")],
+            T0,
+            T0 + DAY,
+        )
+        .await?;
+    ensure!(
+        read.len() == SERIES,
+        "{} of {SERIES} series read back",
+        read.len()
+    );
+    ensure!(
+        read.iter()
+            .all(|r| r.chunks.len() == 1 && r.chunks[0].data.len() == 200)
+    );
+    Ok(out)
+}
+
+#[tokio::test]
+async fn dynamodb_index_contract_against_moto() -> Result<()> {
+    let moto = Moto::start().await?;
+    let requests = strata::store::RequestCounter::default();
+    let idx = strata::store::backend::dynamodb::DynamoDbIndex::new(
+        &dynamodb_config(&moto),
+        4,
+        requests.clone(),
+    );
+    index_contract(&idx).await?;
+    // 2,500 rows in batches of 25: at least 100 BatchWriteItem requests.
+    ensure!(requests.get("dynamodb", "write") >= 100, "batches counted");
+    Ok(())
+}
+
+#[tokio::test]
+async fn s3_objects_contract_against_moto() -> Result<()> {
+    let moto = Moto::start().await?;
+    moto.create_bucket("chunks").await?;
+    let requests = strata::store::RequestCounter::default();
+    let objects =
+        strata::store::backend::s3::S3Objects::new(&s3_config(&moto, "chunks"), requests.clone())?;
+    object_contract(&objects, false).await?;
+    ensure!(requests.get("s3", "put") >= 5, "puts counted");
+    Ok(())
+}
+
+#[tokio::test]
+async fn cassandra_index_contract() -> Result<()> {
+    let port = Cassandra::shared().await?;
+    let c = strata::store::backend::cassandra::Cassandra::new(
+        &cassandra_config(port, "index_contract"),
+        4,
+        strata::store::RequestCounter::default(),
+    )?;
+    index_contract(&strata::store::backend::cassandra::CassandraIndex(
+        c.clone(),
+    ))
+    .await?;
+    // The index client lists index tables only.
+    let objects = strata::store::backend::cassandra::CassandraObjects(c.clone());
+    objects
+        .create_table("chunks_7", &TableDesc::default())
+        .await?;
+    let index = strata::store::backend::cassandra::CassandraIndex(c);
+    index.create_table("index_7", &TableDesc::default()).await?;
+    ensure!(index.list_tables().await? == vec!["index_7".to_string()]);
+    ensure!(objects.list_tables().await? == vec!["chunks_7".to_string()]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn cassandra_objects_contract() -> Result<()> {
+    let port = Cassandra::shared().await?;
+    let c = strata::store::backend::cassandra::Cassandra::new(
+        &cassandra_config(port, "objects_contract"),
+        4,
+        strata::store::RequestCounter::default(),
+    )?;
+    object_contract(
+        &strata::store::backend::cassandra::CassandraObjects(c),
+        true,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn store_over_s3_and_dynamodb() -> Result<()> {
+    let moto = Moto::start().await?;
+    moto.create_bucket("strata-chunks").await?;
+    let dir = tempfile::tempdir()?;
+    let config = storage(
+        dir.path(),
+        s3_config(&moto, "strata-chunks"),
+        dynamodb_config(&moto),
+        CassandraConfig::default(),
+    );
+    let s = Store::new(
+        &config,
+        &schema(ChunkBackend::S3, IndexBackend::Dynamodb),
+        &Metrics::new(),
+    )?;
+    store_contract(&s, ("s3", "dynamodb")).await?;
+    let counts = count_flush_requests(&s, "s3+dynamodb").await?;
+    ensure!(!counts.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn store_over_cassandra() -> Result<()> {
+    let port = Cassandra::shared().await?;
+    let dir = tempfile::tempdir()?;
+    let config = storage(
+        dir.path(),
+        S3Config::default(),
+        DynamoDbConfig::default(),
+        cassandra_config(port, "store_pair"),
+    );
+    let s = Store::new(
+        &config,
+        &schema(ChunkBackend::Cassandra, IndexBackend::Cassandra),
+        &Metrics::new(),
+    )?;
+    store_contract(&s, ("cassandra", "cassandra")).await?;
+    let counts = count_flush_requests(&s, "cassandra").await?;
+    ensure!(!counts.is_empty());
+    Ok(())
+}
+
+/// A request to a server that is down ends in an error; the generous limit
+/// only tells a hang from an error.
+async fn fails_without_hanging<T: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<()> {
+    let started = Instant::now();
+    let result = tokio::time::timeout(limit, f)
+        .await
+        .with_context(|| format!("{what}: no answer within {limit:?}: the store hangs"))?;
+    ensure!(
+        result.is_err(),
+        "{what}: succeeded with the server down: {result:?}"
+    );
+    println!(
+        "{what}: failed after {:?}: {}",
+        started.elapsed(),
+        result.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn s3_and_dynamodb_outages_fail_fast_and_recover() -> Result<()> {
+    let mut moto = Moto::start().await?;
+    moto.create_bucket("strata-chunks").await?;
+    let dir = tempfile::tempdir()?;
+    let mut s3 = s3_config(&moto, "strata-chunks");
+    s3.timeout = Duration::from_secs(2);
+    let mut dynamodb = dynamodb_config(&moto);
+    dynamodb.timeout = Duration::from_secs(2);
+    let config = storage(dir.path(), s3, dynamodb, CassandraConfig::default());
+    let schema = schema(ChunkBackend::S3, IndexBackend::Dynamodb);
+    let s = Store::new(&config, &schema, &Metrics::new())?;
+    let a = chunk("t", &[("__name__", "up"), ("job", "a")], T0, T0 + 1000, 1);
+    s.write_chunks("t", std::slice::from_ref(&a)).await?;
+    let up = [eq("__name__", "up")];
+    let select = || s.select("t", &up, T0, T0 + 1000);
+
+    // A server that stops answering (SIGSTOP): requests time out.
+    moto.guard.signal(libc::SIGSTOP);
+    let limit = Duration::from_secs(60);
+    fails_without_hanging("moto paused: select", limit, select()).await?;
+    let b = chunk("t", &[("__name__", "up"), ("job", "b")], T0, T0 + 1000, 2);
+    fails_without_hanging(
+        "moto paused: write",
+        limit,
+        s.write_chunks("t", std::slice::from_ref(&b)),
+    )
+    .await?;
+    // Back: the same store works, with its data.
+    moto.guard.signal(libc::SIGCONT);
+    let got = select().await?;
+    ensure!(
+        got.len() == 1 && got[0].chunks == vec![a.clone()],
+        "{got:?}"
+    );
+    s.write_chunks("t", std::slice::from_ref(&b)).await?;
+
+    // A server that is gone (connection refused); moto keeps no state, so
+    // after its restart the store works on an empty server.
+    moto.kill();
+    fails_without_hanging("moto down: select", limit, select()).await?;
+    moto.restart().await?;
+    moto.create_bucket("strata-chunks").await?;
+    s.write_chunks("t", std::slice::from_ref(&a)).await?;
+    let got = select().await?;
+    ensure!(got.len() == 1 && got[0].chunks == vec![a], "{got:?}");
+
+    // A store created while the server is down does not block, and works
+    // once the server is back.
+    moto.kill();
+    let late = Store::new(&config, &schema, &Metrics::new())?;
+    fails_without_hanging(
+        "moto down: new store",
+        limit,
+        late.label_names("t", &[], T0, T0 + 1000),
+    )
+    .await?;
+    moto.restart().await?;
+    ensure!(late.label_names("t", &[], T0, T0 + 1000).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn cassandra_outage_fails_fast_and_restart_keeps_the_data() -> Result<()> {
+    // A Cassandra of this test's own: the shared one keeps serving the
+    // other tests.
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("cassandra");
+    let (storage_port, native_port) = (common::free_port(), common::free_port());
+    let mut cassandra = Cassandra::start_in(&dir, storage_port, native_port, false).await?;
+    let mut cql = cassandra_config(native_port, "outage");
+    cql.connect_timeout = Duration::from_secs(3);
+    cql.request_timeout = Duration::from_secs(3);
+    let config = storage(
+        tmp.path(),
+        S3Config::default(),
+        DynamoDbConfig::default(),
+        cql,
+    );
+    let schema = schema(ChunkBackend::Cassandra, IndexBackend::Cassandra);
+    let s = Store::new(&config, &schema, &Metrics::new())?;
+    let a = chunk("t", &[("__name__", "up"), ("job", "a")], T0, T0 + 1000, 1);
+    s.write_chunks("t", std::slice::from_ref(&a)).await?;
+
+    cassandra.stop()?;
+    let limit = Duration::from_secs(60);
+    fails_without_hanging(
+        "cassandra down: select",
+        limit,
+        s.select("t", &[eq("__name__", "up")], T0, T0 + 1000),
+    )
+    .await?;
+    let b = chunk("t", &[("__name__", "up"), ("job", "b")], T0, T0 + 1000, 2);
+    fails_without_hanging(
+        "cassandra down: write",
+        limit,
+        s.write_chunks("t", std::slice::from_ref(&b)),
+    )
+    .await?;
+    // A store created while Cassandra is down does not block on it.
+    let late = Store::new(&config, &schema, &Metrics::new())?;
+    fails_without_hanging(
+        "cassandra down: new store",
+        limit,
+        late.label_names("t", &[], T0, T0 + 1000),
+    )
+    .await?;
+
+    // Restarted on the same data: both stores work and find the chunk.
+    let _cassandra = Cassandra::start_in(&dir, storage_port, native_port, false).await?;
+    for (name, store) in [("running store", &s), ("late store", &late)] {
+        let got = common::eventually(name, Duration::from_secs(120), || async {
+            match store
+                .select("t", &[eq("__name__", "up")], T0, T0 + 1000)
+                .await
+            {
+                Ok(got) => Ok(Some(got)),
+                Err(e) => Err(anyhow::anyhow!("{e}")),
+            }
+        })
+        .await?;
+        ensure!(
+            got.len() == 1 && got[0].chunks == vec![a.clone()],
+            "{name}: {got:?}"
+        );
+    }
+    s.write_chunks("t", std::slice::from_ref(&b)).await?;
+    ensure!(
+        late.label_values("t", "job", &[], T0, T0 + 1000).await? == vec!["a", "b"],
+        "a write after the restart is read by the other store"
+    );
+    Ok(())
+}
