@@ -10,8 +10,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use super::histogram::{FloatHistogramIterator, HistogramChunkError, HistogramIterator};
 use super::{ChunkError, XorIterator};
-use crate::model::Sample;
+use crate::model::{HPoint, Sample};
 
 /// One XOR chunk (see [`crate::chunk`]) and the time range of its samples.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +96,73 @@ pub fn merge_chunks(chunks: &[ChunkData], mint: i64, maxt: i64) -> Result<Vec<Sa
         }
     }
     Ok(out)
+}
+
+/// One native histogram chunk ([`crate::chunk::histogram`]): integer or
+/// float, and the time range of its samples.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistogramChunkData {
+    pub min_t: i64,
+    pub max_t: i64,
+    /// A [`crate::chunk::histogram::FloatHistogramChunk`], else a
+    /// [`crate::chunk::histogram::HistogramChunk`].
+    pub float: bool,
+    pub bytes: Vec<u8>,
+}
+
+impl HistogramChunkData {
+    pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.min_t <= maxt && self.max_t >= mint
+    }
+}
+
+/// The histograms of `chunks` inside `[mint, maxt]` as float histograms,
+/// sorted by timestamp, one per timestamp; as [`merge_chunks`], the chunk
+/// listed first wins a timestamp. A chunk that does not decode fails the
+/// merge with its error.
+pub fn merge_histogram_chunks(
+    chunks: &[HistogramChunkData],
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<HPoint>, HistogramChunkError> {
+    // (timestamp, chunk position, histogram): histogram volumes are small,
+    // so a sort replaces the heap of the float merge.
+    let mut all: Vec<(i64, usize, HPoint)> = Vec::new();
+    for (pos, chunk) in chunks.iter().enumerate() {
+        if !chunk.overlaps(mint, maxt) {
+            continue;
+        }
+        if chunk.float {
+            let mut it = FloatHistogramIterator::new(&chunk.bytes);
+            let mut next = it.seek(mint);
+            while let Some((t, h)) = next {
+                if t > maxt {
+                    break;
+                }
+                all.push((t, pos, HPoint { t, h: h.clone() }));
+                next = it.next();
+            }
+            if let Some(err) = it.err() {
+                return Err(err.clone());
+            }
+        } else {
+            let mut it = HistogramIterator::new(&chunk.bytes);
+            let mut next = it.seek(mint);
+            while let Some((t, h)) = next {
+                if t > maxt {
+                    break;
+                }
+                all.push((t, pos, HPoint { t, h: h.to_float() }));
+                next = it.next();
+            }
+            if let Some(err) = it.err() {
+                return Err(err.clone());
+            }
+        }
+    }
+    all.sort_by_key(|(t, pos, _)| (*t, *pos));
+    all.dedup_by_key(|(t, _, _)| *t);
+    Ok(all.into_iter().map(|(_, _, p)| p).collect())
 }
 
 fn check(it: &XorIterator<'_>) -> Result<(), ChunkError> {

@@ -250,6 +250,14 @@ async fn samples_response<Q: Queryable + ?Sized>(
                             timestamp: p.t,
                         })
                         .collect(),
+                    // As float histograms: the querier reads every
+                    // histogram as one (integer counts stay exact up to
+                    // 2^53).
+                    histograms: s
+                        .histograms
+                        .iter()
+                        .map(|p| crate::proto::histogram::float_to_proto(p.t, &p.h))
+                        .collect(),
                     ..Default::default()
                 })
                 .collect(),

@@ -80,6 +80,7 @@ mod admission;
 mod append;
 mod gc;
 mod heads;
+mod histograms;
 mod merge;
 mod packed;
 mod postings;
