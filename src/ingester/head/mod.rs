@@ -88,6 +88,8 @@ mod read;
 mod series;
 
 #[cfg(test)]
+mod histogram_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

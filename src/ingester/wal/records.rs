@@ -670,6 +670,94 @@ mod tests {
             })
     }
 
+    fn hint_strategy() -> impl Strategy<Value = CounterResetHint> {
+        prop_oneof![
+            Just(CounterResetHint::Unknown),
+            Just(CounterResetHint::CounterReset),
+            Just(CounterResetHint::NotCounterReset),
+            Just(CounterResetHint::Gauge),
+        ]
+    }
+
+    fn spans_strategy() -> impl Strategy<Value = Vec<Span>> {
+        prop::collection::vec(
+            (any::<i32>(), any::<u32>()).prop_map(|(offset, length)| Span { offset, length }),
+            0..4,
+        )
+    }
+
+    fn float_bits() -> impl Strategy<Value = f64> {
+        prop_oneof![any::<u64>(), Just(STALE_NAN), Just(0f64.to_bits())].prop_map(f64::from_bits)
+    }
+
+    fn histogram_strategy() -> impl Strategy<Value = HistogramRecord> {
+        (
+            (any::<u64>(), any::<i64>(), hint_strategy(), any::<i32>()),
+            (float_bits(), any::<u64>(), any::<u64>(), float_bits()),
+            (spans_strategy(), spans_strategy()),
+            (
+                prop::collection::vec(any::<i64>(), 0..6),
+                prop::collection::vec(any::<i64>(), 0..6),
+                prop::collection::vec(float_bits(), 0..4),
+            ),
+        )
+            .prop_map(
+                |(
+                    (series_ref, t, counter_reset_hint, schema),
+                    (zero_threshold, zero_count, count, sum),
+                    (positive_spans, negative_spans),
+                    (positive_buckets, negative_buckets, custom_values),
+                )| HistogramRecord {
+                    series_ref,
+                    t,
+                    h: Histogram {
+                        counter_reset_hint,
+                        schema,
+                        zero_threshold,
+                        zero_count,
+                        count,
+                        sum,
+                        positive_spans,
+                        negative_spans,
+                        positive_buckets,
+                        negative_buckets,
+                        custom_values,
+                    },
+                },
+            )
+    }
+
+    /// A float histogram record from an integer one's random fields.
+    fn float_record(r: &HistogramRecord) -> FloatHistogramRecord {
+        FloatHistogramRecord {
+            series_ref: r.series_ref,
+            t: r.t,
+            h: FloatHistogram {
+                counter_reset_hint: r.h.counter_reset_hint,
+                schema: r.h.schema,
+                zero_threshold: r.h.zero_threshold,
+                zero_count: f64::from_bits(r.h.zero_count),
+                count: f64::from_bits(r.h.count),
+                sum: r.h.sum,
+                positive_spans: r.h.positive_spans.clone(),
+                negative_spans: r.h.negative_spans.clone(),
+                positive_buckets: r
+                    .h
+                    .positive_buckets
+                    .iter()
+                    .map(|&b| f64::from_bits(b as u64))
+                    .collect(),
+                negative_buckets: r
+                    .h
+                    .negative_buckets
+                    .iter()
+                    .map(|&b| f64::from_bits(b as u64))
+                    .collect(),
+                custom_values: r.h.custom_values.clone(),
+            },
+        }
+    }
+
     fn bits(samples: &[SampleRecord]) -> Vec<(u64, i64, u64)> {
         samples
             .iter()
@@ -692,6 +780,54 @@ mod tests {
             match decode(&buf) {
                 Ok(Record::Samples(decoded)) => prop_assert_eq!(bits(&decoded), bits(&samples)),
                 other => prop_assert!(false, "decoded {:?}", other),
+            }
+        }
+
+        #[test]
+        fn histograms_round_trip_bit_for_bit(records in prop::collection::vec(histogram_strategy(), 0..30)) {
+            let mut buf = Vec::new();
+            encode_histograms(&records, &mut buf);
+            match decode(&buf) {
+                Ok(Record::Histograms(decoded)) => {
+                    prop_assert_eq!(decoded.len(), records.len());
+                    for (d, r) in decoded.iter().zip(&records) {
+                        prop_assert!(d.series_ref == r.series_ref && d.t == r.t && d.h.bitwise_eq(&r.h), "{:?} != {:?}", d, r);
+                    }
+                }
+                other => prop_assert!(false, "decoded {:?}", other),
+            }
+            let floats: Vec<FloatHistogramRecord> = records.iter().map(float_record).collect();
+            let mut buf = Vec::new();
+            encode_float_histograms(&floats, &mut buf);
+            match decode(&buf) {
+                Ok(Record::FloatHistograms(decoded)) => {
+                    prop_assert_eq!(decoded.len(), floats.len());
+                    for (d, r) in decoded.iter().zip(&floats) {
+                        prop_assert!(d.series_ref == r.series_ref && d.t == r.t && d.h.bitwise_eq(&r.h), "{:?} != {:?}", d, r);
+                    }
+                }
+                other => prop_assert!(false, "decoded {:?}", other),
+            }
+        }
+
+        #[test]
+        fn damaged_histogram_records_never_panic(
+            records in prop::collection::vec(histogram_strategy(), 1..5),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            mask in 1u8..,
+        ) {
+            let mut int_buf = Vec::new();
+            encode_histograms(&records, &mut int_buf);
+            let floats: Vec<FloatHistogramRecord> = records.iter().map(float_record).collect();
+            let mut float_buf = Vec::new();
+            encode_float_histograms(&floats, &mut float_buf);
+            for mut buf in [int_buf, float_buf] {
+                let truncated = &buf[..cut.index(buf.len())];
+                prop_assert!(decode(truncated).is_err(), "a truncated record must not decode");
+                let i = flip.index(buf.len());
+                buf[i] ^= mask;
+                let _ = decode(&buf);
             }
         }
 
