@@ -62,10 +62,11 @@ impl OpenChunk {
         }
     }
 
-    fn capacity(&self) -> usize {
+    /// Heap bytes of the chunk and its appender's state.
+    fn heap_bytes(&self) -> usize {
         match &self.kind {
-            OpenKind::Int(c) => c.capacity(),
-            OpenKind::Float(c) => c.capacity(),
+            OpenKind::Int(c) => c.heap_bytes(),
+            OpenKind::Float(c) => c.heap_bytes(),
         }
     }
 
@@ -151,8 +152,9 @@ impl HistogramData {
         self.cut_bytes + self.open.as_ref().map_or(0, |o| o.bytes().len())
     }
 
-    /// Estimated heap bytes: chunk buffers, the chunk list, the
-    /// out-of-order buffer and its histograms' vectors.
+    /// Estimated heap bytes: chunk buffers, the open chunk's appender
+    /// state, the chunk list, the out-of-order buffer and its histograms'
+    /// vectors.
     pub fn heap_bytes(&self) -> usize {
         let ooo: usize = self
             .ooo
@@ -176,7 +178,7 @@ impl HistogramData {
             .sum();
         self.chunks.capacity() * size_of::<CutChunk>()
             + self.cut_bytes
-            + self.open.as_ref().map_or(0, |o| o.capacity())
+            + self.open.as_ref().map_or(0, |o| o.heap_bytes())
             + self.ooo.capacity() * size_of::<(i64, NativeHistogram)>()
             + ooo
     }
