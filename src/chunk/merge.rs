@@ -236,4 +236,61 @@ mod tests {
             "overlapping path too"
         );
     }
+
+    fn int_histogram(n: u64) -> crate::model::histogram::Histogram {
+        crate::model::histogram::Histogram {
+            count: n,
+            sum: n as f64,
+            positive_spans: vec![crate::model::histogram::Span {
+                offset: 0,
+                length: 1,
+            }],
+            positive_buckets: vec![n as i64],
+            ..Default::default()
+        }
+    }
+
+    fn histogram_chunk(samples: &[(i64, u64)], float: bool) -> HistogramChunkData {
+        use crate::chunk::histogram::{FloatHistogramChunk, HistogramChunk};
+        let bytes = if float {
+            let mut c = FloatHistogramChunk::new();
+            for &(t, n) in samples {
+                c.appender()
+                    .append(t, &int_histogram(n).to_float())
+                    .expect("appends");
+            }
+            c.into_bytes()
+        } else {
+            let mut c = HistogramChunk::new();
+            for &(t, n) in samples {
+                c.appender().append(t, &int_histogram(n)).expect("appends");
+            }
+            c.into_bytes()
+        };
+        HistogramChunkData {
+            min_t: samples[0].0,
+            max_t: samples[samples.len() - 1].0,
+            float,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn replicas_histogram_chunks_merge_sample_exact() {
+        // Two replicas of a series (one cut differently), and a float
+        // chunk that disagrees at t=3: the chunk listed first wins.
+        let a = histogram_chunk(&[(1, 1), (2, 2), (3, 3)], false);
+        let b = histogram_chunk(&[(2, 2), (3, 30), (4, 40)], true);
+        let c = histogram_chunk(&[(5, 5)], false);
+        let merged =
+            merge_histogram_chunks(&[a.clone(), b.clone(), c.clone()], 2, 5).expect("valid chunks");
+        let got: Vec<(i64, f64)> = merged.iter().map(|p| (p.t, p.h.count)).collect();
+        assert_eq!(got, vec![(2, 2.0), (3, 3.0), (4, 40.0), (5, 5.0)]);
+        let merged = merge_histogram_chunks(&[b, a.clone(), c], i64::MIN, 3).expect("valid");
+        let got: Vec<(i64, f64)> = merged.iter().map(|p| (p.t, p.h.count)).collect();
+        assert_eq!(got, vec![(1, 1.0), (2, 2.0), (3, 30.0)]);
+        let mut corrupt = a;
+        corrupt.bytes.truncate(5);
+        assert!(merge_histogram_chunks(&[corrupt], i64::MIN, i64::MAX).is_err());
+    }
 }
