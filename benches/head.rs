@@ -11,9 +11,13 @@ use std::sync::atomic::{AtomicI64, AtomicIsize, Ordering};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strata::ingester::head::{Head, HeadConfig, merge_chunks};
+use strata::ingester::head::{Head, HeadConfig, SeriesRef, merge_chunks};
+use strata::ingester::wal::records::{HistogramRecord, encode_histograms};
 use strata::limits::Limits;
+use strata::model::histogram::{Histogram, NativeHistogram, Span};
 use strata::model::{Labels, Matcher, Sample};
+use strata::proto::histogram::{from_proto, int_to_proto};
+use strata::proto::prometheus as pb;
 
 /// Counts live heap bytes, to check the head's memory estimate.
 struct Counting;
@@ -221,5 +225,191 @@ fn query(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, query);
+/// Series of native histograms in the histogram benches.
+const HISTOGRAM_SERIES: usize = 1000;
+
+/// One scrape of a classic latency histogram as a native one: schema 3,
+/// 20 positive buckets in two spans and 4 negative ones, each count growing
+/// by a few observations per scrape (deltas as remote write sends them).
+fn histogram_round(prev: &mut [Vec<i64>], t: i64, rng: &mut StdRng) -> Vec<pb::Histogram> {
+    prev.iter_mut()
+        .map(|counts| {
+            for c in counts.iter_mut() {
+                *c += rng.random_range(0..4);
+            }
+            let deltas = |abs: &[i64]| -> Vec<i64> {
+                let mut last = 0;
+                abs.iter()
+                    .map(|&c| {
+                        let d = c - last;
+                        last = c;
+                        d
+                    })
+                    .collect()
+            };
+            let (positive, negative) = counts.split_at(20);
+            let h = Histogram {
+                schema: 3,
+                zero_threshold: 2f64.powi(-128),
+                zero_count: 0,
+                count: counts.iter().sum::<i64>() as u64,
+                sum: counts.iter().sum::<i64>() as f64 * 0.37,
+                positive_spans: vec![
+                    Span {
+                        offset: -5,
+                        length: 10,
+                    },
+                    Span {
+                        offset: 3,
+                        length: 10,
+                    },
+                ],
+                negative_spans: vec![Span {
+                    offset: 0,
+                    length: 4,
+                }],
+                positive_buckets: deltas(positive),
+                negative_buckets: deltas(negative),
+                ..Histogram::default()
+            };
+            int_to_proto(t, &h)
+        })
+        .collect()
+}
+
+fn histogram_rounds(rounds: usize) -> Vec<Vec<pb::Histogram>> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut counts = vec![vec![0i64; 24]; HISTOGRAM_SERIES];
+    (0..rounds)
+        .map(|r| {
+            histogram_round(
+                &mut counts,
+                START_MS + r as i64 * SCRAPE_INTERVAL_MS,
+                &mut rng,
+            )
+        })
+        .collect()
+}
+
+fn histogram_series(head: &Head, limits: &Limits) -> Vec<SeriesRef> {
+    (0..HISTOGRAM_SERIES)
+        .map(|i| {
+            let labels = Labels::from_pairs([
+                ("__name__", "rpc_duration_seconds".to_string()),
+                ("instance", format!("10.0.0.{i}:9090")),
+                ("job", "api".to_string()),
+            ]);
+            head.get_or_create_series(&labels, limits)
+                .expect("within limits")
+                .0
+        })
+        .collect()
+}
+
+/// What the ingester does per histogram sample besides the WAL's write:
+/// convert from the protobuf, validate, encode the WAL record, append to
+/// the head (chunks of 120 samples). And the append alone.
+fn append_histograms(c: &mut Criterion) {
+    let limits = Limits::default();
+    let rounds = histogram_rounds(SAMPLES_PER_SERIES);
+    {
+        let before = LIVE_BYTES.load(Ordering::Relaxed);
+        let head = Head::new("bench", &HeadConfig::default());
+        let refs = histogram_series(&head, &limits);
+        for round in &rounds {
+            for (r, proto) in refs.iter().zip(round) {
+                let h = from_proto(proto).expect("converts");
+                head.append_histogram(*r, proto.timestamp, &h, &limits)
+                    .expect("appends");
+            }
+        }
+        let measured = LIVE_BYTES.load(Ordering::Relaxed) - before;
+        let est = head.memory_estimate();
+        println!(
+            "head {} histogram series x {} samples (24 buckets): estimate {:.0} B/series \
+             (samples {:.0}), measured {:.0} B/series; chunks {:.2} B/sample",
+            est.series,
+            rounds.len(),
+            est.bytes_per_series,
+            est.sample_bytes as f64 / est.series as f64,
+            measured as f64 / est.series as f64,
+            head.chunk_bytes() as f64 / head.samples_appended_total() as f64,
+        );
+    }
+
+    let mut group = c.benchmark_group("head_append_histograms");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(
+        (HISTOGRAM_SERIES * SAMPLES_PER_SERIES) as u64,
+    ));
+    group.bench_function("1k_series_x_120_convert_validate_wal_append", |b| {
+        b.iter_batched(
+            || {
+                let head = Head::new("bench", &HeadConfig::default());
+                let refs = histogram_series(&head, &limits);
+                (head, refs)
+            },
+            |(head, refs)| {
+                let mut records: Vec<HistogramRecord> = Vec::with_capacity(HISTOGRAM_SERIES);
+                let mut wal = Vec::new();
+                for round in &rounds {
+                    records.clear();
+                    let mut converted = Vec::with_capacity(HISTOGRAM_SERIES);
+                    for (r, proto) in refs.iter().zip(round) {
+                        let h = from_proto(proto).expect("converts");
+                        h.validate().expect("valid");
+                        if let NativeHistogram::Int(int) = &h {
+                            records.push(HistogramRecord {
+                                series_ref: r.0,
+                                t: proto.timestamp,
+                                h: int.clone(),
+                            });
+                        }
+                        converted.push(h);
+                    }
+                    wal.clear();
+                    encode_histograms(&records, &mut wal);
+                    black_box(&wal);
+                    for ((r, proto), h) in refs.iter().zip(round).zip(&converted) {
+                        head.append_histogram(*r, proto.timestamp, h, &limits)
+                            .expect("appends");
+                    }
+                }
+                head
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    let converted: Vec<Vec<NativeHistogram>> = rounds
+        .iter()
+        .map(|round| {
+            round
+                .iter()
+                .map(|p| from_proto(p).expect("converts"))
+                .collect()
+        })
+        .collect();
+    group.bench_function("1k_series_x_120_append_only", |b| {
+        b.iter_batched(
+            || {
+                let head = Head::new("bench", &HeadConfig::default());
+                let refs = histogram_series(&head, &limits);
+                (head, refs)
+            },
+            |(head, refs)| {
+                for (round, protos) in converted.iter().zip(&rounds) {
+                    for ((r, h), proto) in refs.iter().zip(round).zip(protos) {
+                        head.append_histogram(*r, proto.timestamp, h, &limits)
+                            .expect("appends");
+                    }
+                }
+                head
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append, append_histograms, query);
 criterion_main!(benches);

@@ -5,8 +5,11 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use strata::distributor::decode::{Protocol, decode, decompress};
+use strata::distributor::histogram::validate_histograms;
 use strata::distributor::validate::{validate_labels, validate_samples};
 use strata::limits::Limits;
+use strata::model::histogram::{Histogram, Span};
+use strata::proto::histogram::int_to_proto;
 use strata::proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 use strata::proto::write_v2;
 
@@ -45,6 +48,41 @@ fn v1_request() -> WriteRequest {
             .collect(),
         metadata: vec![],
     }
+}
+
+/// The same series, each with one native histogram of 24 buckets (schema
+/// 3, two positive spans, one negative) instead of a float sample.
+fn v1_histogram_request() -> WriteRequest {
+    let mut request = v1_request();
+    for (i, series) in request.timeseries.iter_mut().enumerate() {
+        let n = i as i64 % 7;
+        let h = Histogram {
+            schema: 3,
+            zero_threshold: 2f64.powi(-128),
+            count: (24 * (n + 1)) as u64,
+            sum: 12.5,
+            positive_spans: vec![
+                Span {
+                    offset: -5,
+                    length: 10,
+                },
+                Span {
+                    offset: 3,
+                    length: 10,
+                },
+            ],
+            negative_spans: vec![Span {
+                offset: 0,
+                length: 4,
+            }],
+            positive_buckets: std::iter::once(n + 1).chain([0; 19]).collect(),
+            negative_buckets: std::iter::once(n + 1).chain([0; 3]).collect(),
+            ..Histogram::default()
+        };
+        series.samples.clear();
+        series.histograms = vec![int_to_proto(1_700_000_000_000 + i as i64, &h)];
+    }
+    request
 }
 
 fn v2_request() -> write_v2::Request {
@@ -111,6 +149,39 @@ fn bench(c: &mut Criterion) {
                 for s in &mut series {
                     validate_labels(s, &limits).expect("valid");
                     validate_samples(s, &limits, 1_700_000_000_000);
+                }
+                series
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+
+    // Native histograms: decoding and validating one sample each.
+    let histograms = v1_histogram_request();
+    let compressed = snap::raw::Encoder::new()
+        .compress_vec(&histograms.encode_to_vec())
+        .expect("compresses");
+    println!(
+        "request of {SERIES} native histograms (24 buckets): {} bytes compressed",
+        compressed.len()
+    );
+    let mut group = c.benchmark_group("remote_write_histograms");
+    group.throughput(Throughput::Elements(SERIES as u64));
+    group.bench_function("v1_snappy_protobuf", |b| {
+        b.iter(|| {
+            decompress(&compressed, 10 << 20, &mut scratch).expect("decompresses");
+            decode(Protocol::V1, &scratch).expect("decodes")
+        })
+    });
+    group.bench_function("validate", |b| {
+        b.iter_batched(
+            || histograms.timeseries.clone(),
+            |mut series| {
+                for s in &mut series {
+                    validate_labels(s, &limits).expect("valid");
+                    validate_samples(s, &limits, 1_700_000_000_000);
+                    assert!(validate_histograms(s, &limits).is_empty());
                 }
                 series
             },

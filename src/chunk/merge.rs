@@ -10,8 +10,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use super::histogram::{FloatHistogramIterator, HistogramChunkError, HistogramIterator};
 use super::{ChunkError, XorIterator};
-use crate::model::Sample;
+use crate::model::{HPoint, Sample};
 
 /// One XOR chunk (see [`crate::chunk`]) and the time range of its samples.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +98,73 @@ pub fn merge_chunks(chunks: &[ChunkData], mint: i64, maxt: i64) -> Result<Vec<Sa
     Ok(out)
 }
 
+/// One native histogram chunk ([`crate::chunk::histogram`]): integer or
+/// float, and the time range of its samples.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistogramChunkData {
+    pub min_t: i64,
+    pub max_t: i64,
+    /// A [`crate::chunk::histogram::FloatHistogramChunk`], else a
+    /// [`crate::chunk::histogram::HistogramChunk`].
+    pub float: bool,
+    pub bytes: Vec<u8>,
+}
+
+impl HistogramChunkData {
+    pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.min_t <= maxt && self.max_t >= mint
+    }
+}
+
+/// The histograms of `chunks` inside `[mint, maxt]` as float histograms,
+/// sorted by timestamp, one per timestamp; as [`merge_chunks`], the chunk
+/// listed first wins a timestamp. A chunk that does not decode fails the
+/// merge with its error.
+pub fn merge_histogram_chunks(
+    chunks: &[HistogramChunkData],
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<HPoint>, HistogramChunkError> {
+    // (timestamp, chunk position, histogram): histogram volumes are small,
+    // so a sort replaces the heap of the float merge.
+    let mut all: Vec<(i64, usize, HPoint)> = Vec::new();
+    for (pos, chunk) in chunks.iter().enumerate() {
+        if !chunk.overlaps(mint, maxt) {
+            continue;
+        }
+        if chunk.float {
+            let mut it = FloatHistogramIterator::new(&chunk.bytes);
+            let mut next = it.seek(mint);
+            while let Some((t, h)) = next {
+                if t > maxt {
+                    break;
+                }
+                all.push((t, pos, HPoint { t, h: h.clone() }));
+                next = it.next();
+            }
+            if let Some(err) = it.err() {
+                return Err(err.clone());
+            }
+        } else {
+            let mut it = HistogramIterator::new(&chunk.bytes);
+            let mut next = it.seek(mint);
+            while let Some((t, h)) = next {
+                if t > maxt {
+                    break;
+                }
+                all.push((t, pos, HPoint { t, h: h.to_float() }));
+                next = it.next();
+            }
+            if let Some(err) = it.err() {
+                return Err(err.clone());
+            }
+        }
+    }
+    all.sort_by_key(|(t, pos, _)| (*t, *pos));
+    all.dedup_by_key(|(t, _, _)| *t);
+    Ok(all.into_iter().map(|(_, _, p)| p).collect())
+}
+
 fn check(it: &XorIterator<'_>) -> Result<(), ChunkError> {
     match it.err() {
         Some(e) => Err(e.clone()),
@@ -167,5 +235,62 @@ mod tests {
             merge_chunks(&[a, b], i64::MIN, i64::MAX).is_err(),
             "overlapping path too"
         );
+    }
+
+    fn int_histogram(n: u64) -> crate::model::histogram::Histogram {
+        crate::model::histogram::Histogram {
+            count: n,
+            sum: n as f64,
+            positive_spans: vec![crate::model::histogram::Span {
+                offset: 0,
+                length: 1,
+            }],
+            positive_buckets: vec![n as i64],
+            ..Default::default()
+        }
+    }
+
+    fn histogram_chunk(samples: &[(i64, u64)], float: bool) -> HistogramChunkData {
+        use crate::chunk::histogram::{FloatHistogramChunk, HistogramChunk};
+        let bytes = if float {
+            let mut c = FloatHistogramChunk::new();
+            for &(t, n) in samples {
+                c.appender()
+                    .append(t, &int_histogram(n).to_float())
+                    .expect("appends");
+            }
+            c.into_bytes()
+        } else {
+            let mut c = HistogramChunk::new();
+            for &(t, n) in samples {
+                c.appender().append(t, &int_histogram(n)).expect("appends");
+            }
+            c.into_bytes()
+        };
+        HistogramChunkData {
+            min_t: samples[0].0,
+            max_t: samples[samples.len() - 1].0,
+            float,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn replicas_histogram_chunks_merge_sample_exact() {
+        // Two replicas of a series (one cut differently), and a float
+        // chunk that disagrees at t=3: the chunk listed first wins.
+        let a = histogram_chunk(&[(1, 1), (2, 2), (3, 3)], false);
+        let b = histogram_chunk(&[(2, 2), (3, 30), (4, 40)], true);
+        let c = histogram_chunk(&[(5, 5)], false);
+        let merged =
+            merge_histogram_chunks(&[a.clone(), b.clone(), c.clone()], 2, 5).expect("valid chunks");
+        let got: Vec<(i64, f64)> = merged.iter().map(|p| (p.t, p.h.count)).collect();
+        assert_eq!(got, vec![(2, 2.0), (3, 3.0), (4, 40.0), (5, 5.0)]);
+        let merged = merge_histogram_chunks(&[b, a.clone(), c], i64::MIN, 3).expect("valid");
+        let got: Vec<(i64, f64)> = merged.iter().map(|p| (p.t, p.h.count)).collect();
+        assert_eq!(got, vec![(1, 1.0), (2, 2.0), (3, 30.0)]);
+        let mut corrupt = a;
+        corrupt.bytes.truncate(5);
+        assert!(merge_histogram_chunks(&[corrupt], i64::MIN, i64::MAX).is_err());
     }
 }

@@ -427,6 +427,14 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Samples at most this much older than their series' newest are accepted out of order (0s: none).",
     ),
     (
+        "limits.max_native_histogram_buckets",
+        "Most buckets one native histogram sample may have (0: no limit).",
+    ),
+    (
+        "limits.reduce_native_histogram_over_max_buckets",
+        "Reduce the resolution of a native histogram over limits.max_native_histogram_buckets instead of refusing it.",
+    ),
+    (
         "limits.accept_ha_samples",
         "De-duplicate this tenant's Prometheus HA pairs (needs distributor.ha_tracker.enabled).",
     ),

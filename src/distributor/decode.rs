@@ -382,6 +382,78 @@ mod tests {
     }
 
     #[test]
+    fn v2_histograms_map_field_for_field() {
+        let v2 =
+            |count, zero_count, deltas: Vec<i64>, counts: Vec<f64>, schema, custom: Vec<f64>| {
+                write_v2::Histogram {
+                    count: Some(count),
+                    sum: 2.5,
+                    schema,
+                    zero_threshold: 0.0,
+                    zero_count: Some(zero_count),
+                    negative_spans: vec![],
+                    negative_deltas: vec![],
+                    negative_counts: vec![],
+                    positive_spans: vec![write_v2::BucketSpan {
+                        offset: 0,
+                        length: 2,
+                    }],
+                    positive_deltas: deltas,
+                    positive_counts: counts,
+                    reset_hint: write_v2::histogram::ResetHint::Gauge as i32,
+                    timestamp: 7,
+                    custom_values: custom,
+                }
+            };
+        let request = write_v2::Request {
+            symbols: vec!["".into(), "__name__".into(), "h".into()],
+            timeseries: vec![write_v2::TimeSeries {
+                labels_refs: vec![1, 2],
+                histograms: vec![
+                    v2(
+                        write_v2::histogram::Count::CountInt(3),
+                        write_v2::histogram::ZeroCount::ZeroCountInt(0),
+                        vec![1, 1],
+                        vec![],
+                        -53,
+                        vec![0.5],
+                    ),
+                    v2(
+                        write_v2::histogram::Count::CountFloat(3.5),
+                        write_v2::histogram::ZeroCount::ZeroCountFloat(0.5),
+                        vec![],
+                        vec![1.0, 2.0],
+                        3,
+                        vec![],
+                    ),
+                ],
+                ..Default::default()
+            }],
+        };
+        let batch = decode(Protocol::V2, &request.encode_to_vec()).expect("decodes");
+        let hs = &batch.timeseries[0].histograms;
+        assert_eq!(hs.len(), 2);
+        assert_eq!(hs[0].count, Some(pb::histogram::Count::CountInt(3)));
+        assert_eq!(hs[0].schema, -53);
+        assert_eq!(hs[0].custom_values, vec![0.5]);
+        assert_eq!(hs[0].positive_deltas, vec![1, 1]);
+        assert_eq!(hs[0].reset_hint, pb::histogram::ResetHint::Gauge as i32);
+        assert_eq!(hs[0].timestamp, 7);
+        assert_eq!(
+            hs[1].zero_count,
+            Some(pb::histogram::ZeroCount::ZeroCountFloat(0.5))
+        );
+        assert_eq!(hs[1].positive_counts, vec![1.0, 2.0]);
+        assert_eq!(
+            hs[1].positive_spans,
+            vec![pb::BucketSpan {
+                offset: 0,
+                length: 2
+            }]
+        );
+    }
+
+    #[test]
     fn v2_bad_symbol_reference_is_an_error() {
         let request = write_v2::Request {
             symbols: vec!["".into(), "__name__".into()],

@@ -8,6 +8,7 @@
 
 pub mod decode;
 pub mod ha;
+pub mod histogram;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -266,18 +267,8 @@ impl Distributor {
                 continue;
             }
             refusals.extend(validate_samples(&mut series, &limits, now));
-            if !series.histograms.is_empty() {
-                refusals.push(Refusal {
-                    reason: DiscardReason::InvalidSample,
-                    samples: series.histograms.len(),
-                    message: format!(
-                        "series {}: native histogram samples are not stored by this version of Strata",
-                        validate::describe(&series.labels)
-                    ),
-                });
-                series.histograms.clear();
-            }
-            if !series.samples.is_empty() {
+            refusals.extend(histogram::validate_histograms(&mut series, &limits));
+            if !series.samples.is_empty() || !series.histograms.is_empty() {
                 valid.push(series);
             }
         }
@@ -287,8 +278,10 @@ impl Distributor {
             .collect();
         metadata.dedup();
 
-        // Rate limit on what would be stored.
-        let samples: u64 = valid.iter().map(|s| s.samples.len() as u64).sum();
+        // Rate limit on what would be stored; a histogram counts as a sample.
+        let floats: u64 = valid.iter().map(|s| s.samples.len() as u64).sum();
+        let histograms: u64 = valid.iter().map(|s| s.histograms.len() as u64).sum();
+        let samples = floats + histograms;
         if samples > 0 {
             let mut limiters = self.limiters.lock();
             let bucket = limiters.entry(tenant.to_string()).or_insert_with(|| {
@@ -328,21 +321,21 @@ impl Distributor {
             self.discarded
                 .add(tenant.as_str(), refusal.reason, refusal.samples as u64);
         }
-        let mut refused_by_ingesters = 0u64;
+        let mut refused_by_ingesters = Rejections::default();
         if !valid.is_empty() || !metadata.is_empty() {
             let (ingester_refusals, rejected) = self.replicate(tenant, &valid, &metadata).await?;
             refused_by_ingesters = rejected;
             for (index, reason, count, message) in ingester_refusals {
                 refusals.push(Refusal {
                     reason,
-                    samples: count.min(valid[index].samples.len()),
+                    samples: count.min(valid[index].samples.len() + valid[index].histograms.len()),
                     message,
                 });
             }
         }
         Ok(PushOutcome {
-            samples_written: samples.saturating_sub(refused_by_ingesters),
-            histograms_written: 0,
+            samples_written: floats.saturating_sub(refused_by_ingesters.floats),
+            histograms_written: histograms.saturating_sub(refused_by_ingesters.histograms),
             exemplars_written: 0,
             refusals,
             dropped_by_ha: false,
@@ -351,14 +344,15 @@ impl Distributor {
 
     /// Pushes `series` and `metadata` to their replication sets; returns the
     /// ingesters' per-series refusals as (series index, reason, samples,
-    /// message) and the most samples any one ingester refused.
+    /// message) and the most float and histogram samples any one ingester
+    /// refused.
     #[allow(clippy::type_complexity)]
     async fn replicate(
         &self,
         tenant: &TenantId,
         series: &[TimeSeries],
         metadata: &[MetricMetadata],
-    ) -> Result<(Vec<(usize, DiscardReason, usize, String)>, u64), PushError> {
+    ) -> Result<(Vec<(usize, DiscardReason, usize, String)>, Rejections), PushError> {
         let view = self.ring.view();
         let now = now_ms();
         let rf = self.replication_factor;
@@ -387,6 +381,7 @@ impl Distributor {
         let refusals: Arc<Mutex<HashMap<(usize, i32), (usize, String)>>> =
             Arc::new(Mutex::new(HashMap::new()));
         let most_rejected = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let most_rejected_histograms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let n_series = series.len();
         let timeout = self.config.remote_timeout;
         let result = batch::send(&sets, rf, |instance, items| {
@@ -408,6 +403,7 @@ impl Distributor {
             }
             let refusals = refusals.clone();
             let most_rejected = most_rejected.clone();
+            let most_rejected_histograms = most_rejected_histograms.clone();
             let failures = self.metrics.ingester_push_failures.clone();
             async move {
                 let mut client = client.map_err(|e| e.to_string())?;
@@ -424,7 +420,13 @@ impl Distributor {
                     }
                 };
                 most_rejected.fetch_max(
-                    response.samples_rejected,
+                    response
+                        .samples_rejected
+                        .saturating_sub(response.histograms_rejected),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                most_rejected_histograms.fetch_max(
+                    response.histograms_rejected,
                     std::sync::atomic::Ordering::Relaxed,
                 );
                 let mut refusals = refusals.lock();
@@ -452,9 +454,19 @@ impl Distributor {
         out.sort_by_key(|(index, _, _, _)| *index);
         Ok((
             out,
-            most_rejected.load(std::sync::atomic::Ordering::Relaxed),
+            Rejections {
+                floats: most_rejected.load(std::sync::atomic::Ordering::Relaxed),
+                histograms: most_rejected_histograms.load(std::sync::atomic::Ordering::Relaxed),
+            },
         ))
     }
+}
+
+/// Samples the ingesters refused (the most any one replica refused).
+#[derive(Debug, Default, Clone, Copy)]
+struct Rejections {
+    floats: u64,
+    histograms: u64,
 }
 
 fn reject_reason(code: i32) -> DiscardReason {

@@ -13,14 +13,55 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use super::IngesterService;
+use crate::chunk::merge::{ChunkData, HistogramChunkData};
+use crate::proto::ingester::ChunkEncoding;
 use crate::proto::ingester::ingester_server::Ingester as _;
-use crate::proto::prometheus::{ChunkedSeries, Labels as ProtoLabels, MetricMetadata};
+use crate::proto::prometheus::{Chunk, ChunkedSeries, Labels as ProtoLabels, MetricMetadata};
 
 pub use crate::proto::ingester::ingester_client::IngesterClient;
 pub use crate::proto::ingester::{
     LabelNamesRequest, LabelValuesRequest, MetadataRequest, PushRequest, PushResponse,
     QueryRequest, QueryStreamResponse, RejectReason, Rejected, SeriesRequest,
 };
+
+/// One chunk of a QueryStream answer, by its encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeriesChunkData {
+    Xor(ChunkData),
+    Histogram(HistogramChunkData),
+}
+
+/// A QueryStream chunk of a type this reader does not know (an ingester
+/// newer than the querier).
+#[derive(Debug, thiserror::Error)]
+#[error("an ingester sent a chunk of unknown encoding {encoding}; upgrade the querier")]
+pub struct UnknownChunkEncoding {
+    pub encoding: i32,
+}
+
+/// A QueryStream chunk as the merges take it, by its
+/// [`ChunkEncoding`] (see `proto/strata/ingester.proto`).
+pub fn decode_chunks(chunk: Chunk) -> Result<SeriesChunkData, UnknownChunkEncoding> {
+    let (min_t, max_t, bytes) = (chunk.min_time_ms, chunk.max_time_ms, chunk.data);
+    match ChunkEncoding::try_from(chunk.r#type) {
+        Ok(ChunkEncoding::Xor) => Ok(SeriesChunkData::Xor(ChunkData {
+            min_t,
+            max_t,
+            bytes,
+        })),
+        Ok(encoding @ (ChunkEncoding::StrataHistogram | ChunkEncoding::StrataFloatHistogram)) => {
+            Ok(SeriesChunkData::Histogram(HistogramChunkData {
+                min_t,
+                max_t,
+                float: encoding == ChunkEncoding::StrataFloatHistogram,
+                bytes,
+            }))
+        }
+        Ok(ChunkEncoding::Unspecified) | Err(_) => Err(UnknownChunkEncoding {
+            encoding: chunk.r#type,
+        }),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("ingester address {addr:?} is not valid: {message}")]

@@ -14,7 +14,7 @@ use super::push::{PushFailure, push};
 use crate::model::{Labels, MatchOp, Matcher};
 use crate::proto::ingester::ingester_server::{Ingester, IngesterServer};
 use crate::proto::ingester::{
-    LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
+    ChunkEncoding, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
     MetadataRequest, MetadataResponse, PushRequest, PushResponse, QueryRequest,
     QueryStreamResponse, SeriesRequest, SeriesResponse,
 };
@@ -128,6 +128,8 @@ impl Ingester for IngesterService {
                     samples_appended: applied.samples_appended,
                     rejected,
                     samples_rejected,
+                    histograms_appended: applied.histograms_appended,
+                    histograms_rejected: applied.histograms_rejected,
                 }))
             }
             Err(PushFailure::NotReady(why)) => Err(Status::unavailable(why)),
@@ -163,9 +165,19 @@ impl Ingester for IngesterService {
                                 .map(|c| pb::Chunk {
                                     min_time_ms: c.min_t,
                                     max_time_ms: c.max_t,
-                                    r#type: pb::chunk::Encoding::Xor as i32,
+                                    r#type: ChunkEncoding::Xor as i32,
                                     data: c.bytes.clone(),
                                 })
+                                .chain(s.histogram_chunks.iter().map(|c| pb::Chunk {
+                                    min_time_ms: c.min_t,
+                                    max_time_ms: c.max_t,
+                                    r#type: if c.float {
+                                        ChunkEncoding::StrataFloatHistogram
+                                    } else {
+                                        ChunkEncoding::StrataHistogram
+                                    } as i32,
+                                    data: c.bytes.clone(),
+                                }))
                                 .collect(),
                         })
                         .collect(),

@@ -18,10 +18,15 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::head::{Head, Rejection, SeriesRef};
-use super::wal::records::{SampleRecord, SeriesRecord, encode_samples, encode_series};
+use super::wal::records::{
+    FloatHistogramRecord, HistogramRecord, SampleRecord, SeriesRecord, encode_float_histograms,
+    encode_histograms, encode_samples, encode_series,
+};
 use super::wal::{Wal, WalError};
 use crate::limits::{DiscardReason, Limits};
+use crate::model::histogram::NativeHistogram;
 use crate::model::{Labels, Sample, describe_pairs};
+use crate::proto::histogram::from_proto;
 use crate::proto::ingester::{RejectReason, Rejected};
 use crate::proto::prometheus::TimeSeries;
 
@@ -134,16 +139,46 @@ struct Prepared {
     /// Per request series: its ref, or the rejection of the whole series
     /// (`None`: no samples, nothing to do).
     refs: Vec<Option<Result<SeriesRef, Rejection>>>,
+    /// Per request series: its native histograms, converted, and the
+    /// timestamps and reasons of those that are not valid (never logged).
+    histograms: Vec<SeriesHistograms>,
     records: Vec<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct SeriesHistograms {
+    valid: Vec<(i64, NativeHistogram)>,
+    invalid: Vec<(i64, String)>,
+}
+
+fn convert_histograms(series: &TimeSeries) -> SeriesHistograms {
+    let mut out = SeriesHistograms::default();
+    for proto in &series.histograms {
+        let converted = from_proto(proto).map_err(|e| e.to_string()).and_then(|h| {
+            h.validate()
+                .map(|()| h)
+                .map_err(|e| format!("invalid native histogram: {e}"))
+        });
+        match converted {
+            Ok(h) => out.valid.push((proto.timestamp, h)),
+            Err(message) => out.invalid.push((proto.timestamp, message)),
+        }
+    }
+    out
 }
 
 fn prepare(head: &Head, tenant_id: u32, timeseries: &[TimeSeries], limits: &Limits) -> Prepared {
     let mut new_series = Vec::new();
     let mut samples = Vec::new();
+    let mut int_histograms = Vec::new();
+    let mut float_histograms = Vec::new();
     let mut refs = Vec::with_capacity(timeseries.len());
+    let mut histograms = Vec::with_capacity(timeseries.len());
     for series in timeseries {
-        if series.samples.is_empty() {
+        let converted = convert_histograms(series);
+        if series.samples.is_empty() && series.histograms.is_empty() {
             refs.push(None);
+            histograms.push(converted);
             continue;
         }
         let labels = Labels::from_pairs(
@@ -170,10 +205,25 @@ fn prepare(head: &Head, tenant_id: u32, timeseries: &[TimeSeries], limits: &Limi
                     t: s.timestamp,
                     v: s.value,
                 }));
+                for (t, h) in &converted.valid {
+                    match h {
+                        NativeHistogram::Int(h) => int_histograms.push(HistogramRecord {
+                            series_ref: global,
+                            t: *t,
+                            h: h.clone(),
+                        }),
+                        NativeHistogram::Float(h) => float_histograms.push(FloatHistogramRecord {
+                            series_ref: global,
+                            t: *t,
+                            h: h.clone(),
+                        }),
+                    }
+                }
                 refs.push(Some(Ok(local)));
             }
             Err(limit) => refs.push(Some(Err(Rejection::SeriesLimit(limit)))),
         }
+        histograms.push(converted);
     }
     let mut records = Vec::new();
     // Keep each record well under the WAL's page-sized fragments limit.
@@ -187,7 +237,22 @@ fn prepare(head: &Head, tenant_id: u32, timeseries: &[TimeSeries], limits: &Limi
         encode_samples(chunk, &mut buf);
         records.push(buf);
     }
-    Prepared { refs, records }
+    // Histograms run to tens or hundreds of bytes each.
+    for chunk in int_histograms.chunks(256) {
+        let mut buf = Vec::new();
+        encode_histograms(chunk, &mut buf);
+        records.push(buf);
+    }
+    for chunk in float_histograms.chunks(256) {
+        let mut buf = Vec::new();
+        encode_float_histograms(chunk, &mut buf);
+        records.push(buf);
+    }
+    Prepared {
+        refs,
+        histograms,
+        records,
+    }
 }
 
 fn reject_reason(reason: DiscardReason) -> RejectReason {
@@ -204,7 +269,12 @@ fn reject_reason(reason: DiscardReason) -> RejectReason {
 /// What a push did: samples appended and per-series refusals.
 #[derive(Debug, Default)]
 pub struct Applied {
+    /// Float and histogram samples appended.
     pub samples_appended: u64,
+    /// The histogram samples among them.
+    pub histograms_appended: u64,
+    /// Histogram samples refused (counted in `discarded` too).
+    pub histograms_rejected: u64,
     pub rejected: Vec<Rejected>,
     /// (reason, samples) for the discard counters.
     pub discarded: Vec<(DiscardReason, u64)>,
@@ -228,16 +298,16 @@ pub async fn push(
         let logged = wal.append(prepared.records);
         let ticket = inner.next_ticket;
         inner.next_ticket += 1;
-        (ticket, (logged, prepared.refs))
+        (ticket, (logged, prepared.refs, prepared.histograms))
     };
-    let (logged, refs) = logged;
+    let (logged, refs, histograms) = logged;
     let task = tokio::spawn(async move {
         let result = logged.await;
         let mut turn = sequencer.applied.subscribe();
         // Every earlier ticket advances the counter, even when it failed.
         let _ = turn.wait_for(|applied| *applied + 1 >= ticket).await;
         let outcome = match result {
-            Ok(()) => Ok(apply(&head, &timeseries, &refs, &limits)),
+            Ok(()) => Ok(apply(&head, &timeseries, &refs, &histograms, &limits)),
             Err(err) => Err(PushFailure::Wal(err)),
         };
         sequencer
@@ -255,14 +325,18 @@ fn apply(
     head: &Head,
     timeseries: &[TimeSeries],
     refs: &[Option<Result<SeriesRef, Rejection>>],
+    histograms: &[SeriesHistograms],
     limits: &Limits,
 ) -> Applied {
     let mut applied = Applied::default();
     let mut discarded: HashMap<DiscardReason, u64> = HashMap::new();
-    for (index, (series, series_ref)) in timeseries.iter().zip(refs).enumerate() {
+    for (index, ((series, series_ref), hists)) in
+        timeseries.iter().zip(refs).zip(histograms).enumerate()
+    {
         let Some(series_ref) = series_ref else {
             continue;
         };
+        let mut histograms_refused = hists.invalid.len() as u64;
         // Per reason: (count, first timestamp, message).
         let mut refused: Vec<(DiscardReason, u32, i64, String)> = Vec::new();
         let mut refuse = |reason: DiscardReason, t: i64, message: String| match refused
@@ -272,10 +346,17 @@ fn apply(
             Some(entry) => entry.1 += 1,
             None => refused.push((reason, 1, t, message)),
         };
+        for (t, message) in &hists.invalid {
+            refuse(DiscardReason::InvalidSample, *t, message.clone());
+        }
         match series_ref {
             Err(rejection) => {
                 for s in &series.samples {
                     refuse(rejection.reason(), s.timestamp, rejection.to_string());
+                }
+                for (t, _) in &hists.valid {
+                    refuse(rejection.reason(), *t, rejection.to_string());
+                    histograms_refused += 1;
                 }
             }
             Ok(local) => {
@@ -294,8 +375,28 @@ fn apply(
                         }
                     }
                 }
+                // After the floats, as Prometheus's remote-write handler
+                // appends them: a histogram at a float's timestamp is the
+                // one refused.
+                for (t, h) in &hists.valid {
+                    match head.append_histogram(*local, *t, h, limits) {
+                        Ok(_) => {
+                            applied.samples_appended += 1;
+                            applied.histograms_appended += 1;
+                        }
+                        Err(super::head::HeadError::Append(err)) => {
+                            histograms_refused += 1;
+                            refuse(err.reason(), *t, err.to_string())
+                        }
+                        Err(other) => {
+                            histograms_refused += 1;
+                            refuse(DiscardReason::InvalidSample, *t, other.to_string())
+                        }
+                    }
+                }
             }
         }
+        applied.histograms_rejected += histograms_refused;
         for (reason, count, t, message) in refused {
             *discarded.entry(reason).or_default() += u64::from(count);
             applied.rejected.push(Rejected {

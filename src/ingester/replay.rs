@@ -13,11 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::head::{Head, Heads, SeriesRef};
 use super::push::{TenantIds, split_ref};
 use super::wal::records::{
-    RecordType, SampleRecord, SeriesRecord, decode_samples_into, decode_series_into, record_type,
+    FloatHistogramRecord, HistogramRecord, RecordType, SampleRecord, SeriesRecord,
+    decode_float_histograms_into, decode_histograms_into, decode_samples_into, decode_series_into,
+    record_type,
 };
 use super::wal::{Reader, WalError, repair};
 use crate::limits::Overrides;
 use crate::model::Labels;
+use crate::model::histogram::NativeHistogram;
 
 /// What a replay did.
 #[derive(Debug, Default, Clone)]
@@ -37,6 +40,26 @@ pub struct ReplayReport {
 #[derive(Debug, Default)]
 pub struct ReplayProgress {
     pub records: AtomicU64,
+}
+
+/// Applies one logged histogram sample, counting it in `report`.
+fn apply_histogram(
+    refs: &HashMap<u64, (Arc<Head>, SeriesRef)>,
+    overrides: &Overrides,
+    series_ref: u64,
+    t: i64,
+    h: &NativeHistogram,
+    report: &mut ReplayReport,
+) {
+    let Some((head, local)) = refs.get(&series_ref) else {
+        report.orphan_samples += 1;
+        return;
+    };
+    let limits = overrides.get(head.tenant());
+    match head.append_histogram(*local, t, h, &limits) {
+        Ok(_) => report.samples += 1,
+        Err(_) => report.samples_refused += 1,
+    }
 }
 
 /// Replays every record of the WAL in `dir` into `heads`; returns the
@@ -59,6 +82,8 @@ pub fn replay(
         let mut reader = Reader::open(dir)?;
         let mut series_buf: Vec<SeriesRecord> = Vec::new();
         let mut samples_buf: Vec<SampleRecord> = Vec::new();
+        let mut histograms_buf: Vec<HistogramRecord> = Vec::new();
+        let mut float_histograms_buf: Vec<FloatHistogramRecord> = Vec::new();
         let mut skip = report.records;
         let mut failed: Option<WalError> = None;
         loop {
@@ -116,6 +141,30 @@ pub fn replay(
                             Ok(_) => report.samples += 1,
                             Err(_) => report.samples_refused += 1,
                         }
+                    }
+                }
+                Ok(RecordType::Histograms) => {
+                    histograms_buf.clear();
+                    if let Err(err) = decode_histograms_into(record, &mut histograms_buf) {
+                        tracing::error!(error = %err, "skipping an undecodable WAL histograms record");
+                        continue;
+                    }
+                    for r in histograms_buf.drain(..) {
+                        let h = NativeHistogram::Int(r.h);
+                        apply_histogram(&refs, overrides, r.series_ref, r.t, &h, &mut report);
+                    }
+                }
+                Ok(RecordType::FloatHistograms) => {
+                    float_histograms_buf.clear();
+                    if let Err(err) =
+                        decode_float_histograms_into(record, &mut float_histograms_buf)
+                    {
+                        tracing::error!(error = %err, "skipping an undecodable WAL float histograms record");
+                        continue;
+                    }
+                    for r in float_histograms_buf.drain(..) {
+                        let h = NativeHistogram::Float(r.h);
+                        apply_histogram(&refs, overrides, r.series_ref, r.t, &h, &mut report);
                     }
                 }
                 Err(err) => {

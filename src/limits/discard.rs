@@ -27,6 +27,15 @@ pub enum DiscardReason {
     PerTenantSeriesLimit,
     PerMetricSeriesLimit,
     InvalidSample,
+    NativeHistogramInvalidSchema,
+    NativeHistogramBadSpans,
+    NativeHistogramBucketCountMismatch,
+    NativeHistogramNegativeCount,
+    NativeHistogramCountMismatch,
+    NativeHistogramInvalidZeroBucket,
+    NativeHistogramInvalidCustomBuckets,
+    NativeHistogramMixedCounts,
+    MaxNativeHistogramBuckets,
     HaReplicaDropped,
     MetadataLimit,
     InvalidMetadata,
@@ -53,6 +62,21 @@ impl DiscardReason {
             DiscardReason::PerTenantSeriesLimit => "per_tenant_series_limit",
             DiscardReason::PerMetricSeriesLimit => "per_metric_series_limit",
             DiscardReason::InvalidSample => "sample_invalid",
+            DiscardReason::NativeHistogramInvalidSchema => "invalid_native_histogram_schema",
+            DiscardReason::NativeHistogramBadSpans => "native_histogram_bad_spans",
+            DiscardReason::NativeHistogramBucketCountMismatch => {
+                "native_histogram_spans_buckets_mismatch"
+            }
+            DiscardReason::NativeHistogramNegativeCount => "native_histogram_negative_count",
+            DiscardReason::NativeHistogramCountMismatch => "native_histogram_count_mismatch",
+            DiscardReason::NativeHistogramInvalidZeroBucket => {
+                "native_histogram_invalid_zero_bucket"
+            }
+            DiscardReason::NativeHistogramInvalidCustomBuckets => {
+                "native_histogram_invalid_custom_buckets"
+            }
+            DiscardReason::NativeHistogramMixedCounts => "native_histogram_mixed_counts",
+            DiscardReason::MaxNativeHistogramBuckets => "max_native_histogram_buckets",
             DiscardReason::HaReplicaDropped => "ha_replica_dropped",
             DiscardReason::MetadataLimit => "per_metric_metadata_limit",
             DiscardReason::InvalidMetadata => "metadata_invalid",

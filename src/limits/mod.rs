@@ -63,6 +63,14 @@ pub struct Limits {
     /// are accepted out of order (0s: none).
     #[serde(with = "humantime_serde")]
     pub out_of_order_time_window: Duration,
+    /// Most buckets (positive + negative) one native histogram sample may
+    /// have (0: no limit).
+    pub max_native_histogram_buckets: usize,
+    /// A native histogram over `max_native_histogram_buckets` has its
+    /// resolution reduced (neighbouring buckets merged, schema lowered)
+    /// until it fits, instead of being refused; histograms with custom
+    /// buckets, or already at the lowest schema, are still refused.
+    pub reduce_native_histogram_over_max_buckets: bool,
     /// De-duplicate Prometheus HA pairs (cluster + replica labels).
     pub accept_ha_samples: bool,
     /// Label naming a Prometheus HA pair.
@@ -104,6 +112,8 @@ impl Default for Limits {
             max_series_per_metric: 50_000,
             max_metadata_per_metric: 10,
             out_of_order_time_window: Duration::ZERO,
+            max_native_histogram_buckets: 0,
+            reduce_native_histogram_over_max_buckets: true,
             accept_ha_samples: false,
             ha_cluster_label: "cluster".to_string(),
             ha_replica_label: "__replica__".to_string(),

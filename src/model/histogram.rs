@@ -430,3 +430,53 @@ impl From<&Histogram> for FloatHistogram {
         h.to_float()
     }
 }
+
+/// A native histogram sample of either kind, as remote write sends them
+/// (a series may carry both kinds over time).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NativeHistogram {
+    Int(Histogram),
+    Float(FloatHistogram),
+}
+
+impl NativeHistogram {
+    pub fn validate(&self) -> Result<(), HistogramError> {
+        match self {
+            NativeHistogram::Int(h) => h.validate(),
+            NativeHistogram::Float(h) => h.validate(),
+        }
+    }
+
+    pub fn is_stale_marker(&self) -> bool {
+        match self {
+            NativeHistogram::Int(h) => h.is_stale_marker(),
+            NativeHistogram::Float(h) => h.is_stale_marker(),
+        }
+    }
+
+    /// Buckets, positive and negative (the zero bucket not counted), as
+    /// Prometheus's `native_histogram_bucket_limit` counts them.
+    pub fn bucket_count(&self) -> usize {
+        match self {
+            NativeHistogram::Int(h) => h.positive_buckets.len() + h.negative_buckets.len(),
+            NativeHistogram::Float(h) => h.positive_buckets.len() + h.negative_buckets.len(),
+        }
+    }
+
+    pub fn to_float(&self) -> FloatHistogram {
+        match self {
+            NativeHistogram::Int(h) => h.to_float(),
+            NativeHistogram::Float(h) => h.clone(),
+        }
+    }
+
+    /// Equality with floats compared bit for bit; an integer histogram is
+    /// never equal to a float one.
+    pub fn bitwise_eq(&self, other: &NativeHistogram) -> bool {
+        match (self, other) {
+            (NativeHistogram::Int(a), NativeHistogram::Int(b)) => a.bitwise_eq(b),
+            (NativeHistogram::Float(a), NativeHistogram::Float(b)) => a.bitwise_eq(b),
+            _ => false,
+        }
+    }
+}

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use async_trait::async_trait;
 use futures::future::join_all;
 
-use crate::chunk::merge::{ChunkData, merge_chunks};
+use crate::chunk::merge::{ChunkData, HistogramChunkData, merge_chunks, merge_histogram_chunks};
 use crate::ingester::client::{
-    ClientPool, LabelNamesRequest, LabelValuesRequest, MetadataRequest, QueryRequest, SeriesRequest,
+    ClientPool, LabelNamesRequest, LabelValuesRequest, MetadataRequest, QueryRequest,
+    SeriesChunkData, SeriesRequest, decode_chunks,
 };
 use crate::model::{Labels, MatchOp, Matcher};
 use crate::promql::{Queryable, SeriesSamples};
@@ -251,28 +252,33 @@ impl Queryable for IngesterQueryable {
             })
             .await?;
         // Replicas' copies of a series, by labels: all their chunks together.
-        let mut by_labels: BTreeMap<Labels, Vec<ChunkData>> = BTreeMap::new();
+        let mut by_labels: BTreeMap<Labels, (Vec<ChunkData>, Vec<HistogramChunkData>)> =
+            BTreeMap::new();
         for series in answers.into_iter().flatten() {
-            let chunks = series.chunks.into_iter().map(|c| ChunkData {
-                min_t: c.min_time_ms,
-                max_t: c.max_time_ms,
-                bytes: c.data,
-            });
-            by_labels
-                .entry(from_proto(series.labels))
-                .or_default()
-                .extend(chunks);
+            let labels = from_proto(series.labels);
+            let entry = by_labels.entry(labels).or_default();
+            for chunk in series.chunks {
+                match decode_chunks(chunk).map_err(|e| e.to_string())? {
+                    SeriesChunkData::Xor(c) => entry.0.push(c),
+                    SeriesChunkData::Histogram(c) => entry.1.push(c),
+                }
+            }
         }
         let mut out = Vec::with_capacity(by_labels.len());
-        for (labels, mut chunks) in by_labels {
+        for (labels, (mut chunks, mut histogram_chunks)) in by_labels {
             chunks.sort_by_key(|c| (c.min_t, c.max_t));
             let samples = merge_chunks(&chunks, mint, maxt)
                 .map_err(|e| format!("series {labels}: corrupt chunk from an ingester: {e}"))?;
-            if !samples.is_empty() {
+            histogram_chunks.sort_by_key(|c| (c.min_t, c.max_t));
+            let histograms =
+                merge_histogram_chunks(&histogram_chunks, mint, maxt).map_err(|e| {
+                    format!("series {labels}: corrupt histogram chunk from an ingester: {e}")
+                })?;
+            if !samples.is_empty() || !histograms.is_empty() {
                 out.push(SeriesSamples {
                     labels,
                     samples,
-                    histograms: Vec::new(),
+                    histograms,
                 });
             }
         }

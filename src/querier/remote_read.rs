@@ -29,6 +29,12 @@
 //! [`SAMPLES_PER_CHUNK`] samples (as Prometheus's head cuts them); a frame
 //! stops taking chunks once it reaches about [`MAX_BYTES_IN_FRAME`].
 //!
+//! Native histograms: SAMPLES answers carry them in `TimeSeries.histograms`,
+//! always as float histograms (the querier reads every histogram as a
+//! [`crate::model::histogram::FloatHistogram`]). STREAMED_XOR_CHUNKS
+//! answers carry float samples only for now: they would need Prometheus's
+//! histogram chunk encodings, which we do not write.
+//!
 //! Errors are plain text: an undecodable request is 400, one over
 //! [`MAX_REQUEST_BYTES`] decompressed 413, a failing read 500. A streamed
 //! response reads the first query before answering, so its failure is still
@@ -249,6 +255,14 @@ async fn samples_response<Q: Queryable + ?Sized>(
                             value: p.v,
                             timestamp: p.t,
                         })
+                        .collect(),
+                    // As float histograms: the querier reads every
+                    // histogram as one (integer counts stay exact up to
+                    // 2^53).
+                    histograms: s
+                        .histograms
+                        .iter()
+                        .map(|p| crate::proto::histogram::float_to_proto(p.t, &p.h))
                         .collect(),
                     ..Default::default()
                 })

@@ -430,7 +430,9 @@ pub mod rw {
         end: i64,
     ) -> Result<Vec<(Vec<(String, String)>, Vec<(i64, f64)>)>> {
         use strata::chunk::merge::{ChunkData, merge_chunks};
-        use strata::ingester::client::{IngesterClient, QueryRequest};
+        use strata::ingester::client::{
+            IngesterClient, QueryRequest, SeriesChunkData, decode_chunks,
+        };
         let mut client = IngesterClient::connect(format!("http://127.0.0.1:{grpc_port}")).await?;
         let mut stream = client
             .query_stream(QueryRequest {
@@ -444,15 +446,13 @@ pub mod rw {
         let mut out = Vec::new();
         while let Some(message) = stream.message().await? {
             for series in message.series {
-                let chunks: Vec<ChunkData> = series
-                    .chunks
-                    .iter()
-                    .map(|c| ChunkData {
-                        min_t: c.min_time_ms,
-                        max_t: c.max_time_ms,
-                        bytes: c.data.clone(),
-                    })
-                    .collect();
+                // Float samples only: native histogram chunks are left out.
+                let mut chunks: Vec<ChunkData> = Vec::new();
+                for chunk in series.chunks {
+                    if let SeriesChunkData::Xor(c) = decode_chunks(chunk)? {
+                        chunks.push(c);
+                    }
+                }
                 let samples: Vec<(i64, f64)> = merge_chunks(&chunks, start, end)?
                     .into_iter()
                     .map(|s| (s.t, s.v))

@@ -281,6 +281,18 @@ impl<H: HistogramSample> NativeChunk<H> {
         self.stream.capacity()
     }
 
+    /// Heap bytes of the chunk and its appender's state (the layout, a
+    /// field per lane and the lane scratch), for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        let state = self.state.as_ref().map_or(0, |st| {
+            st.lanes.capacity() * std::mem::size_of::<<H::Lane as Lane>::Field>()
+                + (st.layout.positive_spans.capacity() + st.layout.negative_spans.capacity())
+                    * std::mem::size_of::<super::Span>()
+                + st.layout.custom_values.capacity() * std::mem::size_of::<f64>()
+        });
+        self.stream.capacity() + state + self.scratch.capacity() * std::mem::size_of::<u64>()
+    }
+
     /// The sample count from the header.
     pub fn num_samples(&self) -> usize {
         let b = self.stream.bytes();

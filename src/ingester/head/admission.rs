@@ -39,6 +39,10 @@ pub enum AppendError {
     /// A sample at that timestamp is stored with a different value.
     #[error("a sample at {t} is already stored with a different value")]
     DuplicateTimestampDifferentValue { t: i64 },
+    /// A native histogram that is not valid (the distributor refuses
+    /// these with the reason; this guards the head against the WAL).
+    #[error("the native histogram at {t} is not valid")]
+    InvalidHistogram { t: i64 },
 }
 
 impl AppendError {
@@ -48,6 +52,7 @@ impl AppendError {
             AppendError::OutOfOrder { .. } => DiscardReason::OutOfOrder,
             AppendError::TooOldForOooWindow { .. } => DiscardReason::OutOfBounds,
             AppendError::DuplicateTimestampDifferentValue { .. } => DiscardReason::DuplicateSample,
+            AppendError::InvalidHistogram { .. } => DiscardReason::InvalidSample,
         }
     }
 }

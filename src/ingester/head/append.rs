@@ -14,6 +14,7 @@ use super::{
     AppendResult, Head, HeadError, RejectedSample, Rejection, SeriesLimitError, SeriesRef,
 };
 use crate::limits::Limits;
+use crate::model::histogram::NativeHistogram;
 use crate::model::{Labels, METRIC_NAME, Sample};
 
 /// One batch's shared state while it is applied.
@@ -271,6 +272,38 @@ impl Head {
             }
             let (chunk_bytes, heap_bytes) = (data.chunk_bytes(), data.heap_bytes());
             let admission = data.append(t, v, ooo_window_ms(limits), self.chunk_limits, &mut stats);
+            stats.chunk_bytes = data.chunk_bytes() as i64 - chunk_bytes as i64;
+            stats.heap_bytes = data.heap_bytes() as i64 - heap_bytes as i64;
+            admission
+        };
+        self.apply_stats(&stats);
+        Ok(admission?)
+    }
+
+    /// Appends one native histogram sample to the series `series_ref`, as
+    /// [`Head::append_sample`] does a float one.
+    pub fn append_histogram(
+        &self,
+        series_ref: SeriesRef,
+        t: i64,
+        h: &NativeHistogram,
+        limits: &Limits,
+    ) -> Result<Admission, HeadError> {
+        let unknown = || HeadError::UnknownSeries {
+            tenant: self.tenant.clone(),
+            series_ref,
+        };
+        let series = self.series_by_ref(series_ref).ok_or_else(unknown)?;
+        series.touch(self.now_ms());
+        let mut stats = StatsDelta::default();
+        let admission = {
+            let mut data = series.data.lock();
+            if series.is_deleted() {
+                return Err(unknown());
+            }
+            let (chunk_bytes, heap_bytes) = (data.chunk_bytes(), data.heap_bytes());
+            let admission =
+                data.append_histogram(t, h, ooo_window_ms(limits), self.chunk_limits, &mut stats);
             stats.chunk_bytes = data.chunk_bytes() as i64 - chunk_bytes as i64;
             stats.heap_bytes = data.heap_bytes() as i64 - heap_bytes as i64;
             admission

@@ -2,7 +2,7 @@
 //! overlap the query's range (merged by readers with
 //! [`crate::chunk::merge::merge_chunks`]).
 
-use crate::chunk::merge::ChunkData;
+use crate::chunk::merge::{ChunkData, HistogramChunkData};
 use crate::model::Labels;
 
 /// One series of a head query: its labels and the chunks that overlap the
@@ -11,4 +11,7 @@ use crate::model::Labels;
 pub struct SeriesChunks {
     pub labels: Labels,
     pub chunks: Vec<ChunkData>,
+    /// Native histogram chunks, ordered by `min_t` (merged with
+    /// [`crate::chunk::merge::merge_histogram_chunks`]).
+    pub histogram_chunks: Vec<HistogramChunkData>,
 }

@@ -25,6 +25,14 @@
 //! [`HeadConfig::out_of_order_capacity`] samples. A series stores at most one
 //! sample per timestamp, and every chunk's timestamps strictly increase.
 //!
+//! Native histograms ([`Head::append_histogram`]) follow the same rules on
+//! the same timeline (a float and a histogram at one timestamp conflict),
+//! in histogram chunks beside the XOR chunks, cut by the same limits and
+//! whenever the histogram chunk refuses a sample (layout change, counter
+//! reset, gauge/counter switch, after a staleness marker, integer/float
+//! switch). A float staleness marker on a series whose newest sample is a
+//! histogram is stored as a histogram staleness marker, as Prometheus does.
+//!
 //! # Writing, and the WAL
 //!
 //! The ingester logs to the WAL, then applies (STYLE example 2). The head
@@ -72,7 +80,8 @@
 //! bytes plus a separator byte per string), the index (each symbol's text plus
 //! its `Arc` header and table slot, each postings list's map slot, 8 bytes
 //! per postings entry), and the chunks (cut chunks' exact bytes and list
-//! slots, the open chunk's buffer capacity, out-of-order buffers). Allocator
+//! slots, the open chunk's buffer capacity, out-of-order buffers; the same
+//! for histogram chunks and buffered histograms' vectors). Allocator
 //! rounding is not counted; `benches/head.rs` compares the estimate with the
 //! bytes a counting allocator sees.
 
@@ -81,12 +90,15 @@ mod append;
 mod flush;
 mod gc;
 mod heads;
+mod histograms;
 mod merge;
 mod packed;
 mod postings;
 mod read;
 mod series;
 
+#[cfg(test)]
+mod histogram_tests;
 #[cfg(test)]
 mod tests;
 

@@ -18,17 +18,21 @@ impl Head {
     pub fn query(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesChunks> {
         let mut out: Vec<SeriesChunks> = Vec::new();
         for series in self.selected(matchers) {
-            let chunks = {
+            let (chunks, histogram_chunks) = {
                 let data = series.data.lock();
                 if series.is_deleted() {
                     continue;
                 }
-                data.chunks_overlapping(mint, maxt)
+                (
+                    data.chunks_overlapping(mint, maxt),
+                    data.histogram_chunks_overlapping(mint, maxt),
+                )
             };
-            if !chunks.is_empty() {
+            if !chunks.is_empty() || !histogram_chunks.is_empty() {
                 out.push(SeriesChunks {
                     labels: series.labels(),
                     chunks,
+                    histogram_chunks,
                 });
             }
         }

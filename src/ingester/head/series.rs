@@ -10,7 +10,14 @@
 //!   encoded into a chunk of their own when `ooo` reaches its capacity, so
 //!   chunks may overlap in time, never in timestamps: the series stores at
 //!   most one sample per timestamp;
-//! * `max_t` / `last_v` are the newest sample, always an in-order one.
+//! * `max_t` is the newest sample, float or native histogram, always an
+//!   in-order one; `last_kind` says which it is and `last_v` is its value
+//!   when a float. Floats and histograms share this one timeline, as in
+//!   Prometheus: a histogram older than the newest float is out of order,
+//!   and a float and a histogram at one timestamp conflict (the second is
+//!   refused as a duplicate with a different value);
+//! * native histograms live in [`HistogramData`] beside the XOR chunks,
+//!   with the same rules (out-of-order buffer, chunk cutting).
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,10 +26,12 @@ use parking_lot::Mutex;
 
 use super::SeriesRef;
 use super::admission::{Admission, AppendError, appendable};
+use super::histograms::{HistogramData, same_sample};
 use super::packed::PackedLabels;
-use crate::chunk::merge::ChunkData;
+use crate::chunk::merge::{ChunkData, HistogramChunkData};
 use crate::chunk::{ChunkError, XorChunk, XorIterator};
-use crate::model::Labels;
+use crate::model::histogram::{FloatHistogram, Histogram, NativeHistogram};
+use crate::model::{Labels, is_stale_nan};
 
 /// Where chunks are cut and when out-of-order samples become a chunk.
 #[derive(Clone, Copy, Debug)]
@@ -127,6 +136,15 @@ pub(super) struct CutChunk {
 pub(super) struct HeadChunk {
     pub chunk: XorChunk,
     pub min_t: i64,
+    pub max_t: i64,
+}
+
+/// The kind of a series' newest sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LastKind {
+    Float,
+    Histogram,
+    FloatHistogram,
 }
 
 /// Changes to the head's counters made by one series, summed per batch and
@@ -155,6 +173,8 @@ pub(super) struct SeriesData {
     /// The newest sample (always in order), if any.
     pub(super) max_t: Option<i64>,
     last_v: f64,
+    last_kind: LastKind,
+    hist: HistogramData,
     /// The oldest sample, in or out of order (`i64::MAX` when empty).
     min_t: i64,
     /// Sum of `chunks[..].bytes.len()`.
@@ -178,9 +198,11 @@ impl SeriesData {
             .is_some_and(|(min_t, max_t)| min_t <= maxt && max_t >= mint)
     }
 
-    /// Encoded bytes of all chunks, cut and open.
+    /// Encoded bytes of all chunks, cut and open, XOR and histogram.
     pub fn chunk_bytes(&self) -> usize {
-        self.cut_bytes + self.head.as_ref().map_or(0, |h| h.chunk.bytes().len())
+        self.cut_bytes
+            + self.head.as_ref().map_or(0, |h| h.chunk.bytes().len())
+            + self.hist.chunk_bytes()
     }
 
     /// Estimated heap bytes of the samples: chunk buffers, the chunk list
@@ -193,6 +215,7 @@ impl SeriesData {
                 .as_ref()
                 .map_or(0, |h| head_chunk_capacity(h.chunk.bytes().len()))
             + self.ooo.capacity() * size_of::<(i64, f64)>()
+            + self.hist.heap_bytes()
     }
 
     /// Admits and stores one sample; see [`appendable`]. Counts into
@@ -206,13 +229,33 @@ impl SeriesData {
         limits: ChunkLimits,
         stats: &mut StatsDelta,
     ) -> Result<Admission, AppendError> {
-        let last_v = self.max_t.map(|_| self.last_v);
+        let float_last = self.last_kind == LastKind::Float;
+        let last_v = self.max_t.filter(|_| float_last).map(|_| self.last_v);
         let admission = match appendable(t, v, self.max_t, last_v, ooo_window_ms)? {
+            Admission::InOrder if !float_last && is_stale_nan(v) => {
+                // A staleness marker for a histogram series is a histogram
+                // staleness marker of its kind (Prometheus's
+                // `headAppender.Append` does the same).
+                let marker = match self.last_kind {
+                    LastKind::FloatHistogram => NativeHistogram::Float(FloatHistogram {
+                        sum: v,
+                        ..FloatHistogram::default()
+                    }),
+                    _ => NativeHistogram::Int(Histogram {
+                        sum: v,
+                        ..Histogram::default()
+                    }),
+                };
+                return self.append_histogram(t, &marker, ooo_window_ms, limits, stats);
+            }
             Admission::InOrder => {
                 self.append_in_order(t, v, limits, stats);
                 Admission::InOrder
             }
             Admission::OutOfOrder => self.insert_out_of_order(t, v, limits, stats)?,
+            Admission::Duplicate if !float_last => {
+                return Err(AppendError::DuplicateTimestampDifferentValue { t });
+            }
             Admission::Duplicate => Admission::Duplicate,
         };
         if admission != Admission::Duplicate {
@@ -220,6 +263,63 @@ impl SeriesData {
             stats.saw(t);
         }
         Ok(admission)
+    }
+
+    /// Admits and stores one native histogram sample, against the same
+    /// newest timestamp and out-of-order window as floats.
+    pub fn append_histogram(
+        &mut self,
+        t: i64,
+        h: &NativeHistogram,
+        ooo_window_ms: i64,
+        limits: ChunkLimits,
+        stats: &mut StatsDelta,
+    ) -> Result<Admission, AppendError> {
+        if h.validate().is_err() {
+            return Err(AppendError::InvalidHistogram { t });
+        }
+        let admission = match appendable(t, 0.0, self.max_t, None, ooo_window_ms)? {
+            Admission::InOrder => {
+                self.hist.append_in_order(t, h, limits, stats)?;
+                self.max_t = Some(t);
+                self.min_t = self.min_t.min(t);
+                self.last_kind = match h {
+                    NativeHistogram::Int(_) => LastKind::Histogram,
+                    NativeHistogram::Float(_) => LastKind::FloatHistogram,
+                };
+                Admission::InOrder
+            }
+            Admission::Duplicate | Admission::OutOfOrder => {
+                let float_at_t = self.ooo.binary_search_by(|&(st, _)| st.cmp(&t)).is_ok()
+                    || self.stored_value_at(t).is_some();
+                if float_at_t {
+                    return Err(AppendError::DuplicateTimestampDifferentValue { t });
+                }
+                match self.hist.stored_at(t) {
+                    Some(stored) if same_sample(&stored, h) => Admission::Duplicate,
+                    Some(_) => return Err(AppendError::DuplicateTimestampDifferentValue { t }),
+                    None if self.max_t == Some(t) => {
+                        // The newest sample is at t but is no histogram.
+                        return Err(AppendError::DuplicateTimestampDifferentValue { t });
+                    }
+                    None => {
+                        self.hist.insert_out_of_order(t, h, limits, stats);
+                        self.min_t = self.min_t.min(t);
+                        Admission::OutOfOrder
+                    }
+                }
+            }
+        };
+        if admission != Admission::Duplicate {
+            stats.samples_appended += 1;
+            stats.saw(t);
+        }
+        Ok(admission)
+    }
+
+    /// Copies of the histogram chunks that overlap `[mint, maxt]`.
+    pub fn histogram_chunks_overlapping(&self, mint: i64, maxt: i64) -> Vec<HistogramChunkData> {
+        self.hist.chunks_overlapping(mint, maxt)
     }
 
     fn append_in_order(&mut self, t: i64, v: f64, limits: ChunkLimits, stats: &mut StatsDelta) {
@@ -233,6 +333,7 @@ impl SeriesData {
         let head = self.head.get_or_insert_with(|| HeadChunk {
             chunk: XorChunk::new(),
             min_t: t,
+            max_t: t,
         });
         match head.chunk.appender().append(t, v) {
             Ok(()) => {}
@@ -243,6 +344,7 @@ impl SeriesData {
                 let head = self.head.insert(HeadChunk {
                     chunk: XorChunk::new(),
                     min_t: t,
+                    max_t: t,
                 });
                 if let Err(e) = head.chunk.appender().append(t, v) {
                     unreachable!("the first sample of a new chunk is always accepted: {e}");
@@ -252,8 +354,10 @@ impl SeriesData {
         }
         self.max_t = Some(t);
         self.last_v = v;
+        self.last_kind = LastKind::Float;
         self.min_t = self.min_t.min(t);
-        if let Some(head) = &self.head {
+        if let Some(head) = &mut self.head {
+            head.max_t = t;
             let full = head.chunk.num_samples() >= limits.max_samples
                 || head.chunk.bytes().len() >= limits.max_bytes;
             if full {
@@ -267,7 +371,7 @@ impl SeriesData {
         let Some(head) = self.head.take() else {
             return;
         };
-        let max_t = self.max_t.unwrap_or(head.min_t);
+        let max_t = head.max_t;
         let bytes = head.chunk.into_bytes().into_boxed_slice();
         self.cut_bytes += bytes.len();
         self.chunks.push(CutChunk {
@@ -293,6 +397,9 @@ impl SeriesData {
         if let Some(stored) = self.stored_value_at(t) {
             return same_or_conflict(t, v, stored);
         }
+        if self.hist.stored_at(t).is_some() {
+            return Err(AppendError::DuplicateTimestampDifferentValue { t });
+        }
         self.ooo.insert(pos, (t, v));
         self.min_t = self.min_t.min(t);
         if self.ooo.len() >= limits.ooo_capacity {
@@ -313,7 +420,7 @@ impl SeriesData {
         let open = self
             .head
             .as_ref()
-            .filter(|h| h.min_t <= t)
+            .filter(|h| h.min_t <= t && t <= h.max_t)
             .map(|h| h.chunk.bytes());
         cut.chain(open)
             .find_map(|bytes| match XorIterator::new(bytes).seek(t) {
@@ -351,13 +458,13 @@ impl SeriesData {
                 bytes: c.bytes.to_vec(),
             })
             .collect();
-        if let (Some(head), Some(max_t)) = (&self.head, self.max_t)
+        if let Some(head) = &self.head
             && head.min_t <= maxt
-            && max_t >= mint
+            && head.max_t >= mint
         {
             out.push(ChunkData {
                 min_t: head.min_t,
-                max_t,
+                max_t: head.max_t,
                 bytes: head.chunk.bytes().to_vec(),
             });
         }
@@ -405,6 +512,8 @@ impl Default for SeriesData {
             ooo: Vec::new(),
             max_t: None,
             last_v: 0.0,
+            last_kind: LastKind::Float,
+            hist: HistogramData::default(),
             min_t: i64::MAX,
             cut_bytes: 0,
         }

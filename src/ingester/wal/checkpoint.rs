@@ -248,7 +248,9 @@ mod tests {
     /// Keeps series, and samples at `MIN_T` or later.
     fn keep_recent(rec: &[u8]) -> Option<Vec<u8>> {
         match decode(rec).expect("records decode") {
-            Record::Series(_) => Some(rec.to_vec()),
+            Record::Series(_) | Record::Histograms(_) | Record::FloatHistograms(_) => {
+                Some(rec.to_vec())
+            }
             Record::Samples(samples) => {
                 let recent: Vec<SampleRecord> =
                     samples.into_iter().filter(|s| s.t >= MIN_T).collect();
@@ -281,6 +283,7 @@ mod tests {
             match record {
                 Record::Series(s) => series.extend(s),
                 Record::Samples(s) => samples.extend(s),
+                Record::Histograms(_) | Record::FloatHistograms(_) => {}
             }
         }
         (series, samples)

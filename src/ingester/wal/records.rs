@@ -24,10 +24,36 @@
 //! `u64`/`i64` round-trips. Values are the raw IEEE-754 bits, so NaN
 //! payloads, including Prometheus's staleness marker, survive.
 //!
-//! Type bytes 3 and up are reserved for later kinds (tombstones, exemplars,
-//! metadata, native histograms); an unknown type is a decode error, never
-//! skipped. Decoding checks every length against the bytes left, so no
+//! ```text
+//! Histograms (type 3): integer native histograms; FloatHistograms (type 4): float ones
+//! ┌────────────┬─────────────┬──────────────────────────────────────────────────┐
+//! │ 3|4 <1b>   │ n <uvarint> │ if n > 0: base_ref <uvarint> │ base_t <varint> │
+//! ├────────────┴─────────────┴──────────────────────────────────────────────────┤
+//! │ n × ( series_ref - base_ref <varint> │ t - base_t <varint> │ histogram )    │
+//! └─────────────────────────────────────────────────────────────────────────────┘
+//! histogram:
+//! ┌───────────┬─────────────────┬──────────────────────┬──────────────┬─────────┬──────────┐
+//! │ hint <1b> │ schema <varint> │ zero_threshold <8b>  │ zero_count   │ count   │ sum <8b> │
+//! ├───────────┴───────┬─────────┴──────────┬───────────┴──────────┬───┴─────────┴──────────┤
+//! │ positive spans    │ negative spans     │ positive buckets     │ negative buckets       │
+//! ├───────────────────┴────────────────────┴──────────────────────┴────────────────────────┤
+//! │ custom values: k <uvarint> │ k × <8b>                                                  │
+//! └────────────────────────────────────────────────────────────────────────────────────────┘
+//!  spans:    k <uvarint> │ k × ( offset <varint> │ length <uvarint> )
+//!  buckets:  k <uvarint> │ k × count
+//! ```
+//!
+//! `hint` is 0 unknown, 1 counter reset, 2 not a counter reset, 3 gauge
+//! (remote write's numbering). Counts (`zero_count`, `count`, buckets) are
+//! `uvarint`, `uvarint` and `varint` deltas as remote write sends them in
+//! integer histograms, the raw 8-byte bits in float ones. Floats are
+//! big-endian IEEE-754 bits.
+//!
+//! Type bytes 5 and up are reserved for later kinds (tombstones, exemplars,
+//! metadata); an unknown type is a decode error, never skipped. Decoding checks every length against the bytes left, so no
 //! input makes it panic or allocate more than the input justifies.
+
+use crate::model::histogram::{CounterResetHint, FloatHistogram, Histogram, Span};
 
 /// The kind of a record: its first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +61,8 @@
 pub enum RecordType {
     Series = 1,
     Samples = 2,
+    Histograms = 3,
+    FloatHistograms = 4,
 }
 
 /// One series, as created by the ingester.
@@ -53,11 +81,29 @@ pub struct SampleRecord {
     pub v: f64,
 }
 
+/// One integer native histogram sample of a series already logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramRecord {
+    pub series_ref: u64,
+    pub t: i64,
+    pub h: Histogram,
+}
+
+/// One float native histogram sample of a series already logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FloatHistogramRecord {
+    pub series_ref: u64,
+    pub t: i64,
+    pub h: FloatHistogram,
+}
+
 /// A decoded record.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
     Series(Vec<SeriesRecord>),
     Samples(Vec<SampleRecord>),
+    Histograms(Vec<HistogramRecord>),
+    FloatHistograms(Vec<FloatHistogramRecord>),
 }
 
 /// Why a record does not decode.
@@ -81,12 +127,18 @@ pub enum RecordError {
     },
     #[error("{count} bytes left over after the record")]
     TrailingBytes { count: usize },
+    #[error("{what} at byte {offset} is out of range")]
+    OutOfRange { what: &'static str, offset: usize },
 }
 
 /// Smallest encodings, to bound counts by the bytes left.
 const MIN_SERIES_LEN: usize = 3;
 const MIN_SAMPLE_LEN: usize = 10;
 const MIN_LABEL_LEN: usize = 2;
+/// Ref and timestamp deltas, hint, schema, zero count and count (1 byte
+/// each at least), zero threshold and sum (8), five list lengths (1).
+const MIN_HISTOGRAM_LEN: usize = 1 + 1 + 1 + 1 + 8 + 1 + 1 + 8 + 5;
+const MIN_SPAN_LEN: usize = 2;
 
 /// Appends a series record holding `series` to `out`.
 pub fn encode_series(series: &[SeriesRecord], out: &mut Vec<u8>) {
@@ -120,12 +172,118 @@ pub fn encode_samples(samples: &[SampleRecord], out: &mut Vec<u8>) {
     }
 }
 
+/// Appends an integer histograms record holding `histograms` to `out`.
+pub fn encode_histograms(histograms: &[HistogramRecord], out: &mut Vec<u8>) {
+    encode_histogram_record(
+        RecordType::Histograms,
+        histograms,
+        out,
+        |r| (r.series_ref, r.t),
+        |out, r| {
+            let h = &r.h;
+            put_histogram_head(out, h.counter_reset_hint, h.schema, h.zero_threshold);
+            put_uvarint(out, h.zero_count);
+            put_uvarint(out, h.count);
+            put_f64(out, h.sum);
+            put_spans(out, &h.positive_spans);
+            put_spans(out, &h.negative_spans);
+            for side in [&h.positive_buckets, &h.negative_buckets] {
+                put_uvarint(out, side.len() as u64);
+                for &d in side {
+                    put_varint(out, d);
+                }
+            }
+            put_floats(out, &h.custom_values);
+        },
+    );
+}
+
+/// Appends a float histograms record holding `histograms` to `out`.
+pub fn encode_float_histograms(histograms: &[FloatHistogramRecord], out: &mut Vec<u8>) {
+    encode_histogram_record(
+        RecordType::FloatHistograms,
+        histograms,
+        out,
+        |r| (r.series_ref, r.t),
+        |out, r| {
+            let h = &r.h;
+            put_histogram_head(out, h.counter_reset_hint, h.schema, h.zero_threshold);
+            put_f64(out, h.zero_count);
+            put_f64(out, h.count);
+            put_f64(out, h.sum);
+            put_spans(out, &h.positive_spans);
+            put_spans(out, &h.negative_spans);
+            put_floats(out, &h.positive_buckets);
+            put_floats(out, &h.negative_buckets);
+            put_floats(out, &h.custom_values);
+        },
+    );
+}
+
+fn encode_histogram_record<R>(
+    typ: RecordType,
+    records: &[R],
+    out: &mut Vec<u8>,
+    key: impl Fn(&R) -> (u64, i64),
+    body: impl Fn(&mut Vec<u8>, &R),
+) {
+    out.push(typ as u8);
+    put_uvarint(out, records.len() as u64);
+    let Some(base) = records.first().map(&key) else {
+        return;
+    };
+    put_uvarint(out, base.0);
+    put_varint(out, base.1);
+    for r in records {
+        let (series_ref, t) = key(r);
+        put_varint(out, series_ref.wrapping_sub(base.0) as i64);
+        put_varint(out, t.wrapping_sub(base.1));
+        body(out, r);
+    }
+}
+
+fn hint_byte(hint: CounterResetHint) -> u8 {
+    match hint {
+        CounterResetHint::Unknown => 0,
+        CounterResetHint::CounterReset => 1,
+        CounterResetHint::NotCounterReset => 2,
+        CounterResetHint::Gauge => 3,
+    }
+}
+
+fn put_histogram_head(out: &mut Vec<u8>, hint: CounterResetHint, schema: i32, zero_threshold: f64) {
+    out.push(hint_byte(hint));
+    put_varint(out, i64::from(schema));
+    put_f64(out, zero_threshold);
+}
+
+fn put_f64(out: &mut Vec<u8>, v: f64) {
+    out.extend_from_slice(&v.to_bits().to_be_bytes());
+}
+
+fn put_floats(out: &mut Vec<u8>, values: &[f64]) {
+    put_uvarint(out, values.len() as u64);
+    for &v in values {
+        put_f64(out, v);
+    }
+}
+
+fn put_spans(out: &mut Vec<u8>, spans: &[Span]) {
+    put_uvarint(out, spans.len() as u64);
+    for s in spans {
+        put_varint(out, i64::from(s.offset));
+        put_uvarint(out, u64::from(s.length));
+    }
+}
+
 /// The type of a record, from its first byte.
 pub fn record_type(rec: &[u8]) -> Result<RecordType, RecordError> {
     match rec.first() {
         None => Err(RecordError::Empty),
         Some(1) => Ok(RecordType::Series),
         Some(2) => Ok(RecordType::Samples),
+        Some(3) => Ok(RecordType::Histograms),
+        Some(4) => Ok(RecordType::FloatHistograms),
         Some(&other) => Err(RecordError::UnknownType(other)),
     }
 }
@@ -143,7 +301,116 @@ pub fn decode(rec: &[u8]) -> Result<Record, RecordError> {
             decode_samples_into(rec, &mut samples)?;
             Ok(Record::Samples(samples))
         }
+        RecordType::Histograms => {
+            let mut histograms = Vec::new();
+            decode_histograms_into(rec, &mut histograms)?;
+            Ok(Record::Histograms(histograms))
+        }
+        RecordType::FloatHistograms => {
+            let mut histograms = Vec::new();
+            decode_float_histograms_into(rec, &mut histograms)?;
+            Ok(Record::FloatHistograms(histograms))
+        }
     }
+}
+
+/// Decodes an integer histograms record, appending to `out`.
+pub fn decode_histograms_into(
+    rec: &[u8],
+    out: &mut Vec<HistogramRecord>,
+) -> Result<(), RecordError> {
+    decode_histogram_record(rec, RecordType::Histograms, out, |d, series_ref, t| {
+        let (counter_reset_hint, schema, zero_threshold) = d.histogram_head()?;
+        let zero_count = d.uvarint("zero count")?;
+        let count = d.uvarint("count")?;
+        let sum = d.f64("sum")?;
+        let positive_spans = d.spans()?;
+        let negative_spans = d.spans()?;
+        let mut sides = [Vec::new(), Vec::new()];
+        for side in &mut sides {
+            let n = d.count("bucket deltas", 1)?;
+            side.reserve(n);
+            for _ in 0..n {
+                side.push(d.varint("bucket delta")?);
+            }
+        }
+        let [positive_buckets, negative_buckets] = sides;
+        let custom_values = d.floats("custom values")?;
+        Ok(HistogramRecord {
+            series_ref,
+            t,
+            h: Histogram {
+                counter_reset_hint,
+                schema,
+                zero_threshold,
+                zero_count,
+                count,
+                sum,
+                positive_spans,
+                negative_spans,
+                positive_buckets,
+                negative_buckets,
+                custom_values,
+            },
+        })
+    })
+}
+
+/// Decodes a float histograms record, appending to `out`.
+pub fn decode_float_histograms_into(
+    rec: &[u8],
+    out: &mut Vec<FloatHistogramRecord>,
+) -> Result<(), RecordError> {
+    decode_histogram_record(rec, RecordType::FloatHistograms, out, |d, series_ref, t| {
+        let (counter_reset_hint, schema, zero_threshold) = d.histogram_head()?;
+        let zero_count = d.f64("zero count")?;
+        let count = d.f64("count")?;
+        let sum = d.f64("sum")?;
+        let positive_spans = d.spans()?;
+        let negative_spans = d.spans()?;
+        let positive_buckets = d.floats("positive buckets")?;
+        let negative_buckets = d.floats("negative buckets")?;
+        let custom_values = d.floats("custom values")?;
+        Ok(FloatHistogramRecord {
+            series_ref,
+            t,
+            h: FloatHistogram {
+                counter_reset_hint,
+                schema,
+                zero_threshold,
+                zero_count,
+                count,
+                sum,
+                positive_spans,
+                negative_spans,
+                positive_buckets,
+                negative_buckets,
+                custom_values,
+            },
+        })
+    })
+}
+
+fn decode_histogram_record<R>(
+    rec: &[u8],
+    typ: RecordType,
+    out: &mut Vec<R>,
+    one: impl Fn(&mut Decoder<'_>, u64, i64) -> Result<R, RecordError>,
+) -> Result<(), RecordError> {
+    let mut d = Decoder::new(rec, typ)?;
+    let n = d.count("histograms", MIN_HISTOGRAM_LEN)?;
+    if n == 0 {
+        return d.finish();
+    }
+    let base_ref = d.uvarint("base series ref")?;
+    let base_t = d.varint("base timestamp")?;
+    out.reserve(n);
+    for _ in 0..n {
+        let series_ref = base_ref.wrapping_add(d.varint("series ref delta")? as u64);
+        let t = base_t.wrapping_add(d.varint("timestamp delta")?);
+        out.push(one(&mut d, series_ref, t)?);
+    }
+    d.finish()
 }
 
 /// Decodes a series record, appending to `out` (a buffer to reuse).
@@ -300,6 +567,66 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    fn f64(&mut self, what: &'static str) -> Result<f64, RecordError> {
+        Ok(f64::from_bits(u64::from_be_bytes(self.array(what)?)))
+    }
+
+    fn floats(&mut self, what: &'static str) -> Result<Vec<f64>, RecordError> {
+        let n = self.count(what, 8)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.f64(what)?);
+        }
+        Ok(out)
+    }
+
+    fn spans(&mut self) -> Result<Vec<Span>, RecordError> {
+        let n = self.count("spans", MIN_SPAN_LEN)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = self.pos;
+            let offset = i32::try_from(self.varint("span offset")?).map_err(|_| {
+                RecordError::OutOfRange {
+                    what: "span offset",
+                    offset: start,
+                }
+            })?;
+            let start = self.pos;
+            let length = u32::try_from(self.uvarint("span length")?).map_err(|_| {
+                RecordError::OutOfRange {
+                    what: "span length",
+                    offset: start,
+                }
+            })?;
+            out.push(Span { offset, length });
+        }
+        Ok(out)
+    }
+
+    fn histogram_head(&mut self) -> Result<(CounterResetHint, i32, f64), RecordError> {
+        let start = self.pos;
+        let hint = match self.array::<1>("hint")?[0] {
+            0 => CounterResetHint::Unknown,
+            1 => CounterResetHint::CounterReset,
+            2 => CounterResetHint::NotCounterReset,
+            3 => CounterResetHint::Gauge,
+            _ => {
+                return Err(RecordError::OutOfRange {
+                    what: "counter reset hint",
+                    offset: start,
+                });
+            }
+        };
+        let start = self.pos;
+        let schema =
+            i32::try_from(self.varint("schema")?).map_err(|_| RecordError::OutOfRange {
+                what: "schema",
+                offset: start,
+            })?;
+        let zero_threshold = self.f64("zero threshold")?;
+        Ok((hint, schema, zero_threshold))
+    }
+
     fn finish(self) -> Result<(), RecordError> {
         match self.remaining() {
             0 => Ok(()),
@@ -343,6 +670,94 @@ mod tests {
             })
     }
 
+    fn hint_strategy() -> impl Strategy<Value = CounterResetHint> {
+        prop_oneof![
+            Just(CounterResetHint::Unknown),
+            Just(CounterResetHint::CounterReset),
+            Just(CounterResetHint::NotCounterReset),
+            Just(CounterResetHint::Gauge),
+        ]
+    }
+
+    fn spans_strategy() -> impl Strategy<Value = Vec<Span>> {
+        prop::collection::vec(
+            (any::<i32>(), any::<u32>()).prop_map(|(offset, length)| Span { offset, length }),
+            0..4,
+        )
+    }
+
+    fn float_bits() -> impl Strategy<Value = f64> {
+        prop_oneof![any::<u64>(), Just(STALE_NAN), Just(0f64.to_bits())].prop_map(f64::from_bits)
+    }
+
+    fn histogram_strategy() -> impl Strategy<Value = HistogramRecord> {
+        (
+            (any::<u64>(), any::<i64>(), hint_strategy(), any::<i32>()),
+            (float_bits(), any::<u64>(), any::<u64>(), float_bits()),
+            (spans_strategy(), spans_strategy()),
+            (
+                prop::collection::vec(any::<i64>(), 0..6),
+                prop::collection::vec(any::<i64>(), 0..6),
+                prop::collection::vec(float_bits(), 0..4),
+            ),
+        )
+            .prop_map(
+                |(
+                    (series_ref, t, counter_reset_hint, schema),
+                    (zero_threshold, zero_count, count, sum),
+                    (positive_spans, negative_spans),
+                    (positive_buckets, negative_buckets, custom_values),
+                )| HistogramRecord {
+                    series_ref,
+                    t,
+                    h: Histogram {
+                        counter_reset_hint,
+                        schema,
+                        zero_threshold,
+                        zero_count,
+                        count,
+                        sum,
+                        positive_spans,
+                        negative_spans,
+                        positive_buckets,
+                        negative_buckets,
+                        custom_values,
+                    },
+                },
+            )
+    }
+
+    /// A float histogram record from an integer one's random fields.
+    fn float_record(r: &HistogramRecord) -> FloatHistogramRecord {
+        FloatHistogramRecord {
+            series_ref: r.series_ref,
+            t: r.t,
+            h: FloatHistogram {
+                counter_reset_hint: r.h.counter_reset_hint,
+                schema: r.h.schema,
+                zero_threshold: r.h.zero_threshold,
+                zero_count: f64::from_bits(r.h.zero_count),
+                count: f64::from_bits(r.h.count),
+                sum: r.h.sum,
+                positive_spans: r.h.positive_spans.clone(),
+                negative_spans: r.h.negative_spans.clone(),
+                positive_buckets: r
+                    .h
+                    .positive_buckets
+                    .iter()
+                    .map(|&b| f64::from_bits(b as u64))
+                    .collect(),
+                negative_buckets: r
+                    .h
+                    .negative_buckets
+                    .iter()
+                    .map(|&b| f64::from_bits(b as u64))
+                    .collect(),
+                custom_values: r.h.custom_values.clone(),
+            },
+        }
+    }
+
     fn bits(samples: &[SampleRecord]) -> Vec<(u64, i64, u64)> {
         samples
             .iter()
@@ -365,6 +780,54 @@ mod tests {
             match decode(&buf) {
                 Ok(Record::Samples(decoded)) => prop_assert_eq!(bits(&decoded), bits(&samples)),
                 other => prop_assert!(false, "decoded {:?}", other),
+            }
+        }
+
+        #[test]
+        fn histograms_round_trip_bit_for_bit(records in prop::collection::vec(histogram_strategy(), 0..30)) {
+            let mut buf = Vec::new();
+            encode_histograms(&records, &mut buf);
+            match decode(&buf) {
+                Ok(Record::Histograms(decoded)) => {
+                    prop_assert_eq!(decoded.len(), records.len());
+                    for (d, r) in decoded.iter().zip(&records) {
+                        prop_assert!(d.series_ref == r.series_ref && d.t == r.t && d.h.bitwise_eq(&r.h), "{:?} != {:?}", d, r);
+                    }
+                }
+                other => prop_assert!(false, "decoded {:?}", other),
+            }
+            let floats: Vec<FloatHistogramRecord> = records.iter().map(float_record).collect();
+            let mut buf = Vec::new();
+            encode_float_histograms(&floats, &mut buf);
+            match decode(&buf) {
+                Ok(Record::FloatHistograms(decoded)) => {
+                    prop_assert_eq!(decoded.len(), floats.len());
+                    for (d, r) in decoded.iter().zip(&floats) {
+                        prop_assert!(d.series_ref == r.series_ref && d.t == r.t && d.h.bitwise_eq(&r.h), "{:?} != {:?}", d, r);
+                    }
+                }
+                other => prop_assert!(false, "decoded {:?}", other),
+            }
+        }
+
+        #[test]
+        fn damaged_histogram_records_never_panic(
+            records in prop::collection::vec(histogram_strategy(), 1..5),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            mask in 1u8..,
+        ) {
+            let mut int_buf = Vec::new();
+            encode_histograms(&records, &mut int_buf);
+            let floats: Vec<FloatHistogramRecord> = records.iter().map(float_record).collect();
+            let mut float_buf = Vec::new();
+            encode_float_histograms(&floats, &mut float_buf);
+            for mut buf in [int_buf, float_buf] {
+                let truncated = &buf[..cut.index(buf.len())];
+                prop_assert!(decode(truncated).is_err(), "a truncated record must not decode");
+                let i = flip.index(buf.len());
+                buf[i] ^= mask;
+                let _ = decode(&buf);
             }
         }
 
