@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::head::{FlushChunk, FlushPolicy, Heads};
 use crate::metrics::Metrics;
-use crate::store::{ChunkEncoding, Store, StoreChunk, StoreError};
+use crate::store::{Store, StoreChunk, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -169,7 +169,7 @@ impl Flusher {
             fingerprint: c.fingerprint,
             from: c.min_t,
             through: c.max_t,
-            encoding: ChunkEncoding::Xor,
+            encoding: c.encoding,
             data: c.bytes.clone(),
         }
     }

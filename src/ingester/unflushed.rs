@@ -7,16 +7,17 @@
 //! sample only above its series' watermark, and a series record only while
 //! the series is in a head. A series no longer in its head was removed
 //! because everything of it was flushed; a ref above the highest one seen
-//! belongs to a series created since, and is kept. Records of kinds this
-//! filter does not know are kept whole.
+//! belongs to a series created since, and is kept. A record that does not
+//! decode is kept whole.
 
 use std::collections::HashMap;
 
 use super::head::Heads;
 use super::push::{global_ref, split_ref};
 use super::wal::records::{
-    RecordType, SampleRecord, SeriesRecord, decode_samples_into, decode_series_into,
-    encode_samples, encode_series, record_type,
+    FloatHistogramRecord, HistogramRecord, RecordType, SampleRecord, SeriesRecord,
+    decode_float_histograms_into, decode_histograms_into, decode_samples_into, decode_series_into,
+    encode_float_histograms, encode_histograms, encode_samples, encode_series, record_type,
 };
 
 pub struct Watermarks {
@@ -77,20 +78,48 @@ impl Watermarks {
                 if decode_samples_into(rec, &mut samples).is_err() {
                     return Some(rec.to_vec());
                 }
-                let before = samples.len();
-                samples.retain(|s| self.keep_sample(s.series_ref, s.t));
-                if samples.len() == before {
+                self.filter(rec, samples, |s| (s.series_ref, s.t), encode_samples)
+            }
+            Ok(RecordType::Histograms) => {
+                let mut hs: Vec<HistogramRecord> = Vec::new();
+                if decode_histograms_into(rec, &mut hs).is_err() {
                     return Some(rec.to_vec());
                 }
-                (!samples.is_empty()).then(|| {
-                    let mut out = Vec::new();
-                    encode_samples(&samples, &mut out);
-                    out
-                })
+                self.filter(rec, hs, |h| (h.series_ref, h.t), encode_histograms)
             }
-            #[allow(unreachable_patterns)]
-            _ => Some(rec.to_vec()),
+            Ok(RecordType::FloatHistograms) => {
+                let mut hs: Vec<FloatHistogramRecord> = Vec::new();
+                if decode_float_histograms_into(rec, &mut hs).is_err() {
+                    return Some(rec.to_vec());
+                }
+                self.filter(rec, hs, |h| (h.series_ref, h.t), encode_float_histograms)
+            }
+            Err(_) => Some(rec.to_vec()),
         }
+    }
+
+    /// Keeps the entries above their series' watermark, re-encoded (the
+    /// record as it was when all stay; nothing when none does).
+    fn filter<T>(
+        &self,
+        rec: &[u8],
+        mut entries: Vec<T>,
+        key: impl Fn(&T) -> (u64, i64),
+        encode: impl Fn(&[T], &mut Vec<u8>),
+    ) -> Option<Vec<u8>> {
+        let before = entries.len();
+        entries.retain(|e| {
+            let (series_ref, t) = key(e);
+            self.keep_sample(series_ref, t)
+        });
+        if entries.len() == before {
+            return Some(rec.to_vec());
+        }
+        (!entries.is_empty()).then(|| {
+            let mut out = Vec::new();
+            encode(&entries, &mut out);
+            out
+        })
     }
 }
 

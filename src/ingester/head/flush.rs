@@ -26,6 +26,7 @@ use super::{Head, SeriesRef};
 use crate::chunk::merge::{ChunkData, merge_chunks};
 use crate::chunk::{MAX_SAMPLES, XorChunk};
 use crate::model::Labels;
+use crate::store::ChunkEncoding;
 
 /// A chunk to flush: one series' unflushed samples of one chunk window,
 /// in one XOR chunk.
@@ -36,6 +37,7 @@ pub struct FlushChunk {
     pub labels: Labels,
     pub min_t: i64,
     pub max_t: i64,
+    pub encoding: ChunkEncoding,
     pub bytes: Vec<u8>,
     /// The head's chunks it holds, marked flushed when the store has it.
     pub sources: Vec<ChunkId>,
@@ -47,6 +49,8 @@ pub struct ChunkId {
     pub min_t: i64,
     pub max_t: i64,
     pub crc: u32,
+    /// A histogram chunk (else an XOR one).
+    pub histogram: bool,
 }
 
 impl ChunkId {
@@ -55,6 +59,7 @@ impl ChunkId {
             min_t: c.min_t,
             max_t: c.max_t,
             crc: crc32c::crc32c(&c.bytes),
+            histogram: false,
         }
     }
 }
@@ -125,6 +130,7 @@ impl SeriesData {
         self.head.is_some()
             || !self.ooo.is_empty()
             || self.chunks.iter().any(|c| c.flushed_at.is_none())
+            || self.hist.has_unflushed()
     }
 
     /// Every sample at or before the returned timestamp is in the store
@@ -137,6 +143,7 @@ impl SeriesData {
             .map(|c| c.min_t)
             .chain(self.head.as_ref().map(|h| h.min_t))
             .chain(self.ooo.first().map(|&(t, _)| t))
+            .chain(self.hist.oldest_unflushed())
             .min();
         match (oldest_unflushed, self.max_t) {
             (Some(t), _) => t.saturating_sub(1),
@@ -161,6 +168,19 @@ impl SeriesData {
         if policy.force || idle || ooo_old {
             self.compact_out_of_order(stats);
         }
+        let hist_old = self
+            .hist
+            .open_min_t()
+            .is_some_and(|t| t < policy.now_ms.saturating_sub(age_ms));
+        let hist_ooo_old = self
+            .hist
+            .oldest_unflushed()
+            .is_some_and(|t| t < policy.now_ms.saturating_sub(age_ms));
+        self.hist.cut_for_flush(
+            policy.force || idle || hist_old,
+            policy.force || idle || hist_ooo_old,
+            stats,
+        );
     }
 }
 
@@ -207,15 +227,41 @@ impl Head {
                     .or_default()
                     .push(c);
             }
+            let ready = |window: i64, open: Option<i64>| {
+                let window_end = (window + 1).saturating_mul(window_ms);
+                policy.force
+                    || idle
+                    || open.is_none_or(|open| window < open)
+                    || window_end <= old_before
+            };
             let mut chunks = Vec::new();
             for (window, group) in windows {
-                let window_end = (window + 1).saturating_mul(window_ms);
-                let ready = policy.force
-                    || idle
-                    || open_window.is_none_or(|open| window < open)
-                    || window_end <= old_before;
-                if ready {
-                    chunks.extend(merge_window(&group));
+                if ready(window, open_window) {
+                    chunks.extend(
+                        merge_window(&group)
+                            .into_iter()
+                            .map(|(a, b, bytes, sources)| {
+                                (a, b, ChunkEncoding::Xor, bytes, sources)
+                            }),
+                    );
+                }
+            }
+            // Histogram chunks go as they are (their layouts may differ).
+            let open_hist = data.hist.open_min_t().map(|t| t.div_euclid(window_ms));
+            for (min_t, max_t, float, bytes) in data.hist.unflushed() {
+                if ready(min_t.div_euclid(window_ms), open_hist) {
+                    let source = ChunkId {
+                        min_t,
+                        max_t,
+                        crc: crc32c::crc32c(&bytes),
+                        histogram: true,
+                    };
+                    let encoding = if float {
+                        ChunkEncoding::FloatHistogram
+                    } else {
+                        ChunkEncoding::Histogram
+                    };
+                    chunks.push((min_t, max_t, encoding, bytes, vec![source]));
                 }
             }
             drop(data);
@@ -224,12 +270,13 @@ impl Head {
                 out.extend(
                     chunks
                         .into_iter()
-                        .map(|(min_t, max_t, bytes, sources)| FlushChunk {
+                        .map(|(min_t, max_t, encoding, bytes, sources)| FlushChunk {
                             series_ref: series.series_ref,
                             fingerprint: series.fingerprint,
                             labels: labels.clone(),
                             min_t,
                             max_t,
+                            encoding,
                             bytes,
                             sources,
                         }),
@@ -249,7 +296,10 @@ impl Head {
             };
             let mut data = series.data.lock();
             for source in &f.sources {
-                if let Some(c) = data
+                if source.histogram {
+                    data.hist
+                        .mark_flushed(source.min_t, source.max_t, source.crc, now);
+                } else if let Some(c) = data
                     .chunks
                     .iter_mut()
                     .find(|c| c.flushed_at.is_none() && ChunkId::of(c) == *source)
@@ -281,8 +331,9 @@ impl Head {
                 !drop
             });
             data.cut_bytes -= freed;
-            if data.chunks.len() < n {
-                dropped += n - data.chunks.len();
+            let hist_dropped = data.hist.drop_flushed(cutoff);
+            if data.chunks.len() < n || hist_dropped > 0 {
+                dropped += n - data.chunks.len() + hist_dropped;
                 data.chunks.shrink_to_fit();
                 stats.heap_bytes += data.heap_bytes() as i64 - before;
                 stats.chunk_bytes += data.chunk_bytes() as i64 - chunk_bytes_before;
@@ -318,6 +369,8 @@ impl Head {
                 let d = s.data.lock();
                 d.chunks.iter().filter(|c| c.flushed_at.is_none()).count()
                     + usize::from(d.head.is_some())
+                    + d.hist.unflushed().len()
+                    + usize::from(d.hist.open_min_t().is_some())
             })
             .sum()
     }
@@ -479,5 +532,41 @@ mod tests {
             head.series_labels(SeriesRef(2)).is_some(),
             "b still has unflushed data"
         );
+    }
+
+    #[test]
+    fn histogram_chunks_are_flushed_and_count_as_unflushed_until_then() {
+        use crate::model::histogram::{Histogram, NativeHistogram, Span};
+        let head = Head::new("t", &HeadConfig::default());
+        let l = Labels::from_pairs([("__name__", "h")]);
+        let lim = limits(Duration::ZERO);
+        let (r, _) = head.get_or_create_series(&l, &lim).expect("series");
+        let h = |n: u64| {
+            NativeHistogram::Int(Histogram {
+                count: n,
+                sum: n as f64,
+                positive_spans: vec![Span {
+                    offset: 0,
+                    length: 1,
+                }],
+                positive_buckets: vec![n as i64],
+                ..Histogram::default()
+            })
+        };
+        for i in 0..10u64 {
+            head.append_histogram(r, i as i64 * 15_000, &h(i), &lim)
+                .expect("in order");
+        }
+        assert_eq!(head.flushed_watermarks(), vec![(r, -1)]);
+        // The open histogram chunk's window is current: nothing yet.
+        assert!(head.flush_candidates(&policy(150_000, false)).is_empty());
+        let all = head.flush_candidates(&policy(150_000, true));
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].encoding, ChunkEncoding::Histogram);
+        assert_eq!((all[0].min_t, all[0].max_t), (0, 135_000));
+        head.mark_flushed(&all);
+        assert_eq!(head.flushed_watermarks(), vec![(r, 135_000)]);
+        assert_eq!(head.drop_flushed(Duration::ZERO), 1);
+        assert_eq!(head.unflushed_chunks(), 0);
     }
 }

@@ -25,6 +25,9 @@ struct CutChunk {
     max_t: i64,
     float: bool,
     bytes: Box<[u8]>,
+    /// Head-clock milliseconds of the store's acknowledgement (see
+    /// `head/flush.rs`).
+    flushed_at: Option<u64>,
 }
 
 enum OpenKind {
@@ -192,7 +195,12 @@ impl HistogramData {
         stats: &mut StatsDelta,
     ) -> Result<(), AppendError> {
         let float = matches!(h, NativeHistogram::Float(_));
-        if self.open.as_ref().is_some_and(|o| o.is_float() != float) {
+        let window = |t: i64| t.div_euclid(limits.window_ms);
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.is_float() != float || window(o.min_t) != window(t))
+        {
             self.cut_open(stats);
         }
         let open = self.open.get_or_insert_with(|| OpenChunk::new(float, t));
@@ -239,6 +247,7 @@ impl HistogramData {
             max_t: open.max_t,
             float,
             bytes,
+            flushed_at: None,
         });
         stats.chunks_cut += 1;
     }
@@ -282,6 +291,7 @@ impl HistogramData {
                     max_t: chunk.max_t,
                     float: chunk.float,
                     bytes: chunk.bytes.into_boxed_slice(),
+                    flushed_at: None,
                 });
                 stats.chunks_cut += 1;
             }
@@ -320,6 +330,94 @@ impl HistogramData {
         out.extend(encode(&self.ooo[lo..hi.max(lo)]));
         out.sort_by_key(|c| c.min_t);
         out
+    }
+}
+
+/// A histogram chunk handed to the flusher: `(min_t, max_t, float, bytes)`.
+pub(super) type UnflushedChunk = (i64, i64, bool, Vec<u8>);
+
+impl HistogramData {
+    /// Whether some histogram is not in the store yet.
+    pub fn has_unflushed(&self) -> bool {
+        self.open.is_some()
+            || !self.ooo.is_empty()
+            || self.chunks.iter().any(|c| c.flushed_at.is_none())
+    }
+
+    /// The oldest histogram not in the store yet.
+    pub fn oldest_unflushed(&self) -> Option<i64> {
+        self.chunks
+            .iter()
+            .filter(|c| c.flushed_at.is_none())
+            .map(|c| c.min_t)
+            .chain(self.open.as_ref().map(|o| o.min_t))
+            .chain(self.ooo.first().map(|(t, _)| *t))
+            .min()
+    }
+
+    /// The first timestamp of the open chunk, if any.
+    pub fn open_min_t(&self) -> Option<i64> {
+        self.open.as_ref().map(|o| o.min_t)
+    }
+
+    /// Cuts the open chunk and encodes the out-of-order buffer, as asked.
+    pub fn cut_for_flush(&mut self, cut_open: bool, compact_ooo: bool, stats: &mut StatsDelta) {
+        if cut_open {
+            self.cut_open(stats);
+        }
+        if compact_ooo && !self.ooo.is_empty() {
+            for chunk in encode(&self.ooo) {
+                self.cut_bytes += chunk.bytes.len();
+                self.chunks.push(CutChunk {
+                    min_t: chunk.min_t,
+                    max_t: chunk.max_t,
+                    float: chunk.float,
+                    bytes: chunk.bytes.into_boxed_slice(),
+                    flushed_at: None,
+                });
+                stats.chunks_cut += 1;
+            }
+            self.ooo = Vec::new();
+        }
+    }
+
+    /// Copies of the unflushed cut chunks.
+    pub fn unflushed(&self) -> Vec<UnflushedChunk> {
+        self.chunks
+            .iter()
+            .filter(|c| c.flushed_at.is_none())
+            .map(|c| (c.min_t, c.max_t, c.float, c.bytes.to_vec()))
+            .collect()
+    }
+
+    /// Marks the unflushed chunk with this range and checksum flushed.
+    pub fn mark_flushed(&mut self, min_t: i64, max_t: i64, crc: u32, at: u64) {
+        if let Some(c) = self.chunks.iter_mut().find(|c| {
+            c.flushed_at.is_none()
+                && c.min_t == min_t
+                && c.max_t == max_t
+                && crc32c::crc32c(&c.bytes) == crc
+        }) {
+            c.flushed_at = Some(at);
+        }
+    }
+
+    /// Drops chunks flushed at or before `cutoff`; returns how many.
+    pub fn drop_flushed(&mut self, cutoff: u64) -> usize {
+        let n = self.chunks.len();
+        let mut freed = 0;
+        self.chunks.retain(|c| {
+            let drop = c.flushed_at.is_some_and(|at| at <= cutoff);
+            if drop {
+                freed += c.bytes.len();
+            }
+            !drop
+        });
+        self.cut_bytes -= freed;
+        if self.chunks.len() < n {
+            self.chunks.shrink_to_fit();
+        }
+        n - self.chunks.len()
     }
 }
 

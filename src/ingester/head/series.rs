@@ -174,7 +174,7 @@ pub(super) struct SeriesData {
     pub(super) max_t: Option<i64>,
     last_v: f64,
     last_kind: LastKind,
-    hist: HistogramData,
+    pub(super) hist: HistogramData,
     /// The oldest sample, in or out of order (`i64::MAX` when empty).
     min_t: i64,
     /// Sum of `chunks[..].bytes.len()`.
