@@ -421,6 +421,15 @@ impl Store {
         Ok(stats)
     }
 
+    /// The buckets a read of `[mint, maxt]` looks at: from the first
+    /// period's start to a day past now (an open-ended API call must not
+    /// walk every day since the epoch).
+    fn read_buckets(&self, mint: i64, maxt: i64) -> Vec<schema::BucketRef> {
+        let first = self.schema.periods().first().map_or(0, |p| p.from_ms);
+        self.schema
+            .buckets(mint.max(first), maxt.min(now_ms() + 86_400_000))
+    }
+
     async fn query_index(
         &self,
         bucket: &schema::BucketRef,
@@ -520,7 +529,7 @@ impl Store {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<(Labels, Vec<(ChunkRef, ChunkLocation)>)>, StoreError> {
-        let buckets = self.schema.buckets(mint, maxt);
+        let buckets = self.read_buckets(mint, maxt);
         let mut found: HashMap<SeriesId, (Labels, HashMap<ChunkRef, ChunkLocation>)> =
             HashMap::new();
         for bucket in &buckets {
@@ -661,7 +670,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let mut names: HashSet<String> = HashSet::new();
         if matchers.is_empty() {
-            for bucket in self.schema.buckets(mint, maxt) {
+            for bucket in self.read_buckets(mint, maxt) {
                 let rows = self
                     .query_index(
                         &bucket,
@@ -697,7 +706,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let mut values: HashSet<String> = HashSet::new();
         if matchers.is_empty() {
-            for bucket in self.schema.buckets(mint, maxt) {
+            for bucket in self.read_buckets(mint, maxt) {
                 let rows = self
                     .query_index(
                         &bucket,
