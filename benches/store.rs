@@ -262,10 +262,13 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
 }
 
 fn store_queries(c: &mut Criterion) {
+    // `cargo test --all-targets` runs benches once without `--bench`: a
+    // small data set keeps that quick.
+    let benchmarking = std::env::args().any(|a| a == "--bench");
     let series: usize = std::env::var("STORE_SERIES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(if benchmarking { 1000 } else { 10 });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
