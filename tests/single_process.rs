@@ -116,6 +116,7 @@ async fn admin_endpoints_and_graceful_sigterm() -> Result<()> {
         states
             == vec![
                 ("runtime-config".to_string(), "Running".to_string()),
+                ("table-manager".to_string(), "Running".to_string()),
                 ("ingester-ring".to_string(), "Running".to_string()),
                 ("ingester".to_string(), "Running".to_string())
             ],
