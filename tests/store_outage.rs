@@ -180,3 +180,46 @@ async fn flushes_survive_a_store_outage() -> Result<()> {
     );
     Ok(())
 }
+
+/// `POST /shutdown`: the ingester flushes everything, leaves the ring and
+/// the process exits 0, even with `flush_on_shutdown` off; started again
+/// without its WAL, it answers every sample from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_endpoint_flushes_then_exits() -> Result<()> {
+    let workdir = tempfile::tempdir()?;
+    let args: Vec<String> = vec![
+        "--ring.replication-factor=1".into(),
+        "--limits.reject-old-samples=false".into(),
+        "--ingester.flush.period=0s".into(),
+        "--ingester.flush.flush-on-shutdown=false".into(),
+    ];
+    let mut strata = Strata::spawn_in("strata", workdir.path(), &args)?;
+    strata.wait_ready().await?;
+    let now = now_ms() / STEP_MS * STEP_MS;
+    let pushed = push(&strata, now - 30 * 60_000, now - 60_000).await?;
+    let answer = http().post(strata.url("/shutdown")).send().await?;
+    ensure!(
+        answer.status() == 202,
+        "/shutdown answers {}",
+        answer.status()
+    );
+    let status = strata.guard.wait_exit(Duration::from_secs(60))?;
+    ensure!(status.success(), "exits 0 after /shutdown: {status}");
+    ensure!(
+        flushed_before_stopping(&strata.guard.log_text()),
+        "the log says everything was flushed"
+    );
+    std::fs::remove_dir_all(workdir.path().join("data/wal"))?;
+    let mut strata = Strata::spawn_in("strata-restarted", workdir.path(), &args)?;
+    strata.wait_ready().await?;
+    let after = stored_samples(&strata, now - 31 * 60_000, now).await?;
+    ensure!(
+        after == pushed,
+        "{after} of {pushed} samples after /shutdown and a restart"
+    );
+    Ok(())
+}
+
+fn flushed_before_stopping(log: &str) -> bool {
+    log.contains("flushed every chunk before stopping")
+}
