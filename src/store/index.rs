@@ -123,8 +123,48 @@ pub fn decode_labels(b: &[u8]) -> Option<Labels> {
     (at == b.len()).then(|| Labels::from_sorted(labels))
 }
 
+/// Tag of the compact location encoding: the pack's content hash, offset
+/// and length. The table and the tenant part of the key are not stored:
+/// the reader knows the tenant and derives the table from the chunk's
+/// `from` through the schema, as the writer did.
+const COMPACT_LOCATION: u8 = 0xff;
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_uvarint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The pack hash of a key `tenant/<32 hex digits>`, if it is one.
+fn pack_hash(key: &str) -> Option<u128> {
+    let (_, hex) = key.rsplit_once('/')?;
+    (hex.len() == 32).then(|| u128::from_str_radix(hex, 16).ok())?
+}
+
 pub fn encode_location(loc: &ChunkLocation) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + loc.table.len() + 2 + loc.key.len() + 12);
+    let mut out = Vec::with_capacity(32);
+    if let Some(hash) = pack_hash(&loc.key) {
+        out.push(COMPACT_LOCATION);
+        out.extend_from_slice(&hash.to_be_bytes());
+        put_uvarint(&mut out, loc.offset);
+        put_uvarint(&mut out, u64::from(loc.len));
+        return out;
+    }
     out.extend_from_slice(&(loc.table.len() as u16).to_be_bytes());
     out.extend_from_slice(loc.table.as_bytes());
     out.extend_from_slice(&(loc.key.len() as u16).to_be_bytes());
@@ -134,7 +174,20 @@ pub fn encode_location(loc: &ChunkLocation) -> Vec<u8> {
     out
 }
 
-pub fn decode_location(b: &[u8]) -> Option<ChunkLocation> {
+/// Decodes a location; `tenant` and `table` complete a compact one.
+pub fn decode_location(b: &[u8], tenant: &str, table: &str) -> Option<ChunkLocation> {
+    if b.first() == Some(&COMPACT_LOCATION) {
+        let hash = u128::from_be_bytes(b.get(1..17)?.try_into().ok()?);
+        let mut at = 17;
+        let offset = get_uvarint(b, &mut at)?;
+        let len = u32::try_from(get_uvarint(b, &mut at)?).ok()?;
+        return (at == b.len()).then(|| ChunkLocation {
+            table: table.to_string(),
+            key: super::pack::pack_key(tenant, hash),
+            offset,
+            len,
+        });
+    }
     let n = u16::from_be_bytes(b.get(..2)?.try_into().ok()?) as usize;
     let table = std::str::from_utf8(b.get(2..2 + n)?).ok()?.to_string();
     let at = 2 + n;
@@ -224,7 +277,23 @@ mod tests {
             offset: 1 << 40,
             len: 77,
         };
-        assert_eq!(decode_location(&encode_location(&loc)), Some(loc));
+        assert_eq!(decode_location(&encode_location(&loc), "t", "x"), Some(loc));
+        let compact = ChunkLocation {
+            table: "chunks_2900".to_string(),
+            key: crate::store::pack::pack_key("team-a", 0xfeed_u128 << 64),
+            offset: 123_456,
+            len: 300,
+        };
+        let bytes = encode_location(&compact);
+        assert!(bytes.len() <= 22, "{} bytes", bytes.len());
+        assert_eq!(
+            decode_location(&bytes, "team-a", "chunks_2900"),
+            Some(compact)
+        );
+        assert_eq!(
+            decode_location(&bytes[..bytes.len() - 1], "team-a", "x"),
+            None
+        );
         let mut r = value_prefix("v:1");
         r.extend_from_slice(&series_id(&labels));
         assert_eq!(split_value_range(&r), Some(("v:1", series_id(&labels))));

@@ -575,9 +575,13 @@ impl Store {
                     if chunk.through < mint || chunk.from > maxt {
                         continue;
                     }
-                    let loc = index::decode_location(&r.value).ok_or_else(|| {
-                        StoreError::Corrupt("a chunk row's location does not decode".to_string())
-                    })?;
+                    let table = self.schema.period(chunk.from).chunk_table(chunk.from);
+                    let loc =
+                        index::decode_location(&r.value, tenant, &table).ok_or_else(|| {
+                            StoreError::Corrupt(
+                                "a chunk row's location does not decode".to_string(),
+                            )
+                        })?;
                     entry.1.insert(chunk, loc);
                 }
             }
