@@ -78,6 +78,7 @@ pub struct FlushReport {
     pub packs: usize,
     pub bytes: u64,
     pub index_rows: usize,
+    pub index_bytes: u64,
     pub dropped: usize,
 }
 
@@ -213,6 +214,7 @@ impl Flusher {
                     report.packs += stats.packs;
                     report.bytes += stats.pack_bytes;
                     report.index_rows += stats.index_rows;
+                    report.index_bytes += stats.index_bytes;
                 }
                 report.dropped += head.drop_flushed(self.config.retain_period);
             }

@@ -132,6 +132,8 @@ pub struct WriteStats {
     pub packs: usize,
     pub pack_bytes: u64,
     pub index_rows: usize,
+    /// Bytes of the index rows written (hash key, range key and value).
+    pub index_bytes: u64,
 }
 
 /// A series read back from the store with its chunks overlapping the
@@ -409,6 +411,10 @@ impl Store {
             entries.sort_by(|a, b| (&a.hash, &a.range).cmp(&(&b.hash, &b.range)));
             entries.dedup_by(|a, b| a.hash == b.hash && a.range == b.range);
             stats.index_rows += entries.len();
+            stats.index_bytes += entries
+                .iter()
+                .map(|e| (e.hash.len() + e.range.len() + e.value.len()) as u64)
+                .sum::<u64>();
             let client = &self.indexes[period];
             match client.write(&table, &entries).await {
                 Err(StoreError::NoSuchTable { .. }) => {
