@@ -149,6 +149,13 @@ pub(crate) fn eval_aggregate(
     steps: Steps,
 ) -> Result<Val, QueryError> {
     let op = a.op.id();
+    // Annotations end with where the aggregated expression (or, for the
+    // parameter's, the parameter) starts.
+    let epos = ev.positions.of(&a.expr);
+    let ppos = a
+        .param
+        .as_ref()
+        .map_or(String::new(), |p| ev.positions.of(p));
     let n = steps.len();
     let (without, names) = match &a.modifier {
         Some(LabelModifier::Include(ls)) => (false, ls.labels.clone()),
@@ -212,7 +219,7 @@ pub(crate) fn eval_aggregate(
                 }
                 if ignored {
                     ev.infos.push(format!(
-                        "PromQL info: ignored histogram in {} aggregation",
+                        "PromQL info: ignored histogram in {} aggregation{epos}",
                         a.op
                     ));
                 }
@@ -241,7 +248,7 @@ pub(crate) fn eval_aggregate(
             .copied()
             .unwrap_or(f64::NAN);
         ev.warnings.push(format!(
-            "PromQL warning: quantile value should be between 0 and 1, got {}",
+            "PromQL warning: quantile value should be between 0 and 1, got {}{ppos}",
             format_float(bad)
         ));
     }
@@ -329,7 +336,7 @@ pub(crate) fn eval_aggregate(
         }
     }
     if has_histograms && matches!(op, T_SUM | T_AVG) {
-        sum_histograms(ev, op, &input, &group_of, &mut out);
+        sum_histograms(ev, op, &input, &group_of, &mut out, &epos);
     }
     out.retain(|s| !s.is_empty());
     Ok(Val::Vector(out))
@@ -344,6 +351,7 @@ fn sum_histograms(
     input: &[Series],
     group_of: &[usize],
     out: &mut [Series],
+    epos: &str,
 ) {
     let n = out.first().map_or(0, |s| s.vals.len());
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); out.len()];
@@ -365,27 +373,24 @@ fn sum_histograms(
                 .any(|(i, &gg)| gg == g && input[i].vals[step].is_some());
             if group_has_floats {
                 out[g].vals[step] = None;
-                ev.warnings.push(
-                    "PromQL warning: encountered a mix of histograms and floats for aggregation"
-                        .to_string(),
-                );
+                ev.warnings.push(format!(
+                    "PromQL warning: encountered a mix of histograms and floats for aggregation{epos}"
+                ));
                 continue;
             }
             let hint = |k: CounterResetHint| hists.iter().any(|h| h.counter_reset_hint == k);
             if hint(CounterResetHint::CounterReset) && hint(CounterResetHint::NotCounterReset) {
-                ev.warnings.push(
-                    "PromQL warning: conflicting counter resets during histogram aggregation"
-                        .to_string(),
-                );
+                ev.warnings.push(format!(
+                    "PromQL warning: conflicting counter resets during histogram aggregation{epos}"
+                ));
             }
             let mut sum = (*first).clone();
             let mut failed = false;
             for h in &hists[1..] {
                 match sum.add(h) {
-                    Ok(r) if r.0 => ev.infos.push(
-                        "PromQL info: mismatched custom buckets were reconciled during aggregation"
-                            .to_string(),
-                    ),
+                    Ok(r) if r.0 => ev.infos.push(format!(
+                        "PromQL info: mismatched custom buckets were reconciled during aggregation{epos}"
+                    )),
                     Ok(_) => {}
                     Err(_) => {
                         failed = true;
@@ -395,7 +400,7 @@ fn sum_histograms(
             }
             if failed {
                 ev.warnings.push(format!(
-                    "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
+                    "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}{epos}",
                     input[m[0]].labels.metric_name().unwrap_or("")
                 ));
                 continue;

@@ -75,6 +75,8 @@ pub(crate) fn eval_binary(
     steps: Steps,
 ) -> Result<Val, QueryError> {
     let op = b.op.id();
+    // A binary expression starts where its left operand does.
+    let pos = ev.positions.of(&b.lhs);
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
     let lhs = ev.eval(&b.lhs, steps)?;
     let rhs = ev.eval(&b.rhs, steps)?;
@@ -94,13 +96,13 @@ pub(crate) fn eval_binary(
         (Val::Vector(v), Val::Scalar(s)) => {
             let mut notes = Vec::new();
             let out = vector_scalar(op, v, &s, false, return_bool, &mut notes);
-            ev.infos.extend(notes);
+            ev.infos.extend(notes.into_iter().map(|n| n + &pos));
             Ok(Val::Vector(out))
         }
         (Val::Scalar(s), Val::Vector(v)) => {
             let mut notes = Vec::new();
             let out = vector_scalar(op, v, &s, true, return_bool, &mut notes);
-            ev.infos.extend(notes);
+            ev.infos.extend(notes.into_iter().map(|n| n + &pos));
             Ok(Val::Vector(out))
         }
         (Val::Vector(l), Val::Vector(r)) => {
@@ -113,7 +115,7 @@ pub(crate) fn eval_binary(
                     let mut notes = Vec::new();
                     let out =
                         vector_vector(op, l, r, modifier, return_bool, steps.len(), &mut notes)?;
-                    ev.infos.extend(notes);
+                    ev.infos.extend(notes.into_iter().map(|n| n + &pos));
                     out
                 }
             };

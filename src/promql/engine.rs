@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::eval::Evaluator;
 use super::plan;
+use super::positions::Positions;
 use super::value::{Series, Steps, Val, merge_same_labels};
 use super::{Queryable, SeriesSamples};
 use crate::model::histogram::FloatHistogram;
@@ -262,6 +263,7 @@ impl Engine {
             deadline: started + self.config.timeout,
             warnings: Vec::new(),
             infos: Vec::new(),
+            positions: Positions::new(expr, &ast),
         };
         let val = ev.eval(&ast, steps)?;
         let val = match val {

@@ -8,6 +8,7 @@ use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
 use super::engine::QueryError;
 use super::plan::{Fetched, PlanContext, offset_ms, selector_key};
+use super::positions::Positions;
 use super::value::{Series, Steps, Val};
 use super::{SeriesSamples, aggregate, binary, functions};
 use crate::model::{HPoint, Labels, METRIC_NAME, Sample, is_stale_nan};
@@ -22,6 +23,8 @@ pub(crate) struct Evaluator<'a> {
     pub deadline: Instant,
     pub warnings: Vec<String>,
     pub infos: Vec<String>,
+    /// Where each node starts in the query, for annotation messages.
+    pub positions: Positions,
 }
 
 /// A range-vector argument evaluated for a function: each series' samples

@@ -39,6 +39,7 @@ mod engine;
 mod eval;
 mod functions;
 mod plan;
+mod positions;
 mod stats;
 mod value;
 

@@ -238,13 +238,15 @@ pub(crate) fn histogram_fraction(
     out
 }
 
-/// `histogram_quantile(q, buckets)` over every step; annotations are
-/// pushed to `warnings` / `infos`.
+/// `histogram_quantile(q, buckets)` over every step; annotations about the
+/// buckets are pushed to `warnings` / `infos`, the one about the quantile
+/// to `q_warnings`.
 pub(crate) fn histogram_quantile(
     q: &[f64],
     input: Vec<Series>,
     warnings: &mut Vec<String>,
     infos: &mut Vec<String>,
+    q_warnings: &mut Vec<String>,
 ) -> Vec<Series> {
     let n = q.len();
     let groups = group_buckets(&input, warnings);
@@ -254,7 +256,7 @@ pub(crate) fn histogram_quantile(
             .find(|q| !(0.0..=1.0).contains(*q))
             .copied()
             .unwrap_or(f64::NAN);
-        warnings.push(format!(
+        q_warnings.push(format!(
             "PromQL warning: quantile value should be between 0 and 1, got {}",
             format_float(bad)
         ));

@@ -91,9 +91,12 @@ pub(crate) fn eval_call(
 ) -> Result<Val, QueryError> {
     let name = call.func.name;
     let args: Vec<&Expr> = call.args.args.iter().map(|a| unwrap_parens(a)).collect();
+    // Where each argument starts: annotations end with the position of the
+    // argument they are about.
+    let pos: Vec<String> = call.args.args.iter().map(|a| ev.positions.of(a)).collect();
     let n = steps.len();
     if let Some((matrix_arg, keep_name, f)) = range_function(name) {
-        return eval_range_function(ev, name, &args, matrix_arg, keep_name, f, steps);
+        return eval_range_function(ev, call, &args, matrix_arg, keep_name, f, steps);
     }
     if let Some(f) = math::simple(name) {
         let mut v = ev.eval_vector(args[0], steps)?;
@@ -227,10 +230,10 @@ pub(crate) fn eval_call(
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             let mut v = ev.eval_vector(args[0], steps)?;
             if n > 1 {
-                ev.warnings.push(
-                    "PromQL warning: sort is ineffective for range queries since results are always ordered by labels"
-                        .to_string(),
-                );
+                let at = ev.positions.of_call(call);
+                ev.warnings.push(format!(
+                    "PromQL warning: sort is ineffective for range queries since results are always ordered by labels{at}"
+                ));
                 return Ok(Val::Vector(v));
             }
             match name {
@@ -273,19 +276,30 @@ pub(crate) fn eval_call(
             let q = ev.eval_scalar(args[0], steps)?;
             let v = ev.eval_vector(args[1], steps)?;
             let (native, classic) = split_native(v);
-            let (mut warnings, mut infos) = (Vec::new(), Vec::new());
-            let out = histogram::histogram_quantile(&q, classic, &mut warnings, &mut infos);
+            let (mut warnings, mut infos, mut q_warnings) = (Vec::new(), Vec::new(), Vec::new());
+            let out = histogram::histogram_quantile(
+                &q,
+                classic,
+                &mut warnings,
+                &mut infos,
+                &mut q_warnings,
+            );
             if !native.is_empty()
+                && q_warnings.is_empty()
                 && let Some(bad) = q.iter().find(|q| !(0.0..=1.0).contains(*q))
             {
-                warnings.push(native::bad_quantile(*bad));
+                q_warnings.push(native::bad_quantile(*bad));
             }
             let native = map_native(native, &mut warnings, &mut infos, |i, h, notes| {
                 native::quantile(q[i], h, notes)
             });
-            ev.warnings.extend(warnings);
-            ev.infos.extend(infos);
-            Ok(Val::Vector(join_native(native, out, &mut ev.warnings)))
+            let out = join_native(native, out, &mut warnings);
+            ev.warnings
+                .extend(q_warnings.into_iter().map(|w| w + &pos[0]));
+            ev.warnings
+                .extend(warnings.into_iter().map(|w| w + &pos[1]));
+            ev.infos.extend(infos.into_iter().map(|w| w + &pos[1]));
+            Ok(Val::Vector(out))
         }
         "histogram_fraction" => {
             let lower = ev.eval_scalar(args[0], steps)?;
@@ -297,9 +311,11 @@ pub(crate) fn eval_call(
             let native = map_native(native, &mut warnings, &mut infos, |i, h, notes| {
                 native::fraction(lower[i], upper[i], h, notes)
             });
-            ev.warnings.extend(warnings);
-            ev.infos.extend(infos);
-            Ok(Val::Vector(join_native(native, out, &mut ev.warnings)))
+            let out = join_native(native, out, &mut warnings);
+            ev.warnings
+                .extend(warnings.into_iter().map(|w| w + &pos[2]));
+            ev.infos.extend(infos.into_iter().map(|w| w + &pos[2]));
+            Ok(Val::Vector(out))
         }
         "absent" => absent::absent(ev, args[0], steps),
         "absent_over_time" => absent::absent_over_time(ev, args[0], steps),
@@ -325,13 +341,16 @@ fn map_values(v: &mut Vec<Series>, f: impl Fn(f64) -> Option<f64>) {
 
 fn eval_range_function(
     ev: &mut Evaluator<'_>,
-    name: &str,
+    call: &Call,
     args: &[&Expr],
     matrix_arg: usize,
     keep_name: bool,
     f: RangeFn,
     steps: Steps,
 ) -> Result<Val, QueryError> {
+    let name = call.func.name;
+    // Prometheus places these annotations at the first argument.
+    let pos = &ev.positions.of(&call.args.args[0]);
     let n = steps.len();
     let mut params: Vec<Vec<f64>> = Vec::new();
     for (i, a) in args.iter().enumerate() {
@@ -343,7 +362,7 @@ fn eval_range_function(
         && let Some(bad) = params[0].iter().find(|q| !(0.0..=1.0).contains(*q))
     {
         ev.warnings.push(format!(
-            "PromQL warning: quantile value should be between 0 and 1, got {}",
+            "PromQL warning: quantile value should be between 0 and 1, got {}{pos}",
             format_float(*bad)
         ));
     }
@@ -403,8 +422,8 @@ fn eval_range_function(
     if let Some(e) = err {
         return Err(e);
     }
-    ev.warnings.extend(warnings);
-    ev.infos.extend(infos);
+    ev.warnings.extend(warnings.into_iter().map(|w| w + pos));
+    ev.infos.extend(infos.into_iter().map(|w| w + pos));
     let mut out = Vec::new();
     for (((s, vals), hists), had_floats) in input
         .series
@@ -430,7 +449,7 @@ fn eval_range_function(
                 .any(|suffix| metric.ends_with(suffix))
         {
             ev.infos.push(format!(
-                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
+                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{pos}"
             ));
         }
         out.push(series);
