@@ -65,7 +65,7 @@ fn to_proto(matchers: &[Matcher]) -> Vec<pb::LabelMatcher> {
 }
 
 /// The ingesters' answers merged: sorted, each item once.
-fn union_sorted<T: Ord>(answers: Vec<Vec<T>>) -> Vec<T> {
+pub(super) fn union_sorted<T: Ord>(answers: Vec<Vec<T>>) -> Vec<T> {
     let mut all: Vec<T> = answers.into_iter().flatten().collect();
     all.sort();
     all.dedup();

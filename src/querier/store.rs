@@ -13,9 +13,8 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 
-use super::ingesters::{IngesterQueryable, series_limit_message};
-use crate::chunk::histogram::{FloatHistogram, Histogram, HistogramSample, NativeChunk};
-use crate::chunk::merge::{ChunkData, merge_chunks};
+use super::ingesters::{IngesterQueryable, series_limit_message, union_sorted};
+use crate::chunk::merge::{ChunkData, HistogramChunkData, merge_chunks, merge_histogram_chunks};
 use crate::model::{HPoint, Labels, Matcher};
 use crate::promql::{Queryable, SeriesSamples};
 use crate::proto::prometheus::MetricMetadata;
@@ -42,59 +41,34 @@ pub fn decode_chunks(
     maxt: i64,
 ) -> Result<(Vec<crate::model::Sample>, Vec<HPoint>), String> {
     let mut floats = Vec::new();
-    let mut histograms: Vec<HPoint> = Vec::new();
+    let mut histograms = Vec::new();
     for c in chunks {
-        match c.encoding {
-            ChunkEncoding::Xor => floats.push(ChunkData {
-                min_t: c.from,
-                max_t: c.through,
-                bytes: c.data,
-            }),
-            ChunkEncoding::Histogram => {
-                read_histograms::<Histogram>(labels, c.data, mint, maxt, &mut histograms, |h| {
-                    h.to_float()
-                })?
+        let float = match c.encoding {
+            ChunkEncoding::Xor => {
+                floats.push(ChunkData {
+                    min_t: c.from,
+                    max_t: c.through,
+                    bytes: c.data,
+                });
+                continue;
             }
-            ChunkEncoding::FloatHistogram => read_histograms::<FloatHistogram>(
-                labels,
-                c.data,
-                mint,
-                maxt,
-                &mut histograms,
-                FloatHistogram::clone,
-            )?,
-        }
+            ChunkEncoding::Histogram => false,
+            ChunkEncoding::FloatHistogram => true,
+        };
+        histograms.push(HistogramChunkData {
+            min_t: c.from,
+            max_t: c.through,
+            float,
+            bytes: c.data,
+        });
     }
     floats.sort_by_key(|c| (c.min_t, c.max_t));
+    histograms.sort_by_key(|c| (c.min_t, c.max_t));
     let samples = merge_chunks(&floats, mint, maxt)
         .map_err(|e| format!("series {labels}: stored chunk: {e}"))?;
-    // Stable: the first copy of a timestamp wins, as in merge_chunks.
-    histograms.sort_by_key(|p| p.t);
-    histograms.dedup_by_key(|p| p.t);
-    Ok((samples, histograms))
-}
-
-/// Appends the samples of one stored histogram chunk in `[mint, maxt]`.
-fn read_histograms<H: HistogramSample>(
-    labels: &Labels,
-    data: Vec<u8>,
-    mint: i64,
-    maxt: i64,
-    out: &mut Vec<HPoint>,
-    to_float: impl Fn(&H) -> FloatHistogram,
-) -> Result<(), String> {
-    let chunk = NativeChunk::<H>::from_bytes(data)
+    let histograms = merge_histogram_chunks(&histograms, mint, maxt)
         .map_err(|e| format!("series {labels}: stored histogram chunk: {e}"))?;
-    let mut it = chunk.iter();
-    while let Some((t, h)) = it.next() {
-        if (mint..=maxt).contains(&t) {
-            out.push(HPoint { t, h: to_float(h) });
-        }
-    }
-    match it.err() {
-        Some(e) => Err(format!("series {labels}: stored histogram chunk: {e}")),
-        None => Ok(()),
-    }
+    Ok((samples, histograms))
 }
 
 impl StoreQueryable {
@@ -251,11 +225,18 @@ pub fn merge_answers(a: Vec<SeriesSamples>, b: Vec<SeriesSamples>) -> Vec<Series
     by_labels.into_values().collect()
 }
 
-fn union(mut a: Vec<String>, b: Vec<String>) -> Vec<String> {
-    a.extend(b);
-    a.sort();
-    a.dedup();
-    a
+/// The ingesters' answer, united with the store's when there is a store.
+async fn with_store<T: Ord>(
+    recent: impl Future<Output = Result<Vec<T>, String>>,
+    stored: Option<impl Future<Output = Result<Vec<T>, String>>>,
+) -> Result<Vec<T>, String> {
+    match stored {
+        None => recent.await,
+        Some(stored) => {
+            let (a, b) = tokio::try_join!(recent, stored)?;
+            Ok(union_sorted(vec![a, b]))
+        }
+    }
 }
 
 /// One tenant's view of all its data: ingesters and, when configured, the
@@ -273,14 +254,13 @@ impl TenantQueryable {
         start: i64,
         end: i64,
     ) -> Result<Vec<String>, String> {
-        let recent = self.ingesters.label_names(matchers, start, end);
-        match &self.store {
-            None => recent.await,
-            Some(store) => {
-                let (a, b) = tokio::try_join!(recent, store.label_names(matchers, start, end))?;
-                Ok(union(a, b))
-            }
-        }
+        with_store(
+            self.ingesters.label_names(matchers, start, end),
+            self.store
+                .as_ref()
+                .map(|s| s.label_names(matchers, start, end)),
+        )
+        .await
     }
 
     pub async fn label_values(
@@ -290,15 +270,13 @@ impl TenantQueryable {
         start: i64,
         end: i64,
     ) -> Result<Vec<String>, String> {
-        let recent = self.ingesters.label_values(name, matchers, start, end);
-        match &self.store {
-            None => recent.await,
-            Some(store) => {
-                let (a, b) =
-                    tokio::try_join!(recent, store.label_values(name, matchers, start, end))?;
-                Ok(union(a, b))
-            }
-        }
+        with_store(
+            self.ingesters.label_values(name, matchers, start, end),
+            self.store
+                .as_ref()
+                .map(|s| s.label_values(name, matchers, start, end)),
+        )
+        .await
     }
 
     pub async fn series(
@@ -307,17 +285,11 @@ impl TenantQueryable {
         start: i64,
         end: i64,
     ) -> Result<Vec<Labels>, String> {
-        let recent = self.ingesters.series(matchers, start, end);
-        match &self.store {
-            None => recent.await,
-            Some(store) => {
-                let (mut a, b) = tokio::try_join!(recent, store.series(matchers, start, end))?;
-                a.extend(b);
-                a.sort();
-                a.dedup();
-                Ok(a)
-            }
-        }
+        with_store(
+            self.ingesters.series(matchers, start, end),
+            self.store.as_ref().map(|s| s.series(matchers, start, end)),
+        )
+        .await
     }
 
     pub async fn metadata(&self, metric: &str, limit: u32) -> Result<Vec<MetricMetadata>, String> {
