@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::head::{FlushChunk, FlushPolicy, Heads};
 use crate::metrics::Metrics;
+use crate::model::now_ms;
 use crate::store::{Store, StoreChunk, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,13 +94,6 @@ pub struct Flusher {
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// One round at a time (the loop, `POST /flush`, shutdown).
     round: tokio::sync::Mutex<()>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Flusher {

@@ -50,7 +50,7 @@ use self::index::SeriesId;
 pub use self::pack::{ChunkLocation, PackBuilder, StoreChunk};
 pub use self::schema::{ChunkBackend, IndexBackend, PeriodConfig, Schema, SchemaConfig};
 use crate::metrics::Metrics;
-use crate::model::{Labels, METRIC_NAME, MatchOp, Matcher};
+use crate::model::{Labels, METRIC_NAME, MatchOp, Matcher, now_ms};
 
 /// Where the backends are and how the store behaves.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -741,13 +741,6 @@ impl Store {
         values.sort();
         Ok(values)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, TableClient, TableDesc};
+use crate::model::now_ms;
 use crate::service::{BackgroundTask, Service, ServiceError};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -146,13 +147,6 @@ impl Inner {
         }
         Ok(report)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[async_trait]
