@@ -19,17 +19,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use futures::StreamExt;
+use anyhow::{Result, ensure};
 use serde_json::Value as Json;
-use strata::proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 
-use common::rw::{self, now_ms};
-use common::{Cassandra, Guard, Moto, Strata, free_port, http};
+use common::promql::{
+    Api, Lcg, Mode, Outcome, Prometheus, STALE_NAN, Series, classic_histogram, compare, labels,
+    requests, seconds, wait_for_last_sample, write_both,
+};
+use common::rw::now_ms;
+use common::{Cassandra, Moto, Strata, http};
 
 /// Queries whose answers differ from Prometheus 3.16 by intent, each with
 /// its verified reason (none today).
@@ -346,41 +346,6 @@ const INTERVAL_MS: i64 = 15_000;
 /// Samples per series: two hours.
 const POINTS: i64 = 481;
 
-/// The staleness marker Prometheus writes when a series disappears.
-const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
-
-/// A small deterministic generator (Knuth's MMIX LCG).
-struct Lcg(u64);
-
-impl Lcg {
-    fn unit(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A whole number in `0..n`.
-    fn below(&mut self, n: u32) -> f64 {
-        (self.unit() * f64::from(n)).floor()
-    }
-}
-
-struct Series {
-    labels: Vec<(String, String)>,
-    samples: Vec<(i64, f64)>,
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut labels: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    labels.sort();
-    labels
-}
-
 /// The data set: sample `i` of every series at `end - (POINTS - 1 - i) * INTERVAL_MS`.
 fn dataset(end: i64) -> Vec<Series> {
     let time = |i: i64| end - (POINTS - 1 - i) * INTERVAL_MS;
@@ -477,482 +442,19 @@ fn dataset(end: i64) -> Vec<Series> {
     // Classic histograms: cumulative buckets, _sum and _count.
     let bounds = ["0.1", "0.5", "1", "5", "+Inf"];
     let typical = [0.05, 0.3, 0.75, 2.5, 7.0];
+    let times: Vec<i64> = (0..POINTS).map(time).collect();
     for (job, instance) in [("api", "i0"), ("api", "i1"), ("web", "i0")] {
-        let mut buckets = [0.0; 5];
-        let mut sum = 0.0;
-        let mut series: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 7];
-        for i in 0..POINTS {
-            let mut cumulative = 0.0;
-            for (b, bucket) in buckets.iter_mut().enumerate() {
-                let new = lcg.below(8 - b as u32);
-                sum += new * typical[b] * (0.5 + lcg.unit());
-                cumulative += new;
-                *bucket += cumulative;
-            }
-            for (b, bucket) in buckets.iter().enumerate() {
-                series[b].push((time(i), *bucket));
-            }
-            series[5].push((time(i), sum));
-            series[6].push((time(i), buckets[4]));
-        }
-        for (b, samples) in series.into_iter().enumerate() {
-            let labels = match b {
-                0..5 => labels(&[
-                    ("__name__", "request_duration_seconds_bucket"),
-                    ("job", job),
-                    ("instance", instance),
-                    ("le", bounds[b]),
-                ]),
-                5 => labels(&[
-                    ("__name__", "request_duration_seconds_sum"),
-                    ("job", job),
-                    ("instance", instance),
-                ]),
-                _ => labels(&[
-                    ("__name__", "request_duration_seconds_count"),
-                    ("job", job),
-                    ("instance", instance),
-                ]),
-            };
-            out.push(Series { labels, samples });
-        }
+        out.extend(classic_histogram(
+            &mut lcg,
+            "request_duration_seconds",
+            &[("job", job), ("instance", instance)],
+            &bounds,
+            &typical,
+            &times,
+            |lcg, b| lcg.below(8 - b as u32),
+        ));
     }
     out
-}
-
-/// One remote-write request per round (sample time), oldest first, each with
-/// every series that has a sample then.
-fn requests(data: &[Series]) -> Vec<Vec<u8>> {
-    let mut rounds: BTreeMap<i64, Vec<TimeSeries>> = BTreeMap::new();
-    for series in data {
-        let labels: Vec<Label> = series
-            .labels
-            .iter()
-            .map(|(name, value)| Label {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect();
-        for &(timestamp, value) in &series.samples {
-            rounds.entry(timestamp).or_default().push(TimeSeries {
-                labels: labels.clone(),
-                samples: vec![Sample { timestamp, value }],
-                ..Default::default()
-            });
-        }
-    }
-    rounds
-        .into_values()
-        .map(|timeseries| {
-            rw::encode(&WriteRequest {
-                timeseries,
-                metadata: vec![],
-            })
-        })
-        .collect()
-}
-
-/// Prometheus 3.16 as a remote-write receiver with no scrape jobs.
-struct Prometheus {
-    _guard: Guard,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    async fn start() -> Result<Prometheus> {
-        let mut last = String::new();
-        for _ in 0..3 {
-            let dir = tempfile::tempdir()?;
-            let port = free_port();
-            let config = dir.path().join("prometheus.yml");
-            std::fs::write(
-                &config,
-                "global:\n  scrape_interval: 15s\n  evaluation_interval: 1m\n",
-            )?;
-            let mut command = Command::new(common::prometheus3());
-            command
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("tsdb").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--web.enable-remote-write-receiver");
-            let log = dir.path().join("prometheus.log");
-            let mut guard = Guard::spawn("prometheus", command, log)
-                .context("prometheus must be installed (tests/install-deps.sh installs it)")?;
-            if wait_ready(&mut guard, port).await? {
-                return Ok(Prometheus {
-                    _guard: guard,
-                    port,
-                    _dir: dir,
-                });
-            }
-            last = guard.log_text();
-        }
-        bail!("prometheus did not start; last log:\n{last}")
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-/// Whether Prometheus became ready (false: it exited, e.g. its port was taken).
-async fn wait_ready(guard: &mut Guard, port: u16) -> Result<bool> {
-    let client = http();
-    let url = format!("http://127.0.0.1:{port}/-/ready");
-    let start = Instant::now();
-    loop {
-        if guard.exited().is_some() {
-            return Ok(false);
-        }
-        if let Ok(response) = client.get(&url).send().await
-            && response.status() == 200
-        {
-            return Ok(true);
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("prometheus not ready within 30 s:\n{}", guard.log_text());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Milliseconds as the API's seconds parameter.
-fn seconds(ms: i64) -> String {
-    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
-}
-
-/// One way of running a query.
-#[derive(Clone)]
-struct Mode {
-    name: String,
-    path: &'static str,
-    params: Vec<(&'static str, String)>,
-}
-
-/// A query's answer, normalised: labels sorted, times in milliseconds.
-#[derive(Debug)]
-enum Answer {
-    Error { error_type: String, error: String },
-    Scalar(i64, f64),
-    String(i64, String),
-    Vector(Vec<(Metric, i64, f64)>),
-    Matrix(Vec<(Metric, Vec<(i64, f64)>)>),
-}
-
-/// A series' labels, `__name__` included.
-type Metric = BTreeMap<String, String>;
-
-/// One query run one way on both servers.
-struct Outcome {
-    query: usize,
-    mode: usize,
-    /// The difference (with both answers), if any, and whether
-    /// Prometheus's answer was empty.
-    compared: Result<(Option<String>, bool)>,
-}
-
-fn parse_value(value: &Json) -> Result<f64> {
-    let text = value.as_str().context("sample value is not a string")?;
-    Ok(match text {
-        "NaN" => f64::NAN,
-        "+Inf" | "Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        _ => text
-            .parse()
-            .with_context(|| format!("sample value {text:?}"))?,
-    })
-}
-
-fn parse_time(value: &Json) -> Result<i64> {
-    let seconds = value.as_f64().context("sample time is not a number")?;
-    Ok((seconds * 1000.0).round() as i64)
-}
-
-fn parse_point(point: &Json) -> Result<(i64, f64)> {
-    Ok((parse_time(&point[0])?, parse_value(&point[1])?))
-}
-
-fn parse_metric(metric: &Json) -> Result<Metric> {
-    metric
-        .as_object()
-        .context("metric is not an object")?
-        .iter()
-        .map(|(name, value)| {
-            Ok((
-                name.clone(),
-                value.as_str().context("label value")?.to_string(),
-            ))
-        })
-        .collect()
-}
-
-fn parse_answer(body: &Json) -> Result<Answer> {
-    if body["status"] != "success" {
-        return Ok(Answer::Error {
-            error_type: body["errorType"].as_str().unwrap_or("").to_string(),
-            error: body["error"].as_str().unwrap_or("").to_string(),
-        });
-    }
-    let data = &body["data"];
-    let result = &data["result"];
-    Ok(match data["resultType"].as_str() {
-        Some("scalar") => {
-            let (t, v) = parse_point(result)?;
-            Answer::Scalar(t, v)
-        }
-        Some("string") => Answer::String(
-            parse_time(&result[0])?,
-            result[1].as_str().unwrap_or("").to_string(),
-        ),
-        Some("vector") => Answer::Vector(
-            result
-                .as_array()
-                .context("vector result is not an array")?
-                .iter()
-                .map(|sample| {
-                    let (t, v) = parse_point(&sample["value"])?;
-                    Ok((parse_metric(&sample["metric"])?, t, v))
-                })
-                .collect::<Result<_>>()?,
-        ),
-        Some("matrix") => Answer::Matrix(
-            result
-                .as_array()
-                .context("matrix result is not an array")?
-                .iter()
-                .map(|series| {
-                    let points = series["values"]
-                        .as_array()
-                        .context("matrix series without values")?
-                        .iter()
-                        .map(parse_point)
-                        .collect::<Result<_>>()?;
-                    Ok((parse_metric(&series["metric"])?, points))
-                })
-                .collect::<Result<_>>()?,
-        ),
-        other => bail!("unknown resultType {other:?}"),
-    })
-}
-
-/// Equal within 1e-9 relative; NaN equals NaN; infinities exactly.
-fn same_value(a: f64, b: f64) -> bool {
-    if a.is_nan() || b.is_nan() {
-        return a.is_nan() && b.is_nan();
-    }
-    if a.is_infinite() || b.is_infinite() {
-        return a == b;
-    }
-    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
-}
-
-fn show_labels(labels: &Metric) -> String {
-    let name = labels.get("__name__").cloned().unwrap_or_default();
-    let rest: Vec<String> = labels
-        .iter()
-        .filter(|(n, _)| *n != "__name__")
-        .map(|(n, v)| format!("{n}={v:?}"))
-        .collect();
-    format!("{name}{{{}}}", rest.join(","))
-}
-
-fn show(answer: &Answer) -> String {
-    let mut out = String::new();
-    match answer {
-        Answer::Error { error_type, error } => {
-            let _ = write!(out, "error {error_type}: {error}");
-        }
-        Answer::Scalar(t, v) => {
-            let _ = write!(out, "scalar {v} @{t}");
-        }
-        Answer::String(t, s) => {
-            let _ = write!(out, "string {s:?} @{t}");
-        }
-        Answer::Vector(samples) => {
-            let _ = write!(out, "vector ({} samples)", samples.len());
-            for (labels, t, v) in samples {
-                let _ = write!(out, "\n      {} {v} @{t}", show_labels(labels));
-            }
-        }
-        Answer::Matrix(series) => {
-            let _ = write!(out, "matrix ({} series)", series.len());
-            for (labels, points) in series {
-                let _ = write!(out, "\n      {} [", show_labels(labels));
-                for (i, (t, v)) in points.iter().enumerate() {
-                    if i == 8 {
-                        let _ = write!(out, " ... {} points", points.len());
-                        break;
-                    }
-                    let _ = write!(out, " {v}@{t}");
-                }
-                out.push_str(" ]");
-            }
-        }
-    }
-    if out.len() > 3000 {
-        let mut cut = 3000;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push_str("\n      ...");
-    }
-    out
-}
-
-/// The first difference between two answers, if any. `ordered`: vectors
-/// must list their samples in the same order.
-fn difference(reference: &Answer, strata: &Answer, ordered: bool) -> Option<String> {
-    match (reference, strata) {
-        (Answer::Error { error_type: a, .. }, Answer::Error { error_type: b, .. }) => {
-            (a != b).then(|| format!("errorType {a:?} vs {b:?}"))
-        }
-        (Answer::Scalar(ta, va), Answer::Scalar(tb, vb)) => {
-            (ta != tb || !same_value(*va, *vb)).then(|| format!("scalar {va}@{ta} vs {vb}@{tb}"))
-        }
-        (Answer::String(ta, a), Answer::String(tb, b)) => {
-            (ta != tb || a != b).then(|| format!("string {a:?}@{ta} vs {b:?}@{tb}"))
-        }
-        (Answer::Vector(a), Answer::Vector(b)) => {
-            let (mut a, mut b) = (a.iter().collect::<Vec<_>>(), b.iter().collect::<Vec<_>>());
-            if !ordered {
-                a.sort_by(|x, y| x.0.cmp(&y.0));
-                b.sort_by(|x, y| x.0.cmp(&y.0));
-            }
-            if a.len() != b.len() {
-                return Some(format!("{} samples vs {}", a.len(), b.len()));
-            }
-            for ((la, ta, va), (lb, tb, vb)) in a.iter().zip(&b) {
-                if la != lb {
-                    return Some(format!(
-                        "series {} vs {}{}",
-                        show_labels(la),
-                        show_labels(lb),
-                        if ordered { " (ordered)" } else { "" }
-                    ));
-                }
-                if ta != tb || !same_value(*va, *vb) {
-                    return Some(format!("{}: {va}@{ta} vs {vb}@{tb}", show_labels(la)));
-                }
-            }
-            None
-        }
-        (Answer::Matrix(a), Answer::Matrix(b)) => {
-            let a: BTreeMap<_, _> = a.iter().map(|(l, p)| (l, p)).collect();
-            let b: BTreeMap<_, _> = b.iter().map(|(l, p)| (l, p)).collect();
-            if let Some(only) = a.keys().find(|l| !b.contains_key(*l)) {
-                return Some(format!("series {} only in Prometheus", show_labels(only)));
-            }
-            if let Some(only) = b.keys().find(|l| !a.contains_key(*l)) {
-                return Some(format!("series {} only in Strata", show_labels(only)));
-            }
-            for (labels, pa) in &a {
-                let pb = b[labels];
-                for (i, ((ta, va), (tb, vb))) in pa.iter().zip(pb.iter()).enumerate() {
-                    if ta != tb || !same_value(*va, *vb) {
-                        return Some(format!(
-                            "{} point {i}: {va}@{ta} vs {vb}@{tb}",
-                            show_labels(labels)
-                        ));
-                    }
-                }
-                if pa.len() != pb.len() {
-                    return Some(format!(
-                        "{}: {} points vs {}",
-                        show_labels(labels),
-                        pa.len(),
-                        pb.len()
-                    ));
-                }
-            }
-            None
-        }
-        (a, b) => Some(format!("result kinds differ: {} vs {}", kind(a), kind(b))),
-    }
-}
-
-/// A vector or matrix without series (errors, scalars and strings are not empty).
-fn is_empty(answer: &Answer) -> bool {
-    match answer {
-        Answer::Vector(samples) => samples.is_empty(),
-        Answer::Matrix(series) => series.is_empty(),
-        _ => false,
-    }
-}
-
-fn kind(answer: &Answer) -> &'static str {
-    match answer {
-        Answer::Error { .. } => "error",
-        Answer::Scalar(..) => "scalar",
-        Answer::String(..) => "string",
-        Answer::Vector(_) => "vector",
-        Answer::Matrix(_) => "matrix",
-    }
-}
-
-/// Whether an instant query's result order is part of its meaning.
-fn ordered(expr: &str) -> bool {
-    let expr = expr.trim();
-    expr.starts_with("sort(")
-        || expr.starts_with("sort_desc(")
-        || expr.starts_with("topk(")
-        || expr.starts_with("bottomk(")
-}
-
-async fn run(
-    client: &reqwest::Client,
-    base: &str,
-    mode: &Mode,
-    expr: &str,
-) -> Result<(Answer, Json)> {
-    let mut params = mode.params.clone();
-    params.push(("query", expr.to_string()));
-    let response = client
-        .get(format!("{base}{}", mode.path))
-        .query(&params)
-        .send()
-        .await
-        .with_context(|| format!("{base}{} {expr}", mode.path))?;
-    let status = response.status();
-    let body: Json = response
-        .json()
-        .await
-        .with_context(|| format!("{base}{} {expr}: {status} without JSON", mode.path))?;
-    let answer = parse_answer(&body).with_context(|| format!("{expr}: {body}"))?;
-    Ok((answer, body))
-}
-
-/// Waits until a server answers the last sample's timestamp.
-async fn wait_for_last_sample(client: &reqwest::Client, base: &str, end: i64) -> Result<()> {
-    let mode = Mode {
-        name: "check".into(),
-        path: "/query",
-        params: vec![("time", seconds(end + 1_000))],
-    };
-    common::eventually(
-        &format!("{base} has the last sample"),
-        Duration::from_secs(30),
-        || async {
-            let (answer, _) = run(
-                client,
-                base,
-                &mode,
-                "timestamp(memory_bytes{job=\"api\",instance=\"i0\"})",
-            )
-            .await?;
-            Ok(match answer {
-                Answer::Vector(samples) if samples.len() == 1 => {
-                    (samples[0].2 == end as f64 / 1000.0).then_some(())
-                }
-                _ => None,
-            })
-        },
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1016,24 +518,18 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
     let client = http();
     let strata_push = strata.url("/api/v1/push");
     let prometheus_write = prometheus.url("/api/v1/write");
-    for body in requests(&data) {
-        let (a, b) = tokio::join!(
-            rw::post(&strata_push, None, "application/x-protobuf", body.clone()),
-            rw::post(&prometheus_write, None, "application/x-protobuf", body),
-        );
-        let (a, b) = (a?, b?);
-        ensure!(a.status / 100 == 2, "Strata push: {} {}", a.status, a.body);
-        ensure!(
-            b.status / 100 == 2,
-            "Prometheus write: {} {}",
-            b.status,
-            b.body
-        );
-    }
-    let prometheus_api = prometheus.url("/api/v1");
-    let strata_api = strata.url("/prometheus/api/v1");
-    wait_for_last_sample(&client, &strata_api, end).await?;
-    wait_for_last_sample(&client, &prometheus_api, end).await?;
+    write_both(&strata_push, None, &prometheus_write, requests(&data, 1)).await?;
+    let prometheus_api = Api {
+        base: prometheus.url("/api/v1"),
+        tenant: None,
+    };
+    let strata_api = Api {
+        base: strata.url("/prometheus/api/v1"),
+        tenant: None,
+    };
+    let last = "memory_bytes{job=\"api\",instance=\"i0\"}";
+    wait_for_last_sample(&client, &strata_api, last, end).await?;
+    wait_for_last_sample(&client, &prometheus_api, last, end).await?;
     println!(
         "{} series × {POINTS} samples loaded in {:?}",
         data.len(),
@@ -1078,7 +574,10 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
     std::fs::remove_dir_all(workdir.path().join("data/wal"))?;
     let mut strata = Strata::spawn_in("strata-restarted", workdir.path(), &args)?;
     strata.wait_ready().await?;
-    let strata_api = strata.url("/prometheus/api/v1");
+    let strata_api = Api {
+        base: strata.url("/prometheus/api/v1"),
+        tenant: None,
+    };
     let metrics = client
         .get(strata.url("/metrics"))
         .send()
@@ -1114,8 +613,8 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
 /// unexpected difference. `round` names the pass in the output.
 async fn compare_all(
     client: &reqwest::Client,
-    strata_api: &str,
-    prometheus_api: &str,
+    strata_api: &Api,
+    prometheus_api: &Api,
     end: i64,
     round: &str,
     all_modes: bool,
@@ -1155,42 +654,8 @@ async fn compare_all(
         });
     }
 
-    let jobs: Vec<(usize, usize)> = (0..QUERIES.len())
-        .flat_map(|q| (0..modes.len()).map(move |m| (q, m)))
-        .collect();
-    let outcomes: Vec<Outcome> = futures::stream::iter(jobs)
-        .map(|(q, m)| {
-            let (client, modes, at) = (&client, &modes, &at);
-            async move {
-                let expr = QUERIES[q].replace("{AT}", at);
-                let mode = &modes[m];
-                let outcome = async {
-                    let (reference, strata) = tokio::try_join!(
-                        run(client, prometheus_api, mode, &expr),
-                        run(client, strata_api, mode, &expr),
-                    )?;
-                    let is_ordered = mode.path == "/query" && ordered(&expr);
-                    let report = difference(&reference.0, &strata.0, is_ordered).map(|diff| {
-                        format!(
-                            "  {}: {diff}\n    Prometheus: {}\n    Strata:     {}",
-                            mode.name,
-                            show(&reference.0),
-                            show(&strata.0)
-                        )
-                    });
-                    Ok((report, is_empty(&reference.0)))
-                }
-                .await;
-                Outcome {
-                    query: q,
-                    mode: m,
-                    compared: outcome,
-                }
-            }
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
+    let queries: Vec<String> = QUERIES.iter().map(|q| q.replace("{AT}", &at)).collect();
+    let outcomes = compare(client, prometheus_api, strata_api, &queries, &modes, 4).await;
 
     let mut differing: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let mut modes_agreeing = 0;
@@ -1199,6 +664,7 @@ async fn compare_all(
         query: q,
         mode: m,
         compared,
+        ..
     } in outcomes
     {
         if let Ok((_, true)) = compared {

@@ -326,6 +326,8 @@ impl Strata {
 
 /// Remote-write helpers: build, encode and send requests; read back series
 /// straight from an ingester over gRPC.
+pub mod promql;
+
 pub mod rw {
     use anyhow::Result;
     use prost::Message;
