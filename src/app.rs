@@ -18,6 +18,7 @@ use crate::limits::{DiscardedSamples, Overrides};
 use crate::metrics::Metrics;
 use crate::querier::Querier;
 use crate::querier::api::{self as querier_api, ApiState};
+use crate::querier::remote_read::ReadMetrics;
 use crate::ring::client::RingClient;
 use crate::ring::kv::memory::MemoryKv;
 use crate::ring::{INGESTER_RING_KEY, http as ring_http};
@@ -329,6 +330,7 @@ impl App {
                 router = router.merge(querier_api::routes(ApiState {
                     querier,
                     auth: Arc::new(config.auth.clone()),
+                    remote_read: ReadMetrics::new(&metrics),
                 }));
             }
             if runs_distributor {

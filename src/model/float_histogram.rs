@@ -87,16 +87,7 @@ fn target_index(idx: i32, schema: i32, target: i32) -> i32 {
     ((idx - 1) >> (schema - target)) + 1
 }
 
-/// Upper bound of positive exponential bucket `idx` at `schema`.
-pub fn exponential_upper(idx: i32, schema: i32) -> f64 {
-    if schema <= 0 {
-        let exp = i64::from(idx) << (-schema);
-        return 2f64.powi(exp.clamp(-2000, 2000) as i32);
-    }
-    let whole = idx >> schema;
-    let frac = idx & ((1 << schema) - 1);
-    2f64.powf(f64::from(frac) / f64::from(1 << schema)) * 2f64.powi(whole)
-}
+pub use super::exponential_bounds::exponential_upper;
 
 fn reduce(p: &[(i32, f64)], schema: i32, target: i32) -> Vec<(i32, f64)> {
     let mut out: Vec<(i32, f64)> = Vec::with_capacity(p.len());

@@ -1,6 +1,7 @@
 //! The data model shared by every component: label sets, matchers,
 //! samples and series fingerprints.
 
+pub mod exponential_bounds;
 pub mod float_histogram;
 pub mod histogram;
 pub mod labels;

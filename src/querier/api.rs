@@ -27,6 +27,7 @@ use crate::tenant::{AuthConfig, AuthState, Tenant};
 pub struct ApiState {
     pub querier: Arc<Querier>,
     pub auth: Arc<AuthConfig>,
+    pub remote_read: super::remote_read::ReadMetrics,
 }
 
 impl AuthState for ApiState {

@@ -48,10 +48,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prost::Message;
 
 use super::api::ApiState;
 use crate::chunk::XorChunk;
+use crate::metrics::Metrics;
 use crate::model::{Labels, MatchOp, Matcher, MatcherError, Sample};
 use crate::promql::{Queryable, SeriesSamples};
 use crate::proto::prometheus::{self as pb, read_request::ResponseType};
@@ -108,16 +111,55 @@ pub enum ReadError {
     },
 }
 
+/// Remote-read requests by the response type answered (`samples`,
+/// `streamed_xor_chunks`) or `error`:
+/// `strata_querier_remote_read_requests_total{response_type}`.
+#[derive(Clone, Default)]
+pub struct ReadMetrics {
+    requests: Family<Vec<(&'static str, &'static str)>, Counter>,
+}
+
+impl ReadMetrics {
+    pub fn new(metrics: &Metrics) -> ReadMetrics {
+        let read = ReadMetrics::default();
+        metrics.with_registry(|registry| {
+            registry.register(
+                "strata_querier_remote_read_requests",
+                "Remote-read requests by the response type answered, or error.",
+                read.requests.clone(),
+            )
+        });
+        read
+    }
+
+    fn count(&self, response_type: &'static str) {
+        self.requests
+            .get_or_create(&vec![("response_type", response_type)])
+            .inc();
+    }
+}
+
 /// `POST /api/v1/read`.
 pub async fn read(State(state): State<ApiState>, Tenant(tenant): Tenant, body: Bytes) -> Response {
     let request = match decode_request(&body, MAX_REQUEST_BYTES) {
         Ok(request) => request,
-        Err(err) => return err.into_response(),
+        Err(err) => {
+            state.remote_read.count("error");
+            return err.into_response();
+        }
     };
     let queryable = Arc::new(state.querier.queryable(&tenant));
+    let answered = negotiate(&request.accepted_response_types).map(|t| match t {
+        ResponseType::Samples => "samples",
+        ResponseType::StreamedXorChunks => "streamed_xor_chunks",
+    });
     match respond(queryable, request).await {
-        Ok(response) => response,
+        Ok(response) => {
+            state.remote_read.count(answered.unwrap_or("error"));
+            response
+        }
         Err(err) => {
+            state.remote_read.count("error");
             tracing::warn!(tenant = %tenant, error = %err, "remote read failed");
             err.into_response()
         }

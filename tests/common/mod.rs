@@ -237,8 +237,32 @@ impl Strata {
     /// Starts `strata` in `workdir` (which the caller keeps, e.g. to restart
     /// on the same WAL).
     pub fn spawn_in(name: &str, workdir: &Path, args: &[String]) -> Result<Strata> {
-        let http_port = free_port();
-        let grpc_port = free_port();
+        Strata::spawn_on(name, workdir, free_port(), free_port(), args)
+    }
+
+    /// Starts the same process again on the same ports, e.g. after
+    /// [`Guard::kill9`].
+    pub fn respawn(&mut self) -> Result<()> {
+        let dir = self.dir.take();
+        let name = self.guard.name.clone();
+        *self = Strata::spawn_on(
+            &name,
+            &self.workdir,
+            self.http_port,
+            self.grpc_port,
+            &self.args,
+        )?;
+        self.dir = dir;
+        Ok(())
+    }
+
+    fn spawn_on(
+        name: &str,
+        workdir: &Path,
+        http_port: u16,
+        grpc_port: u16,
+        args: &[String],
+    ) -> Result<Strata> {
         let log = workdir.join(format!(
             "strata-{}.log",
             std::time::SystemTime::now()

@@ -178,44 +178,57 @@ pub async fn write_both(
 
 /// Prometheus 3.16 as a remote-write receiver with no scrape jobs.
 pub struct Prometheus {
-    _guard: Guard,
+    pub guard: Guard,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Prometheus {
+    /// A remote-write receiver with no scrape jobs.
     pub async fn start() -> Result<Prometheus> {
+        Prometheus::start_with(
+            "prometheus",
+            |_| "global:\n  scrape_interval: 15s\n  evaluation_interval: 1m\n".to_string(),
+            &["--web.enable-remote-write-receiver"],
+        )
+        .await
+    }
+
+    /// Prometheus 3.16 with the config `config(port)` (given the port it
+    /// listens on, e.g. to scrape itself) and extra flags.
+    pub async fn start_with(
+        name: &str,
+        config: impl Fn(u16) -> String,
+        args: &[&str],
+    ) -> Result<Prometheus> {
         let mut last = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir()?;
             let port = free_port();
-            let config = dir.path().join("prometheus.yml");
-            std::fs::write(
-                &config,
-                "global:\n  scrape_interval: 15s\n  evaluation_interval: 1m\n",
-            )?;
+            let file = dir.path().join("prometheus.yml");
+            std::fs::write(&file, config(port))?;
             let mut command = Command::new(super::prometheus3());
             command
-                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--config.file={}", file.display()))
                 .arg(format!(
                     "--storage.tsdb.path={}",
                     dir.path().join("tsdb").display()
                 ))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--web.enable-remote-write-receiver");
+                .args(args);
             let log = dir.path().join("prometheus.log");
-            let mut guard = Guard::spawn("prometheus", command, log)
+            let mut guard = Guard::spawn(name, command, log)
                 .context("prometheus must be installed (tests/install-deps.sh installs it)")?;
             if wait_ready(&mut guard, port).await? {
                 return Ok(Prometheus {
-                    _guard: guard,
+                    guard,
                     port,
                     _dir: dir,
                 });
             }
             last = guard.log_text();
         }
-        bail!("prometheus did not start; last log:\n{last}")
+        bail!("{name} did not start; last log:\n{last}")
     }
 
     pub fn url(&self, path: &str) -> String {
