@@ -19,21 +19,6 @@ const TENANT: &str = "team-a";
 const SERIES: usize = 20;
 const STEP_MS: i64 = 15_000;
 
-/// One metric's value from `/metrics` (0 when absent).
-async fn metric(strata: &Strata, name: &str) -> Result<f64> {
-    let text = http()
-        .get(strata.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
-
 /// Pushes samples `[from, to)` every 15 s of every series.
 async fn push(strata: &Strata, from: i64, to: i64) -> Result<usize> {
     let mut series = Vec::new();
@@ -121,7 +106,11 @@ async fn flushes_survive_a_store_outage() -> Result<()> {
     let now = now_ms() / STEP_MS * STEP_MS;
     let mut pushed = push(&strata, now - 60 * 60_000, now - 40 * 60_000).await?;
     common::eventually("the first flush", Duration::from_secs(60), || async {
-        Ok((metric(&strata, "strata_ingester_flushed_chunks_total").await? > 0.0).then_some(()))
+        Ok((strata
+            .metric_sum("strata_ingester_flushed_chunks_total", "")
+            .await?
+            > 0.0)
+            .then_some(()))
     })
     .await?;
 
@@ -129,7 +118,11 @@ async fn flushes_survive_a_store_outage() -> Result<()> {
     cassandra.stop()?;
     pushed += push(&strata, now - 40 * 60_000, now - 20 * 60_000).await?;
     common::eventually("failed flushes", Duration::from_secs(60), || async {
-        Ok((metric(&strata, "strata_ingester_flush_failures_total").await? >= 2.0).then_some(()))
+        Ok((strata
+            .metric_sum("strata_ingester_flush_failures_total", "")
+            .await?
+            >= 2.0)
+            .then_some(()))
     })
     .await?;
     let answer = http().post(strata.url("/flush")).send().await?;
@@ -142,15 +135,18 @@ async fn flushes_survive_a_store_outage() -> Result<()> {
     // not flush, the store what it flushed before.
     let during = stored_samples(&strata, now - 61 * 60_000, now).await;
     println!("samples answered while the store is down: {during:?} (reads of the store fail)");
-    let flushed_before = metric(&strata, "strata_ingester_flushed_chunks_total").await?;
+    let flushed_before = strata
+        .metric_sum("strata_ingester_flushed_chunks_total", "")
+        .await?;
 
     // The store comes back on the same data: flushes resume by themselves.
     let _cassandra = Cassandra::start_in(&dir, storage_port, native_port, false).await?;
     common::eventually("flushes resume", Duration::from_secs(120), || async {
-        Ok(
-            (metric(&strata, "strata_ingester_flushed_chunks_total").await? > flushed_before)
-                .then_some(()),
-        )
+        Ok((strata
+            .metric_sum("strata_ingester_flushed_chunks_total", "")
+            .await?
+            > flushed_before)
+            .then_some(()))
     })
     .await?;
     let log = strata.guard.log_text();

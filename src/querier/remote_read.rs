@@ -32,8 +32,9 @@
 //! Native histograms: SAMPLES answers carry them in `TimeSeries.histograms`,
 //! always as float histograms (the querier reads every histogram as a
 //! [`crate::model::histogram::FloatHistogram`]). STREAMED_XOR_CHUNKS
-//! answers carry float samples only for now: they would need Prometheus's
-//! histogram chunk encodings, which we do not write.
+//! answers carry them as Prometheus FLOAT_HISTOGRAM chunks
+//! ([`crate::chunk::prometheus_float_histogram`]); a series that has both
+//! floats and histograms gets a chunk per run of either, in time order.
 //!
 //! Errors are plain text: an undecodable request is 400, one over
 //! [`MAX_REQUEST_BYTES`] decompressed 413, a failing read 500. A streamed
@@ -53,7 +54,7 @@ use prometheus_client::metrics::family::Family;
 use prost::Message;
 
 use super::api::ApiState;
-use crate::chunk::XorChunk;
+use crate::chunk::{XorChunk, prometheus_float_histogram};
 use crate::metrics::Metrics;
 use crate::model::{Labels, MatchOp, Matcher, MatcherError, Sample};
 use crate::promql::{Queryable, SeriesSamples};
@@ -393,6 +394,45 @@ pub fn encode_chunks(samples: &[Sample]) -> Result<Vec<pb::Chunk>, crate::chunk:
         .collect()
 }
 
+/// A series' floats as XOR chunks and its native histograms as
+/// float-histogram chunks, in time order: each run of consecutive floats
+/// (or histograms) is encoded on its own, so no two chunks overlap.
+pub fn encode_series_chunks(
+    series: &SeriesSamples,
+) -> Result<Vec<pb::Chunk>, crate::chunk::ChunkError> {
+    if series.histograms.is_empty() {
+        return encode_chunks(&series.samples);
+    }
+    let mut out = Vec::new();
+    let (floats, histograms) = (&series.samples, &series.histograms);
+    let (mut f, mut h) = (0, 0);
+    while f < floats.len() || h < histograms.len() {
+        if h == histograms.len() || (f < floats.len() && floats[f].t < histograms[h].t) {
+            let end = histograms.get(h).map_or(floats.len(), |next| {
+                f + floats[f..].partition_point(|s| s.t < next.t)
+            });
+            out.extend(encode_chunks(&floats[f..end])?);
+            f = end;
+        } else {
+            let end = floats.get(f).map_or(histograms.len(), |next| {
+                h + histograms[h..].partition_point(|p| p.t < next.t)
+            });
+            out.extend(
+                prometheus_float_histogram::encode(&histograms[h..end])
+                    .into_iter()
+                    .map(|c| pb::Chunk {
+                        min_time_ms: c.min_time,
+                        max_time_ms: c.max_time,
+                        r#type: pb::chunk::Encoding::FloatHistogram as i32,
+                        data: c.data,
+                    }),
+            );
+            h = end;
+        }
+    }
+    Ok(out)
+}
+
 /// The frames of one query's series: each frame part of one series, cut
 /// once its chunks reach `max_bytes_in_frame` (less the labels' size).
 pub fn query_frames(
@@ -402,7 +442,7 @@ pub fn query_frames(
 ) -> Result<Vec<Bytes>, ReadError> {
     let mut frames = Vec::new();
     for s in series {
-        let chunks = encode_chunks(&s.samples).map_err(|e| ReadError::Encode {
+        let chunks = encode_series_chunks(s).map_err(|e| ReadError::Encode {
             query,
             labels: s.labels.to_string(),
             message: e.to_string(),

@@ -334,6 +334,23 @@ impl Strata {
         }
     }
 
+    /// The sum of the values in `/metrics` of metric `name` over its series
+    /// whose line contains `with` (e.g. a label pair; "" for all); 0 when
+    /// there are none.
+    pub async fn metric_sum(&self, name: &str, with: &str) -> Result<f64> {
+        let text = http()
+            .get(self.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(with))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(0.0, |sum, v| sum + v))
+    }
+
     /// `/ring` as JSON.
     pub async fn ring(&self) -> Result<serde_json::Value> {
         let response = http()
