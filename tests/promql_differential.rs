@@ -20,7 +20,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -29,7 +28,7 @@ use serde_json::Value as Json;
 use strata::proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 
 use common::rw::{self, now_ms};
-use common::{Cassandra, Guard, Moto, Strata, free_port, http};
+use common::{Cassandra, Moto, Prometheus3, Strata, http};
 
 /// Queries whose answers differ from Prometheus 3.16 by intent, each with
 /// its verified reason (none today).
@@ -552,74 +551,6 @@ fn requests(data: &[Series]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Prometheus 3.16 as a remote-write receiver with no scrape jobs.
-struct Prometheus {
-    _guard: Guard,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    async fn start() -> Result<Prometheus> {
-        let mut last = String::new();
-        for _ in 0..3 {
-            let dir = tempfile::tempdir()?;
-            let port = free_port();
-            let config = dir.path().join("prometheus.yml");
-            std::fs::write(
-                &config,
-                "global:\n  scrape_interval: 15s\n  evaluation_interval: 1m\n",
-            )?;
-            let mut command = Command::new(common::prometheus3());
-            command
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("tsdb").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--web.enable-remote-write-receiver");
-            let log = dir.path().join("prometheus.log");
-            let mut guard = Guard::spawn("prometheus", command, log)
-                .context("prometheus must be installed (tests/install-deps.sh installs it)")?;
-            if wait_ready(&mut guard, port).await? {
-                return Ok(Prometheus {
-                    _guard: guard,
-                    port,
-                    _dir: dir,
-                });
-            }
-            last = guard.log_text();
-        }
-        bail!("prometheus did not start; last log:\n{last}")
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-/// Whether Prometheus became ready (false: it exited, e.g. its port was taken).
-async fn wait_ready(guard: &mut Guard, port: u16) -> Result<bool> {
-    let client = http();
-    let url = format!("http://127.0.0.1:{port}/-/ready");
-    let start = Instant::now();
-    loop {
-        if guard.exited().is_some() {
-            return Ok(false);
-        }
-        if let Ok(response) = client.get(&url).send().await
-            && response.status() == 200
-        {
-            return Ok(true);
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("prometheus not ready within 30 s:\n{}", guard.log_text());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Milliseconds as the API's seconds parameter.
 fn seconds(ms: i64) -> String {
     format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
@@ -1006,7 +937,10 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
         args.push(format!("--config.file={}", file.display()));
     }
     let mut strata = Strata::spawn_in("strata", workdir.path(), &args)?;
-    let (ready, prometheus) = tokio::join!(strata.wait_ready(), Prometheus::start());
+    let (ready, prometheus) = tokio::join!(
+        strata.wait_ready(),
+        Prometheus3::start(&["--web.enable-remote-write-receiver"])
+    );
     ready?;
     let prometheus = prometheus?;
 

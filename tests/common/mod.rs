@@ -310,6 +310,23 @@ impl Strata {
         }
     }
 
+    /// Waits until this process's view of the ring shows `count` ACTIVE
+    /// members.
+    pub async fn wait_active(&self, count: usize) -> Result<()> {
+        eventually(
+            &format!("{count} ACTIVE ingesters in the ring"),
+            Duration::from_secs(30),
+            || async {
+                let ring = self.ring().await?;
+                let active = ring["members"]
+                    .as_array()
+                    .map_or(0, |m| m.iter().filter(|m| m["state"] == "ACTIVE").count());
+                Ok((active == count).then_some(()))
+            },
+        )
+        .await
+    }
+
     /// `/ring` as JSON.
     pub async fn ring(&self) -> Result<serde_json::Value> {
         let response = http()
@@ -903,4 +920,69 @@ pub async fn cql_answers(port: u16) -> bool {
         .query_unpaged("SELECT release_version FROM system.local", &[])
         .await
         .is_ok()
+}
+
+/// Prometheus 3.16 (see [`prometheus3`]) on loopback with no scrape jobs,
+/// its TSDB in a temporary directory; `extra` flags are added (e.g.
+/// `--web.enable-remote-write-receiver`).
+pub struct Prometheus3 {
+    pub guard: Guard,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus3 {
+    /// Starts it on a free port (again on another one if the port was
+    /// taken meanwhile); ready when `/-/ready` answers 200.
+    pub async fn start(extra: &[&str]) -> Result<Prometheus3> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir()?;
+            let port = free_port();
+            let config = dir.path().join("prometheus.yml");
+            std::fs::write(
+                &config,
+                "global:\n  scrape_interval: 15s\n  evaluation_interval: 1m\n",
+            )?;
+            let mut command = Command::new(prometheus3());
+            command
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("tsdb").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .args(extra);
+            let mut guard =
+                Guard::spawn("prometheus-3", command, dir.path().join("prometheus.log"))
+                    .context("Prometheus 3.16 must be built (tests/install-deps.sh builds it)")?;
+            let client = http();
+            let url = format!("http://127.0.0.1:{port}/-/ready");
+            let start = Instant::now();
+            loop {
+                if guard.exited().is_some() {
+                    last = guard.log_text();
+                    break;
+                }
+                if let Ok(response) = client.get(&url).send().await
+                    && response.status() == 200
+                {
+                    return Ok(Prometheus3 {
+                        guard,
+                        port,
+                        _dir: dir,
+                    });
+                }
+                if start.elapsed() > Duration::from_secs(30) {
+                    bail!("prometheus 3 not ready within 30 s:\n{}", guard.log_text());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        bail!("prometheus 3 did not start; last log:\n{last}")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
 }

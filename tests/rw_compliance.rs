@@ -1,0 +1,326 @@
+//! The official remote-write receiver compliance suite
+//! (prometheus/compliance `remotewrite/receiver`, built by
+//! tests/install-deps.sh) against a Strata distributor with a tenant
+//! header: in one process, and in a cluster of three ingesters on etcd
+//! (RF=3) behind a distributor. Every case tagged MUST or SHOULD passes;
+//! MAY cases are reported. The counts are printed so they can be quoted
+//! (`cargo test --test rw_compliance -- --nocapture`).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use common::{Etcd, Strata, tools_dir};
+
+const TENANT: &str = "compliance";
+
+/// The suite's test binary, built by tests/install-deps.sh.
+fn suite_binary() -> PathBuf {
+    tools_dir().join("rw-compliance/rw-receiver-compliance.test")
+}
+
+/// A remote-write endpoint the suite sends every case to.
+struct Receiver {
+    /// The `remote_write` entry's name: the last element of each case's
+    /// test name.
+    name: String,
+    url: String,
+    tenant: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Pass,
+    Fail,
+    Skip,
+}
+
+/// One case of the suite for one receiver: a leaf test.
+#[derive(Debug)]
+struct Case {
+    /// The test name without the receiver, e.g. `TestExemplars/basic_exemplar`.
+    name: String,
+    receiver: String,
+    /// MUST, SHOULD or MAY (from the `rfcLevel` attribute of the test or
+    /// its nearest ancestor); `None` when untagged.
+    level: Option<String>,
+    outcome: Outcome,
+    /// What the suite logged for the case (status, assertion messages).
+    log: Vec<String>,
+}
+
+/// Parses `go test -test.v` output: `=== ATTR name key value` lines tag
+/// tests, `--- PASS|FAIL|SKIP: name (...)` lines give results, and the
+/// cases are the tests no other test is nested in. Log lines belong to the
+/// test that ran last (the suite runs its tests one at a time).
+fn parse_suite_output(text: &str) -> Vec<Case> {
+    let mut levels: HashMap<String, String> = HashMap::new();
+    let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
+    let mut logs: HashMap<String, Vec<String>> = HashMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("=== RUN ") {
+            current = rest.trim().to_string();
+        } else if let Some(rest) = trimmed.strip_prefix("=== ATTR ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(name), Some("rfcLevel"), Some(level)) =
+                (parts.next(), parts.next(), parts.next())
+            {
+                levels.insert(name.to_string(), level.to_string());
+            }
+        } else if let Some((outcome, rest)) = [
+            ("--- PASS: ", Outcome::Pass),
+            ("--- FAIL: ", Outcome::Fail),
+            ("--- SKIP: ", Outcome::Skip),
+        ]
+        .iter()
+        .find_map(|(prefix, outcome)| trimmed.strip_prefix(prefix).map(|r| (*outcome, r)))
+        {
+            if let Some(name) = rest.split_whitespace().next() {
+                results.insert(name.to_string(), outcome);
+            }
+        } else if line.starts_with("    ") && !current.is_empty() {
+            let message = trimmed.trim();
+            if message.starts_with("main_test.go:170")
+                || message.starts_with("main_test.go:172")
+                || message.starts_with("Error:")
+                || message.starts_with("Messages:")
+                || message.starts_with("expected")
+                || message.starts_with("actual")
+            {
+                logs.entry(current.clone())
+                    .or_default()
+                    .push(message.to_string());
+            }
+        }
+    }
+    let names: Vec<&String> = results.keys().collect();
+    let mut cases = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let prefix = format!("{name}/");
+        // Sorted names: a test's subtests follow it directly.
+        let is_leaf = names
+            .get(i + 1)
+            .is_none_or(|next| !next.starts_with(&prefix));
+        if !is_leaf {
+            continue;
+        }
+        let mut level = None;
+        let mut ancestor: &str = name;
+        loop {
+            if let Some(l) = levels.get(ancestor) {
+                level = Some(l.clone());
+                break;
+            }
+            match ancestor.rsplit_once('/') {
+                Some((parent, _)) => ancestor = parent,
+                None => break,
+            }
+        }
+        let (case, receiver) = name
+            .rsplit_once('/')
+            .map_or((name.as_str(), ""), |(c, r)| (c, r));
+        cases.push(Case {
+            name: case.to_string(),
+            receiver: receiver.to_string(),
+            level,
+            outcome: results[*name],
+            log: logs.remove(*name).unwrap_or_default(),
+        });
+    }
+    cases
+}
+
+/// Runs the whole suite against `receivers` (each case goes to every
+/// receiver with the same body) and returns its cases.
+async fn run_suite(receivers: &[Receiver]) -> Result<(Vec<Case>, Duration)> {
+    let binary = suite_binary();
+    ensure!(
+        binary.is_file(),
+        "{} missing (tests/install-deps.sh builds it)",
+        binary.display()
+    );
+    let dir = tempfile::tempdir()?;
+    let mut config = String::from("remote_write:\n");
+    for receiver in receivers {
+        config.push_str(&format!(
+            "  - name: {}\n    url: {}\n    headers: {{X-Scope-OrgID: {}}}\n",
+            receiver.name, receiver.url, receiver.tenant
+        ));
+    }
+    let config_file = dir.path().join("rw.yml");
+    std::fs::write(&config_file, config)?;
+    let workdir = dir.path().to_path_buf();
+    let start = Instant::now();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&binary)
+            .current_dir(&workdir)
+            .env("PROMETHEUS_RW2_COMPLIANCE_CONFIG_FILE", &config_file)
+            .args(["-test.v", "-test.timeout=5m"])
+            .output()
+    })
+    .await?
+    .context("run the compliance suite")?;
+    let elapsed = start.elapsed();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cases = parse_suite_output(&text);
+    if cases.is_empty() {
+        bail!("the suite reported no cases ({}):\n{text}", output.status);
+    }
+    Ok((cases, elapsed))
+}
+
+/// Counts by level for one receiver, e.g. "205 cases: 203 passed, 2
+/// failed (MUST 0/120 failed, SHOULD 0/80, MAY 2/5)".
+fn summary(cases: &[Case], receiver: &str) -> String {
+    let mine: Vec<&Case> = cases.iter().filter(|c| c.receiver == receiver).collect();
+    let passed = mine.iter().filter(|c| c.outcome == Outcome::Pass).count();
+    let failed = mine.iter().filter(|c| c.outcome == Outcome::Fail).count();
+    let skipped = mine.len() - passed - failed;
+    let mut levels = Vec::new();
+    for level in ["MUST", "SHOULD", "MAY"] {
+        let of_level: Vec<&&Case> = mine
+            .iter()
+            .filter(|c| c.level.as_deref() == Some(level))
+            .collect();
+        let level_failed = of_level
+            .iter()
+            .filter(|c| c.outcome == Outcome::Fail)
+            .count();
+        levels.push(format!(
+            "{level} {level_failed} failed of {}",
+            of_level.len()
+        ));
+    }
+    let untagged = mine.iter().filter(|c| c.level.is_none()).count();
+    if untagged > 0 {
+        levels.push(format!("{untagged} untagged"));
+    }
+    format!(
+        "{receiver}: {} cases: {passed} passed, {failed} failed, {skipped} skipped ({})",
+        mine.len(),
+        levels.join(", ")
+    )
+}
+
+/// Prints the counts and every failing case; fails if a MUST or SHOULD
+/// case (or an untagged one) failed for `receiver`.
+fn check(mode: &str, cases: &[Case], receiver: &str) -> Result<()> {
+    println!("rw-compliance [{mode}] {}", summary(cases, receiver));
+    let failing: Vec<&Case> = cases
+        .iter()
+        .filter(|c| c.receiver == receiver && c.outcome == Outcome::Fail)
+        .collect();
+    for case in &failing {
+        println!(
+            "  FAIL [{}] {}: {}",
+            case.level.as_deref().unwrap_or("untagged"),
+            case.name,
+            case.log.join(" | ")
+        );
+    }
+    let required: Vec<&&Case> = failing
+        .iter()
+        .filter(|c| c.level.as_deref() != Some("MAY"))
+        .collect();
+    ensure!(
+        required.is_empty(),
+        "[{mode}] {} MUST/SHOULD cases failed: {}",
+        required.len(),
+        required
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+#[test]
+fn suite_output_is_parsed_into_tagged_cases() {
+    let text = "\
+=== RUN   TestA
+=== ATTR  TestA rfcLevel MUST
+=== RUN   TestA/one
+=== RUN   TestA/one/strata
+    main_test.go:170: Response code from \"strata\": 204
+--- FAIL: TestA (0.01s)
+    --- FAIL: TestA/one (0.01s)
+        --- FAIL: TestA/one/strata (0.00s)
+=== RUN   TestB
+=== RUN   TestB/x_returns_204
+=== ATTR  TestB/x_returns_204 rfcLevel SHOULD
+=== RUN   TestB/x_returns_204/strata
+--- PASS: TestB (0.01s)
+    --- PASS: TestB/x_returns_204 (0.01s)
+        --- PASS: TestB/x_returns_204/strata (0.00s)
+";
+    let cases = parse_suite_output(text);
+    assert_eq!(cases.len(), 2, "{cases:?}");
+    assert_eq!(cases[0].name, "TestA/one");
+    assert_eq!(cases[0].receiver, "strata");
+    assert_eq!(cases[0].level.as_deref(), Some("MUST"));
+    assert_eq!(cases[0].outcome, Outcome::Fail);
+    assert_eq!(cases[0].log.len(), 1);
+    assert_eq!(cases[1].name, "TestB/x_returns_204");
+    assert_eq!(cases[1].level.as_deref(), Some("SHOULD"));
+    assert_eq!(cases[1].outcome, Outcome::Pass);
+    assert!(check("parse", &cases, "strata").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_process_passes_every_must_and_should() -> Result<()> {
+    let mut strata = Strata::spawn("strata", &["--ring.replication-factor=1".to_string()])?;
+    strata.wait_ready().await?;
+    let (cases, elapsed) = run_suite(&[Receiver {
+        name: "strata".into(),
+        url: strata.url("/api/v1/push"),
+        tenant: TENANT.into(),
+    }])
+    .await?;
+    println!("rw-compliance [single process] suite ran in {elapsed:.1?}");
+    check("single process", &cases, "strata")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_ingesters_on_etcd_pass_every_must_and_should() -> Result<()> {
+    let etcd = Etcd::start().await?;
+    let ring = |target: &str| -> Vec<String> {
+        vec![
+            format!("--target={target}"),
+            "--ring.kvstore.store=etcd".into(),
+            format!("--ring.kvstore.etcd.endpoints={}", etcd.endpoint()),
+            "--ring.kvstore.prefix=rw-compliance/".into(),
+            "--ring.replication-factor=3".into(),
+            "--ingester.lifecycler.heartbeat-period=500ms".into(),
+        ]
+    };
+    let mut ingesters = Vec::new();
+    for i in 0..3 {
+        let mut args = ring("ingester");
+        args.push(format!("--ingester.lifecycler.id=ingester-{i}"));
+        ingesters.push(Strata::spawn(&format!("ingester-{i}"), &args)?);
+    }
+    for ingester in &mut ingesters {
+        ingester.wait_ready().await?;
+    }
+    let mut front = Strata::spawn("front", &ring("distributor,querier"))?;
+    front.wait_ready().await?;
+    front.wait_active(3).await?;
+    let (cases, elapsed) = run_suite(&[Receiver {
+        name: "strata".into(),
+        url: front.url("/api/v1/push"),
+        tenant: TENANT.into(),
+    }])
+    .await?;
+    println!("rw-compliance [3 ingesters, RF=3, etcd] suite ran in {elapsed:.1?}");
+    check("3 ingesters, RF=3, etcd", &cases, "strata")
+}
