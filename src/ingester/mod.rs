@@ -7,6 +7,7 @@
 //! closes the WAL and leaves the ring. Queriers read it over gRPC ([`grpc`]).
 
 pub mod client;
+pub mod exemplars;
 pub mod flush;
 mod grpc;
 pub mod head;

@@ -39,6 +39,10 @@ pub enum DiscardReason {
     HaReplicaDropped,
     MetadataLimit,
     InvalidMetadata,
+    /// Exemplars, not samples: they refuse no sample of their series.
+    ExemplarOutOfOrder,
+    InvalidExemplar,
+    ExemplarWithoutSamples,
 }
 
 impl DiscardReason {
@@ -80,6 +84,9 @@ impl DiscardReason {
             DiscardReason::HaReplicaDropped => "ha_replica_dropped",
             DiscardReason::MetadataLimit => "per_metric_metadata_limit",
             DiscardReason::InvalidMetadata => "metadata_invalid",
+            DiscardReason::ExemplarOutOfOrder => "exemplar_out_of_order",
+            DiscardReason::InvalidExemplar => "exemplar_invalid",
+            DiscardReason::ExemplarWithoutSamples => "exemplar_without_samples",
         }
     }
 }

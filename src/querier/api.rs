@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, Method};
 use axum::routing::get;
 use serde_json::{Value as Json, json};
 
-use super::params::{Params, parse_duration, parse_selector, parse_time};
+use super::params::{Params, parse_duration, parse_selector, parse_time, query_selectors};
 use super::{ApiError, Querier};
 use crate::model::histogram::FloatHistogram;
 use crate::model::{Labels, Matcher};
@@ -429,10 +429,61 @@ async fn metadata(
     Ok(axum::Json(success(Json::Object(data))))
 }
 
-async fn exemplars(Tenant(_tenant): Tenant) -> axum::Json<Json> {
-    // Exemplars are not stored yet: the answer is the empty list, as from a
-    // Prometheus with exemplar storage off.
-    axum::Json(success(json!([])))
+/// `/api/v1/query_exemplars?query=&start=&end=`: the exemplars of the
+/// series any selector of `query` matches, from the ingesters (exemplars
+/// live in their memory only), in Prometheus's shape.
+async fn exemplars(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<axum::Json<Json>, ApiError> {
+    let params = params(&method, &headers, &raw, &body);
+    let start = time_param(&params, "start", i64::MIN / 2)?;
+    let end = time_param(&params, "end", i64::MAX / 2)?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "end timestamp must not be before start timestamp",
+        ));
+    }
+    let query = params.get("query").unwrap_or("");
+    let selectors = query_selectors(query).map_err(ApiError::bad_data)?;
+    if selectors.is_empty() {
+        return Ok(axum::Json(success(Json::Null)));
+    }
+    let found = state
+        .querier
+        .queryable(&tenant)
+        .ingesters
+        .exemplars(&selectors, start, end)
+        .await
+        .map_err(ApiError::internal)?;
+    let data: Vec<Json> = found
+        .into_iter()
+        .map(|(labels, exemplars)| {
+            json!({
+                "seriesLabels": metric(&labels),
+                "exemplars": exemplars
+                    .into_iter()
+                    .map(|e| {
+                        let labels: serde_json::Map<String, Json> = e
+                            .labels
+                            .into_iter()
+                            .map(|l| (l.name, Json::String(l.value)))
+                            .collect();
+                        json!({
+                            "labels": labels,
+                            "value": format_value(e.value),
+                            "timestamp": seconds(e.timestamp),
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(axum::Json(success(Json::Array(data))))
 }
 
 async fn buildinfo() -> axum::Json<Json> {
