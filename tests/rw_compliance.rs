@@ -13,9 +13,23 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Etcd, Strata, tools_dir};
+use common::{Etcd, Prometheus3, Strata, http, tools_dir};
+use serde_json::Value as Json;
 
 const TENANT: &str = "compliance";
+
+/// Cases where Strata answers another status than Prometheus 3.16, on
+/// purpose.
+const STATUS_DIFFERENCES: &[(&str, &str)] = &[
+    (
+        "TestBadContentTypes/",
+        "the spec says 415 Unsupported Media Type; Prometheus answers 400",
+    ),
+    (
+        "TestEdgeCaseCombinations/metadata_without_data",
+        "metadata without samples is stored, as Cortex and Mimir do and the suite expects; Prometheus refuses the series",
+    ),
+];
 
 /// The suite's test binary, built by tests/install-deps.sh.
 fn suite_binary() -> PathBuf {
@@ -50,6 +64,8 @@ struct Case {
     outcome: Outcome,
     /// What the suite logged for the case (status, assertion messages).
     log: Vec<String>,
+    /// The HTTP status the receiver answered.
+    status: Option<u16>,
 }
 
 /// Parses `go test -test.v` output: `=== ATTR name key value` lines tag
@@ -124,12 +140,19 @@ fn parse_suite_output(text: &str) -> Vec<Case> {
         let (case, receiver) = name
             .rsplit_once('/')
             .map_or((name.as_str(), ""), |(c, r)| (c, r));
+        let log = logs.remove(*name).unwrap_or_default();
+        let status = log.iter().find_map(|line| {
+            line.strip_prefix("main_test.go:170: Response code from ")
+                .and_then(|rest| rest.rsplit(' ').next())
+                .and_then(|code| code.parse().ok())
+        });
         cases.push(Case {
             name: case.to_string(),
             receiver: receiver.to_string(),
             level,
             outcome: results[*name],
-            log: logs.remove(*name).unwrap_or_default(),
+            log,
+            status,
         });
     }
     cases
@@ -270,6 +293,7 @@ fn suite_output_is_parsed_into_tagged_cases() {
     assert_eq!(cases[0].level.as_deref(), Some("MUST"));
     assert_eq!(cases[0].outcome, Outcome::Fail);
     assert_eq!(cases[0].log.len(), 1);
+    assert_eq!(cases[0].status, Some(204));
     assert_eq!(cases[1].name, "TestB/x_returns_204");
     assert_eq!(cases[1].level.as_deref(), Some("SHOULD"));
     assert_eq!(cases[1].outcome, Outcome::Pass);
@@ -323,4 +347,265 @@ async fn three_ingesters_on_etcd_pass_every_must_and_should() -> Result<()> {
     .await?;
     println!("rw-compliance [3 ingesters, RF=3, etcd] suite ran in {elapsed:.1?}");
     check("3 ingesters, RF=3, etcd", &cases, "strata")
+}
+
+/// `GET url` with the tenant header; the `data` of a success answer.
+async fn api_data(url: &str, params: &[(&str, String)]) -> Result<Json> {
+    let response = http()
+        .get(url)
+        .query(params)
+        .header("X-Scope-OrgID", TENANT)
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Json = response.json().await?;
+    ensure!(
+        status == 200 && body["status"] == "success",
+        "{url}: {status} {body}"
+    );
+    Ok(body["data"].clone())
+}
+
+/// Numbers as their f64 text, recursively, so that `1.5` and `1.50`
+/// compare equal.
+fn normalise(v: &Json) -> Json {
+    match v {
+        Json::Number(n) => Json::String(format!("{}", n.as_f64().unwrap_or(f64::NAN))),
+        Json::Array(items) => Json::Array(items.iter().map(normalise).collect()),
+        Json::Object(map) => {
+            Json::Object(map.iter().map(|(k, v)| (k.clone(), normalise(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// Where two values first differ, as `path: a != b`.
+fn first_difference(path: &str, a: &Json, b: &Json) -> Option<String> {
+    match (a, b) {
+        (Json::Array(x), Json::Array(y)) => {
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                if let Some(d) = first_difference(&format!("{path}[{i}]"), x, y) {
+                    return Some(d);
+                }
+            }
+            (x.len() != y.len()).then(|| format!("{path}: {} != {} items", x.len(), y.len()))
+        }
+        (Json::Object(x), Json::Object(y)) => {
+            for (k, v) in x {
+                match y.get(k) {
+                    Some(w) => {
+                        if let Some(d) = first_difference(&format!("{path}.{k}"), v, w) {
+                            return Some(d);
+                        }
+                    }
+                    None => return Some(format!("{path}.{k}: only in Prometheus")),
+                }
+            }
+            y.keys()
+                .find(|k| !x.contains_key(*k))
+                .map(|k| format!("{path}.{k}: only in Strata"))
+        }
+        _ => (a != b).then(|| format!("{path}: Prometheus {a} != Strata {b}")),
+    }
+}
+
+/// Differences between two answers, as readable lines (empty: equal):
+/// items (series) are paired by `key` (their labels) and the first
+/// difference of each pair is named.
+fn differences(what: &str, key: &str, prometheus: &Json, strata: &Json) -> Vec<String> {
+    let by_key = |v: &Json| -> BTreeMap<String, Json> {
+        let items = match v {
+            Json::Array(items) => items.clone(),
+            other => vec![other.clone()],
+        };
+        items
+            .iter()
+            .map(|item| {
+                let k = if key.is_empty() { item } else { &item[key] };
+                (k.to_string(), normalise(item))
+            })
+            .collect()
+    };
+    let (p, s) = (by_key(prometheus), by_key(strata));
+    let mut out = Vec::new();
+    for (k, item) in &p {
+        match s.get(k) {
+            None => out.push(format!("{what} {k}: only in Prometheus")),
+            Some(other) => {
+                if let Some(d) = first_difference("", item, other) {
+                    out.push(format!("{what} {k}: {d}"));
+                }
+            }
+        }
+    }
+    for k in s.keys().filter(|k| !p.contains_key(*k)) {
+        out.push(format!("{what} {k}: only in Strata"));
+    }
+    out
+}
+
+/// The suite writes every case to Strata and to Prometheus 3.16 (with
+/// exemplar storage) with the same bodies; then both are read back through
+/// the HTTP API and must answer the same exemplars, series, samples and
+/// native histograms, and metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_suite_wrote_reads_back_as_from_prometheus() -> Result<()> {
+    let mut strata = Strata::spawn("strata", &["--ring.replication-factor=1".to_string()])?;
+    let (ready, prometheus) = tokio::join!(
+        strata.wait_ready(),
+        Prometheus3::start(&[
+            "--enable-feature=exemplar-storage",
+            "--web.enable-remote-write-receiver",
+        ])
+    );
+    ready?;
+    let prometheus = prometheus?;
+    let before = common::rw::now_ms();
+    let (cases, _) = run_suite(&[
+        Receiver {
+            name: "strata".into(),
+            url: strata.url("/api/v1/push"),
+            tenant: TENANT.into(),
+        },
+        Receiver {
+            name: "prometheus".into(),
+            url: prometheus.url("/api/v1/write"),
+            tenant: TENANT.into(),
+        },
+    ])
+    .await?;
+    println!(
+        "rw-compliance [reference] {}",
+        summary(&cases, "prometheus")
+    );
+    check("single process, beside Prometheus", &cases, "strata")?;
+    // The suite takes any 4xx where it hopes for 204: the statuses are
+    // compared with the reference's too.
+    let mut statuses = Vec::new();
+    let mut unexplained = Vec::new();
+    for case in cases.iter().filter(|c| c.receiver == "strata") {
+        let reference = cases
+            .iter()
+            .find(|c| c.receiver == "prometheus" && c.name == case.name)
+            .and_then(|c| c.status);
+        if case.status != reference {
+            let why = STATUS_DIFFERENCES
+                .iter()
+                .find(|(prefix, _)| case.name.starts_with(prefix))
+                .map(|(_, why)| *why);
+            let line = format!(
+                "{}: Strata {:?}, Prometheus {:?} ({})",
+                case.name,
+                case.status,
+                reference,
+                why.unwrap_or("unexplained")
+            );
+            if why.is_none() {
+                unexplained.push(line.clone());
+            }
+            statuses.push(line);
+        }
+    }
+    println!(
+        "rw-compliance statuses differing from Prometheus 3.16: {}",
+        statuses.len()
+    );
+    for line in &statuses {
+        println!("  {line}");
+    }
+    ensure!(
+        unexplained.is_empty(),
+        "statuses differ from Prometheus 3.16: {unexplained:#?}"
+    );
+
+    let after = common::rw::now_ms();
+    // The suite's timestamps reach two hours back (created timestamps) and
+    // a few seconds ahead.
+    let (start, end) = (before - 3 * 3_600_000, after + 60_000);
+    let seconds = |ms: i64| format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
+    let all = r#"{__name__=~".+"}"#.to_string();
+    let mut diffs = Vec::new();
+    let mut compared = Vec::new();
+    // (what, the key pairing items, path, parameters)
+    type Query<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, String)>);
+    let queries: Vec<Query> = vec![
+        (
+            "exemplars",
+            "seriesLabels",
+            "/api/v1/query_exemplars",
+            vec![
+                ("query", all.clone()),
+                ("start", seconds(start)),
+                ("end", seconds(end)),
+            ],
+        ),
+        (
+            "series",
+            "",
+            "/api/v1/series",
+            vec![
+                ("match[]", all.clone()),
+                ("start", seconds(start)),
+                ("end", seconds(end)),
+            ],
+        ),
+        (
+            "samples and histograms",
+            "metric",
+            "/api/v1/query",
+            vec![("query", format!("{all}[4h]")), ("time", seconds(end))],
+        ),
+    ];
+    for (what, key, path, params) in &queries {
+        let p = api_data(&prometheus.url(path), params).await?;
+        let s = api_data(&strata.url(path), params).await?;
+        let count = |v: &Json| match v {
+            Json::Array(a) => a.len(),
+            Json::Object(o) => o
+                .get("result")
+                .and_then(Json::as_array)
+                .map_or(o.len(), Vec::len),
+            _ => 0,
+        };
+        compared.push(format!(
+            "{what}: {} (Prometheus) / {} (Strata)",
+            count(&p),
+            count(&s)
+        ));
+        let (p, s) = if *what == "samples and histograms" {
+            (p["result"].clone(), s["result"].clone())
+        } else {
+            (p, s)
+        };
+        diffs.extend(differences(what, key, &p, &s));
+    }
+    // Prometheus serves only scraped metadata from /api/v1/metadata, not
+    // remote-written: Strata's is checked against what the suite sent
+    // (TestManySamples' fifty counter families).
+    let metadata = api_data(&strata.url("/api/v1/metadata"), &[]).await?;
+    for i in 0..50 {
+        let want = serde_json::json!([{
+            "type": "counter",
+            "help": format!("Counter metric number {i}"),
+            "unit": "count",
+        }]);
+        let got = &metadata[format!("counter_metric_{i}")];
+        if *got != want {
+            diffs.push(format!("metadata counter_metric_{i}: {got} != sent {want}"));
+        }
+    }
+    compared.push(format!(
+        "metadata: {} families (Strata)",
+        metadata.as_object().map_or(0, |m| m.len())
+    ));
+    println!("rw-compliance readback compared: {}", compared.join(", "));
+    for diff in &diffs {
+        println!("  {diff}");
+    }
+    ensure!(
+        diffs.is_empty(),
+        "{} differences between Strata and Prometheus 3.16",
+        diffs.len()
+    );
+    Ok(())
 }

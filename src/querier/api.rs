@@ -62,7 +62,9 @@ fn success(data: Json) -> Json {
     json!({"status": "success", "data": data})
 }
 
-/// A float as Prometheus writes sample values.
+/// A float as Prometheus writes sample values (`util/jsonutil`
+/// `MarshalFloat`): Go's shortest `'f'` format, or `'e'` (two exponent
+/// digits at least, signed) below 1e-6 and from 1e21 on.
 pub fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".to_string()
@@ -70,6 +72,18 @@ pub fn format_value(v: f64) -> String {
         "+Inf".to_string()
     } else if v == f64::NEG_INFINITY {
         "-Inf".to_string()
+    } else if v != 0.0 && (v.abs() < 1e-6 || v.abs() >= 1e21) {
+        let text = format!("{v:e}");
+        match text.split_once('e') {
+            Some((mantissa, exponent)) => {
+                let (sign, digits) = match exponent.strip_prefix('-') {
+                    Some(digits) => ('-', digits),
+                    None => ('+', exponent),
+                };
+                format!("{mantissa}e{sign}{digits:0>2}")
+            }
+            None => text,
+        }
     } else {
         format!("{v}")
     }
@@ -93,22 +107,32 @@ fn metric(labels: &Labels) -> Json {
 
 /// A native histogram as Prometheus writes it (`util/jsonutil`
 /// `MarshalHistogram`): count, sum and the populated buckets as
-/// `[boundary_rule, lower, upper, count]`, where the rule is 0 for
-/// `(lower, upper]` (positive and custom buckets), 1 for `[lower, upper)`
-/// (negative buckets) and 3 for `[lower, upper]` (the zero bucket). Without
-/// populated buckets the `buckets` field is left out.
+/// `[boundary_rule, lower, upper, count]`, where the rule says which ends
+/// are inclusive (Prometheus's `Bucket.LowerInclusive`/`UpperInclusive`):
+/// 0 `(lower, upper]` (positive buckets, custom buckets but the first),
+/// 1 `[lower, upper)` (negative buckets), 3 `[lower, upper]` (the zero
+/// bucket, and the first custom bucket, from -Inf). Without populated
+/// buckets the `buckets` field is left out.
 pub fn histogram_json(h: &FloatHistogram) -> Json {
+    let custom = h.uses_custom_buckets();
     let buckets: Vec<Json> = h
         .all_buckets()
         .into_iter()
         .filter(|b| b.count != 0.0)
         .map(|b| {
-            let rule = if b.lower < 0.0 && b.upper > 0.0 && !h.uses_custom_buckets() {
-                3
-            } else if b.upper <= 0.0 && !h.uses_custom_buckets() {
-                1
+            let (lower_inclusive, upper_inclusive) = if custom {
+                (b.lower == f64::NEG_INFINITY, true)
+            } else if b.lower <= 0.0 && b.upper >= 0.0 {
+                // The zero bucket: the only one spanning zero.
+                (true, true)
             } else {
-                0
+                (b.lower < 0.0, b.upper > 0.0)
+            };
+            let rule = match (lower_inclusive, upper_inclusive) {
+                (true, true) => 3,
+                (true, false) => 1,
+                (false, true) => 0,
+                (false, false) => 2,
             };
             json!([
                 rule,
@@ -538,6 +562,24 @@ mod tests {
     }
 
     #[test]
+    fn floats_are_written_as_go_writes_them() {
+        for (v, text) in [
+            (1e-10, "1e-10"),
+            (1.5e-7, "1.5e-07"),
+            (-2.5e-300, "-2.5e-300"),
+            (1e21, "1e+21"),
+            (1e-6, "0.000001"),
+            (1e20, "100000000000000000000"),
+            (-123.456, "-123.456"),
+            (0.0, "0"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            assert_eq!(format_value(v), text, "{v}");
+        }
+    }
+
+    #[test]
     fn histograms_are_written_as_prometheus_writes_them() {
         // What Prometheus 3.x answers for this histogram (json_codec.go).
         let want: Json = serde_json::from_str(
@@ -562,7 +604,9 @@ mod tests {
             ..FloatHistogram::default()
         };
         let want: Json = serde_json::from_str(
-            r#"{"count":"3","sum":"4","buckets":[[0,"-Inf","1","1"],[0,"2","+Inf","2"]]}"#,
+            // Prometheus 3.16 (model/histogram/generic.go): the first custom
+            // bucket is inclusive at both ends.
+            r#"{"count":"3","sum":"4","buckets":[[3,"-Inf","1","1"],[0,"2","+Inf","2"]]}"#,
         )
         .expect("valid JSON");
         assert_eq!(histogram_json(&custom), want);
