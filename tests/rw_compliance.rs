@@ -346,7 +346,29 @@ async fn three_ingesters_on_etcd_pass_every_must_and_should() -> Result<()> {
     }])
     .await?;
     println!("rw-compliance [3 ingesters, RF=3, etcd] suite ran in {elapsed:.1?}");
-    check("3 ingesters, RF=3, etcd", &cases, "strata")
+    check("3 ingesters, RF=3, etcd", &cases, "strata")?;
+
+    // Every exemplar is on three ingesters: the querier answers each once.
+    let data = api_data(
+        &front.url("/api/v1/query_exemplars"),
+        &[("query", r#"{__name__=~".+"}"#.to_string())],
+    )
+    .await?;
+    let mut total = 0;
+    for series in data.as_array().into_iter().flatten() {
+        let exemplars = series["exemplars"].as_array().cloned().unwrap_or_default();
+        total += exemplars.len();
+        for pair in exemplars.windows(2) {
+            ensure!(
+                pair[0] != pair[1],
+                "replicas' copies merged: {}",
+                series["seriesLabels"]
+            );
+        }
+    }
+    println!("rw-compliance [3 ingesters, RF=3, etcd] query_exemplars: {total} exemplars");
+    ensure!(total > 100, "the suite's exemplars are read back: {total}");
+    Ok(())
 }
 
 /// `GET url` with the tenant header; the `data` of a success answer.
@@ -540,6 +562,30 @@ async fn what_the_suite_wrote_reads_back_as_from_prometheus() -> Result<()> {
             ],
         ),
         (
+            "exemplars of an expression",
+            "seriesLabels",
+            "/api/v1/query_exemplars",
+            vec![
+                (
+                    "query",
+                    r#"sum(rate(http_requests_total{job="api"}[5m])) / on() count(latency_hist) + test_metric"#
+                        .to_string(),
+                ),
+                ("start", seconds(start)),
+                ("end", seconds(end)),
+            ],
+        ),
+        (
+            "exemplars in a window",
+            "seriesLabels",
+            "/api/v1/query_exemplars",
+            vec![
+                ("query", all.clone()),
+                ("start", seconds(before - 2 * 3_600_000)),
+                ("end", seconds(before - 5 * 60_000)),
+            ],
+        ),
+        (
             "series",
             "",
             "/api/v1/series",
@@ -578,6 +624,27 @@ async fn what_the_suite_wrote_reads_back_as_from_prometheus() -> Result<()> {
             (p, s)
         };
         diffs.extend(differences(what, key, &p, &s));
+    }
+    // A bad range is refused alike.
+    for url in [
+        prometheus.url("/api/v1/query_exemplars"),
+        strata.url("/api/v1/query_exemplars"),
+    ] {
+        let response = http()
+            .get(&url)
+            .query(&[
+                ("query", all.clone()),
+                ("start", "20".into()),
+                ("end", "10".into()),
+            ])
+            .header("X-Scope-OrgID", TENANT)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Json = response.json().await?;
+        if status != 400 || body["errorType"] != "bad_data" {
+            diffs.push(format!("{url} with end before start: {status} {body}"));
+        }
     }
     // Prometheus serves only scraped metadata from /api/v1/metadata, not
     // remote-written: Strata's is checked against what the suite sent

@@ -13,26 +13,11 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value as Json;
 
 use common::rw::{self, now_ms};
-use common::{Cassandra, Strata, http};
+use common::{Cassandra, Strata, http, metric};
 
 const TENANT: &str = "team-a";
 const SERIES: usize = 20;
 const STEP_MS: i64 = 15_000;
-
-/// One metric's value from `/metrics` (0 when absent).
-async fn metric(strata: &Strata, name: &str) -> Result<f64> {
-    let text = http()
-        .get(strata.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
 
 /// Pushes samples `[from, to)` every 15 s of every series.
 async fn push(strata: &Strata, from: i64, to: i64) -> Result<usize> {

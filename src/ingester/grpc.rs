@@ -118,6 +118,12 @@ impl Ingester for IngesterService {
         match push(sequencer, head, request.timeseries, limits).await {
             Ok(applied) => {
                 self.state.samples_appended.inc_by(applied.samples_appended);
+                self.state
+                    .exemplars_appended
+                    .inc_by(applied.exemplars_appended);
+                self.state
+                    .exemplars_rejected
+                    .inc_by(applied.exemplars_rejected);
                 for (reason, count) in &applied.discarded {
                     self.state.discarded.add(tenant.as_str(), *reason, *count);
                 }

@@ -167,6 +167,8 @@ pub(crate) struct State {
     inflight: Semaphore,
     accepting: AtomicBool,
     samples_appended: Counter,
+    exemplars_appended: Counter,
+    exemplars_rejected: Counter,
     progress: ReplayProgress,
     replaying: AtomicBool,
     flusher: Option<Arc<Flusher>>,
@@ -216,6 +218,8 @@ impl Ingester {
             inflight: Semaphore::new(config.max_inflight_push_requests),
             accepting: AtomicBool::new(false),
             samples_appended: Counter::default(),
+            exemplars_appended: Counter::default(),
+            exemplars_rejected: Counter::default(),
             progress: ReplayProgress::default(),
             replaying: AtomicBool::new(false),
             flush_on_stop: AtomicBool::new(config.flush.flush_on_shutdown),
@@ -230,6 +234,16 @@ impl Ingester {
                 "strata_ingester_samples_appended",
                 "Samples appended to the in-memory heads (after the WAL).",
                 state.samples_appended.clone(),
+            );
+            registry.register(
+                "strata_ingester_exemplars_appended",
+                "Exemplars stored in the tenants' exemplar buffers (after the WAL); a duplicate of a series' newest counts.",
+                state.exemplars_appended.clone(),
+            );
+            registry.register(
+                "strata_ingester_exemplars_rejected",
+                "Exemplars not stored: out of order, invalid, of a refused series, or with exemplars off for the tenant.",
+                state.exemplars_rejected.clone(),
             );
             registry.register(
                 "strata_ingester_wal_replay_duration_seconds",

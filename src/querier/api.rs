@@ -463,7 +463,8 @@ async fn exemplars(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
-) -> Result<axum::Json<Json>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let params = params(&method, &headers, &raw, &body);
     let start = time_param(&params, "start", i64::MIN / 2)?;
     let end = time_param(&params, "end", i64::MAX / 2)?;
@@ -475,7 +476,9 @@ async fn exemplars(
     let query = params.get("query").unwrap_or("");
     let selectors = query_selectors(query).map_err(ApiError::bad_data)?;
     if selectors.is_empty() {
-        return Ok(axum::Json(success(Json::Null)));
+        // Prometheus answers a query without series selectors with no
+        // content at all.
+        return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
     }
     let found = state
         .querier
@@ -507,7 +510,7 @@ async fn exemplars(
             })
         })
         .collect();
-    Ok(axum::Json(success(Json::Array(data))))
+    Ok(axum::Json(success(Json::Array(data))).into_response())
 }
 
 async fn buildinfo() -> axum::Json<Json> {

@@ -341,6 +341,22 @@ impl Strata {
     }
 }
 
+/// One metric's value from a process's `/metrics` (the sum of its series;
+/// 0 when absent).
+pub async fn metric(strata: &Strata, name: &str) -> Result<f64> {
+    let text = http()
+        .get(strata.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 /// Remote-write helpers: build, encode and send requests; read back series
 /// straight from an ingester over gRPC.
 pub mod rw {
@@ -353,6 +369,17 @@ pub mod rw {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
+    }
+
+    /// Proto labels from pairs, in the order given.
+    pub fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
+        pairs
+            .iter()
+            .map(|(n, v)| Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect()
     }
 
     /// A series; labels are given sorted by name.
