@@ -146,6 +146,8 @@ async fn exemplars_are_stored_per_tenant_in_order_and_survive_a_restart() -> Res
         exemplars(&strata, "team-a").await? == kept,
         "the newest four"
     );
+    let in_memory = r#"strata_ingester_exemplars_in_memory{tenant="team-a"}"#;
+    ensure!(metric(&strata, in_memory).await? == 4.0);
 
     // kill -9 and restart on the same WAL: the same exemplars.
     strata.guard.kill9();

@@ -538,6 +538,16 @@ impl Collector for HeadsCollector {
                 .encode(family.encode_family(&[("tenant", tenant.as_str())])?)?;
         }
         let mut family = encoder.encode_descriptor(
+            "strata_ingester_exemplars_in_memory",
+            "Exemplars in the tenant's exemplar buffer (at most limits.max_global_exemplars_per_user).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (tenant, head, _) in &estimates {
+            ConstGauge::new(head.exemplars.lock().len() as i64)
+                .encode(family.encode_family(&[("tenant", tenant.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
             "strata_ingester_memory_series_bytes",
             "Estimated memory of the in-memory series (labels, index, chunks), per tenant.",
             None,
