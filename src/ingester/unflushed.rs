@@ -232,5 +232,28 @@ mod tests {
         // Another tenant's records are kept whole.
         let other = global_ref(9, crate::ingester::head::SeriesRef(1));
         assert!(w.keep(&samples_record(&[(other, 1)])).is_some());
+
+        // Exemplars stay as samples do: above their series' watermark.
+        let exemplar = |series_ref: u64, t: i64| ExemplarRecord {
+            series_ref,
+            t,
+            v: 1.0,
+            labels: vec![("trace_id".to_string(), format!("{t}"))],
+        };
+        let mut rec = Vec::new();
+        encode_exemplars(
+            &[
+                exemplar(g(1), 2000),
+                exemplar(g(1), 3000),
+                exemplar(g(2), 1000),
+                exemplar(g(3), 1000),
+            ],
+            &mut rec,
+        );
+        let kept = w.keep(&rec).expect("some exemplars stay");
+        let Ok(Record::Exemplars(kept)) = decode(&kept) else {
+            panic!("an exemplars record");
+        };
+        assert_eq!(kept, vec![exemplar(g(1), 3000), exemplar(g(3), 1000)]);
     }
 }
