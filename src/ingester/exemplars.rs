@@ -21,6 +21,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::model::{Labels, Matcher};
 
@@ -103,8 +104,9 @@ pub enum Added {
 
 struct Slot {
     exemplar: Exemplar,
-    /// The series' labels: the key of its index entry.
-    series: Labels,
+    /// The series' labels, shared with its index entry's key (one copy a
+    /// series, as Prometheus's slots point at their index entry).
+    series: Arc<Labels>,
     /// The next (newer) slot of the same series.
     next: Option<usize>,
 }
@@ -130,7 +132,7 @@ pub struct ExemplarStorage {
     capacity: usize,
     /// The slot the next exemplar goes to once `slots` is full.
     next: usize,
-    index: HashMap<Labels, IndexEntry>,
+    index: HashMap<Arc<Labels>, IndexEntry>,
     out_of_order: u64,
 }
 
@@ -189,15 +191,19 @@ impl ExemplarStorage {
                 });
             }
         }
+        let series = match self.index.get_key_value(series) {
+            Some((key, _)) => Arc::clone(key),
+            None => Arc::new(series.clone()),
+        };
         self.push(series, exemplar);
         Ok(Added::Stored)
     }
 
     /// Appends after the series' newest, evicting the oldest slot when full.
-    fn push(&mut self, series: &Labels, exemplar: Exemplar) {
+    fn push(&mut self, series: Arc<Labels>, exemplar: Exemplar) {
         let slot = Slot {
             exemplar,
-            series: series.clone(),
+            series: Arc::clone(&series),
             next: None,
         };
         let at = if self.slots.len() < self.capacity {
@@ -210,7 +216,7 @@ impl ExemplarStorage {
             self.next = (at + 1) % self.capacity;
             at
         };
-        match self.index.get_mut(series) {
+        match self.index.get_mut(&series) {
             Some(entry) => {
                 let previous = entry.newest;
                 entry.newest = at;
@@ -218,7 +224,7 @@ impl ExemplarStorage {
             }
             None => {
                 self.index.insert(
-                    series.clone(),
+                    series,
                     IndexEntry {
                         oldest: at,
                         newest: at,
@@ -240,7 +246,7 @@ impl ExemplarStorage {
                 }
             }
             None => {
-                let series = series.clone();
+                let series = Arc::clone(series);
                 self.index.remove(&series);
             }
         }
@@ -258,7 +264,7 @@ impl ExemplarStorage {
         self.capacity = capacity;
         self.next = 0;
         for slot in filled.into_iter().skip(skip) {
-            self.push(&slot.series, slot.exemplar);
+            self.push(slot.series, slot.exemplar);
         }
     }
 
@@ -299,7 +305,7 @@ impl ExemplarStorage {
             }
             if !exemplars.is_empty() {
                 out.push(SeriesExemplars {
-                    series: series.clone(),
+                    series: Labels::clone(series),
                     exemplars,
                 });
             }
@@ -451,6 +457,54 @@ mod tests {
             Err(ExemplarError::DuplicateLabelName("a".into()))
         );
         assert_eq!(validate_labels([]), Ok(()));
+    }
+
+    proptest::proptest! {
+        /// Against a model: the accepted exemplars in arrival order, the
+        /// last `capacity` of them kept, each checked against its series'
+        /// newest kept one.
+        #[test]
+        fn the_buffer_matches_a_simple_model(
+            capacity in 1usize..8,
+            adds in proptest::collection::vec((0usize..3, 0i64..12, 0u8..3), 0..60),
+        ) {
+            let mut storage = ExemplarStorage::default();
+            let mut model: std::collections::VecDeque<(usize, Exemplar)> = Default::default();
+            let names = ["a", "b", "c"];
+            for (s, t, v) in adds {
+                let e = ex("x", f64::from(v), t);
+                let newest = model.iter().rev().find(|(m, _)| *m == s).map(|(_, e)| e.clone());
+                let want = match newest {
+                    Some(n) if n.same(&e) => Ok(Added::Duplicate),
+                    Some(n) if e.order(&n) == Ordering::Less => {
+                        Err(ExemplarError::OutOfOrder { t: e.t, newest: n.t })
+                    }
+                    _ => {
+                        model.push_back((s, e.clone()));
+                        if model.len() > capacity {
+                            model.pop_front();
+                        }
+                        Ok(Added::Stored)
+                    }
+                };
+                proptest::prop_assert_eq!(storage.add(&series(names[s]), e, capacity), want);
+            }
+            for (s, name) in names.iter().enumerate() {
+                let want: Vec<(i64, f64)> = model
+                    .iter()
+                    .filter(|(m, _)| *m == s)
+                    .map(|(_, e)| (e.t, e.value))
+                    .collect();
+                let got: Vec<(i64, f64)> = storage
+                    .select(i64::MIN, i64::MAX, &all())
+                    .into_iter()
+                    .filter(|x| x.series.metric_name() == Some(name))
+                    .flat_map(|x| x.exemplars.into_iter().map(|e| (e.t, e.value)))
+                    .collect();
+                proptest::prop_assert_eq!(got, want);
+            }
+            proptest::prop_assert_eq!(storage.len(), model.len());
+        }
     }
 
     #[test]
