@@ -183,3 +183,38 @@ async fn a_limit_of_zero_turns_exemplars_off() -> Result<()> {
     ensure!(exemplars(&strata, "team-a").await?.is_empty());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_out_of_order_window_takes_older_exemplars_in_their_place() -> Result<()> {
+    let mut strata = Strata::spawn(
+        "strata",
+        &[
+            "--ring.replication-factor=1".to_string(),
+            "--limits.out-of-order-time-window=10m".to_string(),
+        ],
+    )?;
+    strata.wait_ready().await?;
+    let t = now_ms() - 60_000;
+    for (at, trace) in [
+        (t, "new"),
+        (t - 120_000, "older"),
+        (t - 20 * 60_000, "too old"),
+    ] {
+        let answer = push(&strata, "team-a", vec![with_exemplar("a", at, trace, 1.0)]).await?;
+        let refused = trace == "too old";
+        ensure!(
+            (answer.status == 400) == refused,
+            "{trace}: {} {}",
+            answer.status,
+            answer.body
+        );
+    }
+    ensure!(
+        exemplars(&strata, "team-a").await?
+            == vec![
+                ("a".into(), "older".into(), t - 120_000),
+                ("a".into(), "new".into(), t)
+            ]
+    );
+    Ok(())
+}

@@ -428,7 +428,7 @@ pub const FIELDS: &[(&str, &str)] = &[
     ),
     (
         "limits.out_of_order_time_window",
-        "Samples at most this much older than their series' newest are accepted out of order (0s: none).",
+        "Samples (and exemplars) at most this much older than their series' newest are accepted out of order (0s: none).",
     ),
     (
         "limits.max_native_histogram_buckets",

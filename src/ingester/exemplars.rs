@@ -7,13 +7,22 @@
 //! entry pointing at its oldest and newest slot, and slots of one series are
 //! chained oldest to newest, so a series' exemplars are always in order.
 //!
-//! Admission per series, as Prometheus without an out-of-order window:
+//! Admission per series, as Prometheus's (`validateExemplar`,
+//! `AddExemplar`), with the tenant's `limits.out_of_order_time_window` as
+//! its out-of-order window:
 //! * an exemplar equal to the series' newest (labels, value, timestamp) is a
 //!   duplicate: accepted without effect (a retried push);
-//! * one older than the newest, or at its timestamp but ordered before it
-//!   (by value, then labels), is refused as out of order;
+//! * one older than the newest by less than the window is put in its place
+//!   in time, unless the series has an exemplar at that timestamp already
+//!   (then it is taken for a duplicate);
+//! * one older than that, or at the newest's timestamp but ordered before
+//!   it (by value, then labels), is refused as out of order;
 //! * an exemplar whose label set is longer than 128 UTF-8 characters (names
 //!   and values) or repeats a label name is refused as invalid.
+//!
+//! A series' slots are a doubly linked list in time order; eviction frees
+//! slots in the order they were filled, which with out-of-order inserts is
+//! not always a series' oldest, so a slot is unlinked wherever it is.
 //!
 //! The storage is deterministic: the same adds in the same order with the
 //! same capacity leave the same contents, which is what makes WAL replay
@@ -107,7 +116,8 @@ struct Slot {
     /// The series' labels, shared with its index entry's key (one copy a
     /// series, as Prometheus's slots point at their index entry).
     series: Arc<Labels>,
-    /// The next (newer) slot of the same series.
+    /// The previous (older) and next (newer) slots of the same series.
+    prev: Option<usize>,
     next: Option<usize>,
 }
 
@@ -158,12 +168,14 @@ impl ExemplarStorage {
 
     /// Stores `exemplar` for the series `series`, keeping at most
     /// `capacity` exemplars in all (the tenant's limit, read on every add so
-    /// that a changed limit applies at once).
+    /// that a changed limit applies at once); `ooo_window_ms` is the
+    /// tenant's out-of-order window (0: none).
     pub fn add(
         &mut self,
         series: &Labels,
         exemplar: Exemplar,
         capacity: usize,
+        ooo_window_ms: i64,
     ) -> Result<Added, ExemplarError> {
         if capacity != self.capacity {
             self.resize(capacity);
@@ -184,11 +196,24 @@ impl ExemplarStorage {
                 return Ok(Added::Duplicate);
             }
             if exemplar.order(newest) == Ordering::Less {
-                self.out_of_order += 1;
-                return Err(ExemplarError::OutOfOrder {
-                    t: exemplar.t,
-                    newest: newest.t,
-                });
+                let within_window = ooo_window_ms > 0
+                    && exemplar.t < newest.t
+                    && exemplar.t > newest.t.saturating_sub(ooo_window_ms);
+                if !within_window {
+                    self.out_of_order += 1;
+                    return Err(ExemplarError::OutOfOrder {
+                        t: exemplar.t,
+                        newest: newest.t,
+                    });
+                }
+                // Checking value and labels too would walk every exemplar of
+                // the timestamp (Prometheus does not either).
+                if self
+                    .last_at_or_before(entry, exemplar.t)
+                    .is_some_and(|at| self.slots[at].exemplar.t == exemplar.t)
+                {
+                    return Ok(Added::Duplicate);
+                }
             }
         }
         let series = match self.index.get_key_value(series) {
@@ -199,11 +224,27 @@ impl ExemplarStorage {
         Ok(Added::Stored)
     }
 
-    /// Appends after the series' newest, evicting the oldest slot when full.
+    /// The series' newest slot at or before timestamp `t`, walking back
+    /// from its newest (out-of-order exemplars land near the end), as
+    /// Prometheus's `findInsertionIndex`.
+    fn last_at_or_before(&self, entry: IndexEntry, t: i64) -> Option<usize> {
+        let mut at = Some(entry.newest);
+        while let Some(i) = at {
+            if self.slots[i].exemplar.t <= t {
+                return Some(i);
+            }
+            at = self.slots[i].prev;
+        }
+        None
+    }
+
+    /// Stores in a free slot, or in the slot filled longest ago (unlinked
+    /// first), and links it into its series' list in time order.
     fn push(&mut self, series: Arc<Labels>, exemplar: Exemplar) {
         let slot = Slot {
             exemplar,
             series: Arc::clone(&series),
+            prev: None,
             next: None,
         };
         let at = if self.slots.len() < self.capacity {
@@ -211,43 +252,60 @@ impl ExemplarStorage {
             self.slots.len() - 1
         } else {
             let at = self.next;
-            self.evict(at);
+            self.unlink(at);
             self.slots[at] = slot;
             self.next = (at + 1) % self.capacity;
             at
         };
-        match self.index.get_mut(&series) {
-            Some(entry) => {
-                let previous = entry.newest;
-                entry.newest = at;
-                self.slots[previous].next = Some(at);
-            }
-            None => {
-                self.index.insert(
-                    series,
-                    IndexEntry {
-                        oldest: at,
-                        newest: at,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Unlinks the exemplar in slot `at`, always the oldest of its series
-    /// (slots are overwritten in the order they were filled).
-    fn evict(&mut self, at: usize) {
-        let series = &self.slots[at].series;
-        let next = self.slots[at].next;
-        match next {
-            Some(next) => {
-                if let Some(entry) = self.index.get_mut(series) {
-                    entry.oldest = next;
+        let Some(entry) = self.index.get(&series).copied() else {
+            self.index.insert(
+                series,
+                IndexEntry {
+                    oldest: at,
+                    newest: at,
+                },
+            );
+            return;
+        };
+        let mut entry = entry;
+        match self.last_at_or_before(entry, self.slots[at].exemplar.t) {
+            Some(before) => {
+                let after = self.slots[before].next;
+                self.slots[at].prev = Some(before);
+                self.slots[at].next = after;
+                self.slots[before].next = Some(at);
+                match after {
+                    Some(after) => self.slots[after].prev = Some(at),
+                    None => entry.newest = at,
                 }
             }
             None => {
-                let series = Arc::clone(series);
-                self.index.remove(&series);
+                self.slots[at].next = Some(entry.oldest);
+                self.slots[entry.oldest].prev = Some(at);
+                entry.oldest = at;
+            }
+        }
+        self.index.insert(series, entry);
+    }
+
+    /// Takes the slot `at` out of its series' list; the series leaves the
+    /// index with its last exemplar.
+    fn unlink(&mut self, at: usize) {
+        let (prev, next) = (self.slots[at].prev, self.slots[at].next);
+        if let Some(prev) = prev {
+            self.slots[prev].next = next;
+        }
+        if let Some(next) = next {
+            self.slots[next].prev = prev;
+        }
+        let series = Arc::clone(&self.slots[at].series);
+        if prev.is_none() && next.is_none() {
+            self.index.remove(&series);
+        } else if let Some(entry) = self.index.get_mut(&series) {
+            match (prev, next) {
+                (None, Some(next)) => entry.oldest = next,
+                (Some(prev), None) => entry.newest = prev,
+                _ => {}
             }
         }
     }
@@ -352,28 +410,56 @@ mod tests {
         let mut s = ExemplarStorage::default();
         let a = series("a");
         let b = series("b");
-        assert_eq!(s.add(&a, ex("1", 1.0, 10), 10), Ok(Added::Stored));
-        assert_eq!(s.add(&a, ex("2", 2.0, 20), 10), Ok(Added::Stored));
+        assert_eq!(s.add(&a, ex("1", 1.0, 10), 10, 0), Ok(Added::Stored));
+        assert_eq!(s.add(&a, ex("2", 2.0, 20), 10, 0), Ok(Added::Stored));
         // Another series has its own order.
-        assert_eq!(s.add(&b, ex("3", 3.0, 5), 10), Ok(Added::Stored));
+        assert_eq!(s.add(&b, ex("3", 3.0, 5), 10, 0), Ok(Added::Stored));
         assert_eq!(
-            s.add(&a, ex("4", 4.0, 15), 10),
+            s.add(&a, ex("4", 4.0, 15), 10, 0),
             Err(ExemplarError::OutOfOrder { t: 15, newest: 20 })
         );
         // Same timestamp: ordered by value, then labels.
-        assert!(s.add(&a, ex("5", 1.5, 20), 10).is_err());
-        assert_eq!(s.add(&a, ex("5", 2.5, 20), 10), Ok(Added::Stored));
+        assert!(s.add(&a, ex("5", 1.5, 20), 10, 0).is_err());
+        assert_eq!(s.add(&a, ex("5", 2.5, 20), 10, 0), Ok(Added::Stored));
         assert_eq!(s.out_of_order_total(), 2);
         assert_eq!(times(&s, "a"), vec![10, 20, 20]);
         assert_eq!(times(&s, "b"), vec![5]);
     }
 
     #[test]
+    fn inside_the_window_older_exemplars_take_their_place_in_time() {
+        let mut s = ExemplarStorage::default();
+        let a = series("a");
+        s.add(&a, ex("1", 1.0, 100), 10, 50).expect("stored");
+        s.add(&a, ex("2", 1.0, 200), 10, 50).expect("stored");
+        assert_eq!(s.add(&a, ex("3", 1.0, 170), 10, 50), Ok(Added::Stored));
+        assert_eq!(s.add(&a, ex("4", 1.0, 170), 10, 50), Ok(Added::Duplicate));
+        assert!(matches!(
+            s.add(&a, ex("5", 1.0, 150), 10, 50),
+            Err(ExemplarError::OutOfOrder { .. })
+        ));
+        assert_eq!(times(&s, "a"), vec![100, 170, 200]);
+        // Eviction goes by arrival: 100 first, then 200, not the oldest in time.
+        for (i, t) in [210, 220, 230, 240, 250, 260, 270, 280]
+            .into_iter()
+            .enumerate()
+        {
+            s.add(&a, ex(&i.to_string(), 1.0, t), 10, 50)
+                .expect("stored");
+        }
+        s.add(&a, ex("x", 1.0, 290), 10, 50).expect("stored");
+        assert_eq!(times(&s, "a")[..3], [170, 210, 220]);
+    }
+
+    #[test]
     fn a_duplicate_of_the_newest_changes_nothing() {
         let mut s = ExemplarStorage::default();
         let a = series("a");
-        assert_eq!(s.add(&a, ex("1", f64::NAN, 10), 10), Ok(Added::Stored));
-        assert_eq!(s.add(&a, ex("1", f64::NAN, 10), 10), Ok(Added::Duplicate));
+        assert_eq!(s.add(&a, ex("1", f64::NAN, 10), 10, 0), Ok(Added::Stored));
+        assert_eq!(
+            s.add(&a, ex("1", f64::NAN, 10), 10, 0),
+            Ok(Added::Duplicate)
+        );
         assert_eq!(s.len(), 1);
         assert_eq!(s.out_of_order_total(), 0);
     }
@@ -383,20 +469,20 @@ mod tests {
         let mut s = ExemplarStorage::default();
         let (a, b) = (series("a"), series("b"));
         for t in 0..3 {
-            s.add(&a, ex("a", 1.0, t), 4).expect("stored");
+            s.add(&a, ex("a", 1.0, t), 4, 0).expect("stored");
         }
         for t in 0..3 {
-            s.add(&b, ex("b", 1.0, 100 + t), 4).expect("stored");
+            s.add(&b, ex("b", 1.0, 100 + t), 4, 0).expect("stored");
         }
         // Six adds into four slots: a's two oldest are gone.
         assert_eq!(s.len(), 4);
         assert_eq!(times(&s, "a"), vec![2]);
         assert_eq!(times(&s, "b"), vec![100, 101, 102]);
-        s.add(&b, ex("b", 1.0, 103), 4).expect("stored");
+        s.add(&b, ex("b", 1.0, 103), 4, 0).expect("stored");
         assert_eq!(times(&s, "a"), Vec::<i64>::new());
         assert_eq!(s.series(), 1);
         // a starts afresh: an old timestamp is in order for an empty series.
-        assert_eq!(s.add(&a, ex("a", 1.0, 0), 4), Ok(Added::Stored));
+        assert_eq!(s.add(&a, ex("a", 1.0, 0), 4, 0), Ok(Added::Stored));
     }
 
     #[test]
@@ -404,15 +490,18 @@ mod tests {
         let mut s = ExemplarStorage::default();
         let a = series("a");
         for t in 0..10 {
-            s.add(&a, ex("a", 1.0, t), 6).expect("stored");
+            s.add(&a, ex("a", 1.0, t), 6, 0).expect("stored");
         }
         assert_eq!(times(&s, "a"), vec![4, 5, 6, 7, 8, 9]);
-        s.add(&a, ex("a", 1.0, 10), 3).expect("stored");
+        s.add(&a, ex("a", 1.0, 10), 3, 0).expect("stored");
         assert_eq!(times(&s, "a"), vec![8, 9, 10]);
-        s.add(&a, ex("a", 1.0, 11), 5).expect("stored");
-        s.add(&a, ex("a", 1.0, 12), 5).expect("stored");
+        s.add(&a, ex("a", 1.0, 11), 5, 0).expect("stored");
+        s.add(&a, ex("a", 1.0, 12), 5, 0).expect("stored");
         assert_eq!(times(&s, "a"), vec![8, 9, 10, 11, 12]);
-        assert_eq!(s.add(&a, ex("a", 1.0, 13), 0), Err(ExemplarError::Disabled));
+        assert_eq!(
+            s.add(&a, ex("a", 1.0, 13), 0, 0),
+            Err(ExemplarError::Disabled)
+        );
         assert!(s.is_empty());
     }
 
@@ -421,8 +510,8 @@ mod tests {
         let mut s = ExemplarStorage::default();
         let (a, b) = (series("a"), series("b"));
         for t in [10, 20, 30] {
-            s.add(&a, ex("a", 1.0, t), 100).expect("stored");
-            s.add(&b, ex("b", 1.0, t), 100).expect("stored");
+            s.add(&a, ex("a", 1.0, t), 100, 0).expect("stored");
+            s.add(&b, ex("b", 1.0, t), 100, 0).expect("stored");
         }
         let only_b = vec![vec![Matcher::equal("__name__", "b")]];
         let got = s.select(15, 30, &only_b);
@@ -461,11 +550,13 @@ mod tests {
 
     proptest::proptest! {
         /// Against a model: the accepted exemplars in arrival order, the
-        /// last `capacity` of them kept, each checked against its series'
-        /// newest kept one.
+        /// last `capacity` of them kept; each checked against its series'
+        /// kept ones (newest by order; with a window, any at its
+        /// timestamp); a series' exemplars answered in order.
         #[test]
         fn the_buffer_matches_a_simple_model(
             capacity in 1usize..8,
+            window in proptest::prop_oneof![proptest::strategy::Just(0i64), 1i64..8],
             adds in proptest::collection::vec((0usize..3, 0i64..12, 0u8..3), 0..60),
         ) {
             let mut storage = ExemplarStorage::default();
@@ -473,12 +564,20 @@ mod tests {
             let names = ["a", "b", "c"];
             for (s, t, v) in adds {
                 let e = ex("x", f64::from(v), t);
-                let newest = model.iter().rev().find(|(m, _)| *m == s).map(|(_, e)| e.clone());
+                let newest = model
+                    .iter()
+                    .filter(|(m, _)| *m == s)
+                    .map(|(_, e)| e.clone())
+                    .max_by(|a, b| a.order(b));
+                let same_t = model.iter().any(|(m, k)| *m == s && k.t == t);
                 let want = match newest {
                     Some(n) if n.same(&e) => Ok(Added::Duplicate),
-                    Some(n) if e.order(&n) == Ordering::Less => {
+                    Some(n) if e.order(&n) == Ordering::Less
+                        && !(window > 0 && e.t < n.t && e.t > n.t - window) =>
+                    {
                         Err(ExemplarError::OutOfOrder { t: e.t, newest: n.t })
                     }
+                    Some(n) if e.order(&n) == Ordering::Less && same_t => Ok(Added::Duplicate),
                     _ => {
                         model.push_back((s, e.clone()));
                         if model.len() > capacity {
@@ -487,14 +586,19 @@ mod tests {
                         Ok(Added::Stored)
                     }
                 };
-                proptest::prop_assert_eq!(storage.add(&series(names[s]), e, capacity), want);
+                proptest::prop_assert_eq!(
+                    storage.add(&series(names[s]), e, capacity, window),
+                    want
+                );
             }
             for (s, name) in names.iter().enumerate() {
-                let want: Vec<(i64, f64)> = model
+                let mut want: Vec<Exemplar> = model
                     .iter()
                     .filter(|(m, _)| *m == s)
-                    .map(|(_, e)| (e.t, e.value))
+                    .map(|(_, e)| e.clone())
                     .collect();
+                want.sort_by(|a, b| a.order(b));
+                let want: Vec<(i64, f64)> = want.iter().map(|e| (e.t, e.value)).collect();
                 let got: Vec<(i64, f64)> = storage
                     .select(i64::MIN, i64::MAX, &all())
                     .into_iter()
@@ -520,7 +624,7 @@ mod tests {
             let mut s = ExemplarStorage::default();
             let results: Vec<bool> = adds
                 .iter()
-                .map(|(l, e)| s.add(l, e.clone(), 16).is_ok())
+                .map(|(l, e)| s.add(l, e.clone(), 16, 0).is_ok())
                 .collect();
             (results, s.select(i64::MIN, i64::MAX, &all()))
         };

@@ -512,6 +512,7 @@ fn apply(
                             .map(|l| (l.name.as_str(), l.value.as_str())),
                     )
                 });
+                let ooo_window = super::head::ooo_window_ms(limits);
                 let mut storage = head.exemplars.lock();
                 for e in &series_exemplars.valid {
                     let t = e.t;
@@ -519,6 +520,7 @@ fn apply(
                         &series_labels,
                         e.clone(),
                         limits.max_global_exemplars_per_user,
+                        ooo_window,
                     ) {
                         Ok(Added::Stored | Added::Duplicate) => applied.exemplars_appended += 1,
                         Err(ExemplarError::Disabled) => applied.exemplars_rejected += 1,

@@ -188,13 +188,15 @@ pub fn replay(
                             report.exemplars_refused += 1;
                             continue;
                         };
-                        let limit = overrides.get(head.tenant()).max_global_exemplars_per_user;
+                        let limits = overrides.get(head.tenant());
+                        let limit = limits.max_global_exemplars_per_user;
+                        let window = super::head::ooo_window_ms(&limits);
                         let exemplar = Exemplar {
                             labels: Labels::from_pairs(r.labels),
                             value: r.v,
                             t: r.t,
                         };
-                        match head.exemplars.lock().add(&series, exemplar, limit) {
+                        match head.exemplars.lock().add(&series, exemplar, limit, window) {
                             Ok(_) => report.exemplars += 1,
                             Err(_) => report.exemplars_refused += 1,
                         }

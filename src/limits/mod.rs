@@ -64,7 +64,8 @@ pub struct Limits {
     /// are overwritten (0: exemplars are not stored, as in Cortex).
     pub max_global_exemplars_per_user: usize,
     /// Samples older than the newest one of their series by at most this much
-    /// are accepted out of order (0s: none).
+    /// are accepted out of order (0s: none); so are exemplars, as in
+    /// Prometheus.
     #[serde(with = "humantime_serde")]
     pub out_of_order_time_window: Duration,
     /// Most buckets (positive + negative) one native histogram sample may
