@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use common::rw::{self, now_ms, query_ingester, series};
-use common::{Etcd, Strata, eventually};
+use common::{Etcd, Strata};
 use parking_lot::Mutex;
 
 const SERIES: usize = 40;
@@ -177,24 +177,8 @@ async fn cluster(
     }
     let mut distributor = Strata::spawn("distributor", &distributor_args(etcd))?;
     distributor.wait_ready().await?;
-    wait_for_active(&distributor, 3).await?;
+    distributor.wait_active(3).await?;
     Ok((dirs, ingesters, distributor))
-}
-
-/// Waits until the distributor's ring shows `count` ACTIVE members.
-async fn wait_for_active(distributor: &Strata, count: usize) -> Result<()> {
-    eventually(
-        &format!("{count} ACTIVE ingesters"),
-        Duration::from_secs(15),
-        || async {
-            let ring = distributor.ring().await?;
-            let active = ring["members"]
-                .as_array()
-                .map(|m| m.iter().filter(|m| m["state"] == "ACTIVE").count());
-            Ok((active == Some(count)).then_some(()))
-        },
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -367,7 +351,7 @@ async fn rolling_restart_under_load_causes_no_write_error() -> Result<()> {
         ensure!(status.success(), "{id} exits 0 on SIGTERM");
         let mut back = Strata::spawn_in(id, dirs[i].path(), &ingester_args(&etcd, id))?;
         back.wait_ready().await?;
-        wait_for_active(&distributor, 3).await?;
+        distributor.wait_active(3).await?;
         ingesters[i] = back;
     }
     tokio::time::sleep(Duration::from_millis(700)).await;

@@ -59,6 +59,27 @@ if [ ! -x "$tools/prometheus-3.16/prometheus" ]; then
     github.com/prometheus/prometheus/cmd/promtool@v0.316.0
 fi
 
+# The remote-write receiver compliance suite (prometheus/compliance,
+# remotewrite/receiver), for tests/rw_compliance.rs: its module from the Go
+# proxy, copied to a writable place, Prometheus bumped to one that compiles,
+# and the test binary built once (TESTING.md, "the official suites").
+rw_suite="$tools/rw-compliance"
+if [ ! -x "$rw_suite/rw-receiver-compliance.test" ]; then
+  echo "install-deps: building the remote-write receiver compliance suite (a few minutes, once)"
+  rw_module=github.com/prometheus/compliance/remotewrite@v0.0.0-20260223092825-818283e1171e
+  rw_dir=$(GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "$rw_module" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$rw_suite/src"
+  mkdir -p "$rw_suite"
+  cp -r "$rw_dir" "$rw_suite/src"
+  chmod -R u+w "$rw_suite/src"
+  (
+    cd "$rw_suite/src"
+    GOTOOLCHAIN=local GOFLAGS=-mod=mod go get github.com/prometheus/prometheus@v0.307.3
+    GOTOOLCHAIN=local GOFLAGS=-mod=mod go test -c -o "$rw_suite/rw-receiver-compliance.test" ./receiver
+  )
+fi
+
 # moto (S3 and DynamoDB) in the tools venv, for tests/store_backends.rs.
 if [ ! -x "$tools/venv/bin/moto_server" ]; then
   echo "install-deps: installing moto server"

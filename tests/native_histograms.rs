@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::rw::{self, now_ms};
+use common::rw::{self, labels, now_ms};
 use common::{Strata, http};
 use prost::Message;
 use strata::model::STALE_NAN_BITS;
@@ -18,7 +18,7 @@ use strata::model::histogram::{
     CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, Histogram, NativeHistogram, Span,
 };
 use strata::proto::histogram::{float_to_proto, from_proto, int_to_proto};
-use strata::proto::prometheus::{self as pb, Label, Sample, TimeSeries, WriteRequest};
+use strata::proto::prometheus::{self as pb, Sample, TimeSeries, WriteRequest};
 use strata::proto::write_v2;
 
 fn args() -> Vec<String> {
@@ -28,16 +28,6 @@ fn args() -> Vec<String> {
         "--ring.heartbeat-timeout=10s".into(),
         "--limits.max-native-histogram-buckets=8".into(),
     ]
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
-    pairs
-        .iter()
-        .map(|(n, v)| Label {
-            name: n.to_string(),
-            value: v.to_string(),
-        })
-        .collect()
 }
 
 /// Exponential schema 3, three positive and two negative buckets holding

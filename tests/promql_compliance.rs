@@ -354,7 +354,10 @@ async fn compliance_queries_match_prometheus() -> Result<()> {
         "--limits.ingestion-burst-size=100000000".into(),
     ];
     let mut strata = Strata::spawn_in("strata", workdir.path(), &args)?;
-    let (ready, prometheus) = tokio::join!(strata.wait_ready(), Prometheus::start());
+    let (ready, prometheus) = tokio::join!(
+        strata.wait_ready(),
+        Prometheus::start(&["--web.enable-remote-write-receiver"])
+    );
     ready?;
     let prometheus = prometheus?;
 

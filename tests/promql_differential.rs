@@ -508,7 +508,10 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
         args.push(format!("--config.file={}", file.display()));
     }
     let mut strata = Strata::spawn_in("strata", workdir.path(), &args)?;
-    let (ready, prometheus) = tokio::join!(strata.wait_ready(), Prometheus::start());
+    let (ready, prometheus) = tokio::join!(
+        strata.wait_ready(),
+        Prometheus::start(&["--web.enable-remote-write-receiver"])
+    );
     ready?;
     let prometheus = prometheus?;
 

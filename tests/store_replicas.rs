@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, ensure};
 use serde_json::Value as Json;
 
@@ -69,18 +67,7 @@ async fn replicas_flush_one_copy() -> Result<()> {
     args.push("--target=distributor,querier".to_string());
     let mut front = Strata::spawn("front", &args)?;
     front.wait_ready().await?;
-    common::eventually(
-        "three ACTIVE ingesters in the ring",
-        Duration::from_secs(30),
-        || async {
-            let ring = front.ring().await?;
-            let active = ring["members"]
-                .as_array()
-                .map_or(0, |m| m.iter().filter(|m| m["state"] == "ACTIVE").count());
-            Ok((active == 3).then_some(()))
-        },
-    )
-    .await?;
+    front.wait_active(3).await?;
 
     // Three hours of samples ending an hour ago: two whole 2 h windows
     // at most, identical on every replica.

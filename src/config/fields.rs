@@ -423,8 +423,12 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Most metadata entries kept per metric name (0: no limit).",
     ),
     (
+        "limits.max_global_exemplars_per_user",
+        "Exemplars of a tenant kept in memory by each ingester, newest first (0: exemplars are not stored).",
+    ),
+    (
         "limits.out_of_order_time_window",
-        "Samples at most this much older than their series' newest are accepted out of order (0s: none).",
+        "Samples (and exemplars) at most this much older than their series' newest are accepted out of order (0s: none).",
     ),
     (
         "limits.max_native_histogram_buckets",

@@ -266,6 +266,23 @@ impl Distributor {
                 refusals.push(refusal);
                 continue;
             }
+            if series.samples.is_empty()
+                && series.histograms.is_empty()
+                && !series.exemplars.is_empty()
+            {
+                // Remote write 2.0: "at least one element in samples or in
+                // histograms MUST be provided"; an exemplar needs a sample.
+                refusals.push(Refusal {
+                    reason: DiscardReason::ExemplarWithoutSamples,
+                    samples: 0,
+                    message: format!(
+                        "series {}: {} exemplar(s) without a sample or histogram; a series must carry at least one",
+                        validate::describe(&series.labels),
+                        series.exemplars.len()
+                    ),
+                });
+                continue;
+            }
             refusals.extend(validate_samples(&mut series, &limits, now));
             refusals.extend(histogram::validate_histograms(&mut series, &limits));
             if !series.samples.is_empty() || !series.histograms.is_empty() {
@@ -281,6 +298,7 @@ impl Distributor {
         // Rate limit on what would be stored; a histogram counts as a sample.
         let floats: u64 = valid.iter().map(|s| s.samples.len() as u64).sum();
         let histograms: u64 = valid.iter().map(|s| s.histograms.len() as u64).sum();
+        let exemplars: u64 = valid.iter().map(|s| s.exemplars.len() as u64).sum();
         let samples = floats + histograms;
         if samples > 0 {
             let mut limiters = self.limiters.lock();
@@ -326,9 +344,13 @@ impl Distributor {
             let (ingester_refusals, rejected) = self.replicate(tenant, &valid, &metadata).await?;
             refused_by_ingesters = rejected;
             for (index, reason, count, message) in ingester_refusals {
+                let samples = match reason {
+                    DiscardReason::ExemplarOutOfOrder | DiscardReason::InvalidExemplar => 0,
+                    _ => count.min(valid[index].samples.len() + valid[index].histograms.len()),
+                };
                 refusals.push(Refusal {
                     reason,
-                    samples: count.min(valid[index].samples.len() + valid[index].histograms.len()),
+                    samples,
                     message,
                 });
             }
@@ -336,7 +358,7 @@ impl Distributor {
         Ok(PushOutcome {
             samples_written: floats.saturating_sub(refused_by_ingesters.floats),
             histograms_written: histograms.saturating_sub(refused_by_ingesters.histograms),
-            exemplars_written: 0,
+            exemplars_written: exemplars.saturating_sub(refused_by_ingesters.exemplars),
             refusals,
             dropped_by_ha: false,
         })
@@ -382,6 +404,7 @@ impl Distributor {
             Arc::new(Mutex::new(HashMap::new()));
         let most_rejected = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let most_rejected_histograms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let most_rejected_exemplars = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let n_series = series.len();
         let timeout = self.config.remote_timeout;
         let result = batch::send(&sets, rf, |instance, items| {
@@ -404,6 +427,7 @@ impl Distributor {
             let refusals = refusals.clone();
             let most_rejected = most_rejected.clone();
             let most_rejected_histograms = most_rejected_histograms.clone();
+            let most_rejected_exemplars = most_rejected_exemplars.clone();
             let failures = self.metrics.ingester_push_failures.clone();
             async move {
                 let mut client = client.map_err(|e| e.to_string())?;
@@ -427,6 +451,10 @@ impl Distributor {
                 );
                 most_rejected_histograms.fetch_max(
                     response.histograms_rejected,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                most_rejected_exemplars.fetch_max(
+                    response.exemplars_rejected,
                     std::sync::atomic::Ordering::Relaxed,
                 );
                 let mut refusals = refusals.lock();
@@ -457,6 +485,7 @@ impl Distributor {
             Rejections {
                 floats: most_rejected.load(std::sync::atomic::Ordering::Relaxed),
                 histograms: most_rejected_histograms.load(std::sync::atomic::Ordering::Relaxed),
+                exemplars: most_rejected_exemplars.load(std::sync::atomic::Ordering::Relaxed),
             },
         ))
     }
@@ -467,6 +496,7 @@ impl Distributor {
 struct Rejections {
     floats: u64,
     histograms: u64,
+    exemplars: u64,
 }
 
 fn reject_reason(code: i32) -> DiscardReason {
@@ -476,6 +506,8 @@ fn reject_reason(code: i32) -> DiscardReason {
         RejectReason::DuplicateSample => DiscardReason::DuplicateSample,
         RejectReason::PerTenantSeriesLimit => DiscardReason::PerTenantSeriesLimit,
         RejectReason::PerMetricSeriesLimit => DiscardReason::PerMetricSeriesLimit,
+        RejectReason::ExemplarOutOfOrder => DiscardReason::ExemplarOutOfOrder,
+        RejectReason::ExemplarInvalid => DiscardReason::InvalidExemplar,
         RejectReason::Unspecified => DiscardReason::InvalidSample,
     }
 }

@@ -33,9 +33,14 @@ pub fn describe(labels: &[Label]) -> String {
 }
 
 /// Checks and normalises a series' labels in place: drops labels with an
-/// empty value (as Prometheus does), then enforces names, order and limits.
+/// empty value and sorts them by name (as Prometheus 3 does: the specs ask
+/// senders to sort, the compliance suite's senders do not), then enforces
+/// names, uniqueness and limits.
 pub fn validate_labels(series: &mut TimeSeries, limits: &Limits) -> Result<(), Refusal> {
     series.labels.retain(|l| !l.value.is_empty());
+    if !series.labels.is_sorted_by(|a, b| a.name <= b.name) {
+        series.labels.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     let samples = series.samples.len() + series.histograms.len();
     let refuse = |reason: DiscardReason, message: String| Refusal {
         reason,
@@ -99,17 +104,6 @@ pub fn validate_labels(series: &mut TimeSeries, limits: &Limits) -> Result<(), R
                         "series {}: label name {:?} appears more than once",
                         describe(labels),
                         label.name
-                    ),
-                ));
-            }
-            if *previous > label.name {
-                return Err(refuse(
-                    DiscardReason::LabelsNotSorted,
-                    format!(
-                        "series {}: labels are not sorted by name ({:?} after {:?})",
-                        describe(labels),
-                        label.name,
-                        previous
                     ),
                 ));
             }
@@ -245,9 +239,16 @@ mod tests {
             reason(&[("job", "a")], &limits),
             Some(DiscardReason::MissingMetricName)
         );
+        let mut unsorted = series(&[("__name__", "up"), ("b", "1"), ("a", "2")], &[1]);
+        assert!(validate_labels(&mut unsorted, &limits).is_ok());
+        let names: Vec<&str> = unsorted.labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["__name__", "a", "b"], "sorted in place");
         assert_eq!(
-            reason(&[("__name__", "up"), ("b", "1"), ("a", "2")], &limits),
-            Some(DiscardReason::LabelsNotSorted)
+            reason(
+                &[("__name__", "up"), ("b", "1"), ("a", "2"), ("b", "3")],
+                &limits
+            ),
+            Some(DiscardReason::DuplicateLabelNames)
         );
         assert_eq!(
             reason(&[("__name__", "up"), ("a", "1"), ("a", "2")], &limits),

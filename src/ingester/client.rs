@@ -16,12 +16,15 @@ use super::IngesterService;
 use crate::chunk::merge::{ChunkData, HistogramChunkData};
 use crate::proto::ingester::ChunkEncoding;
 use crate::proto::ingester::ingester_server::Ingester as _;
-use crate::proto::prometheus::{Chunk, ChunkedSeries, Labels as ProtoLabels, MetricMetadata};
+use crate::proto::prometheus::{
+    Chunk, ChunkedSeries, Labels as ProtoLabels, MetricMetadata, TimeSeries,
+};
 
 pub use crate::proto::ingester::ingester_client::IngesterClient;
 pub use crate::proto::ingester::{
-    LabelNamesRequest, LabelValuesRequest, MetadataRequest, PushRequest, PushResponse,
-    QueryRequest, QueryStreamResponse, RejectReason, Rejected, SeriesRequest,
+    ExemplarQueryRequest, LabelMatchers, LabelNamesRequest, LabelValuesRequest, MetadataRequest,
+    PushRequest, PushResponse, QueryRequest, QueryStreamResponse, RejectReason, Rejected,
+    SeriesRequest,
 };
 
 /// One chunk of a QueryStream answer, by its encoding.
@@ -150,6 +153,29 @@ impl IngesterHandle {
                     .await?
                     .into_inner()
                     .series
+            }
+        })
+    }
+
+    /// Series with their exemplars (labels and exemplars only).
+    pub async fn query_exemplars(
+        &mut self,
+        request: ExemplarQueryRequest,
+    ) -> Result<Vec<TimeSeries>, Status> {
+        Ok(match self {
+            IngesterHandle::Remote(client) => {
+                client
+                    .query_exemplars(request)
+                    .await?
+                    .into_inner()
+                    .timeseries
+            }
+            IngesterHandle::Local(service) => {
+                service
+                    .query_exemplars(Request::new(request))
+                    .await?
+                    .into_inner()
+                    .timeseries
             }
         })
     }

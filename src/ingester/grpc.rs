@@ -14,9 +14,9 @@ use super::push::{PushFailure, push};
 use crate::model::{Labels, MatchOp, Matcher};
 use crate::proto::ingester::ingester_server::{Ingester, IngesterServer};
 use crate::proto::ingester::{
-    ChunkEncoding, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
-    MetadataRequest, MetadataResponse, PushRequest, PushResponse, QueryRequest,
-    QueryStreamResponse, SeriesRequest, SeriesResponse,
+    ChunkEncoding, ExemplarQueryRequest, ExemplarQueryResponse, LabelNamesRequest,
+    LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, MetadataRequest, MetadataResponse,
+    PushRequest, PushResponse, QueryRequest, QueryStreamResponse, SeriesRequest, SeriesResponse,
 };
 use crate::proto::prometheus::{self as pb, label_matcher};
 use crate::tenant::TenantId;
@@ -118,6 +118,12 @@ impl Ingester for IngesterService {
         match push(sequencer, head, request.timeseries, limits).await {
             Ok(applied) => {
                 self.state.samples_appended.inc_by(applied.samples_appended);
+                self.state
+                    .exemplars_appended
+                    .inc_by(applied.exemplars_appended);
+                self.state
+                    .exemplars_rejected
+                    .inc_by(applied.exemplars_rejected);
                 for (reason, count) in &applied.discarded {
                     self.state.discarded.add(tenant.as_str(), *reason, *count);
                 }
@@ -130,6 +136,8 @@ impl Ingester for IngesterService {
                     samples_rejected,
                     histograms_appended: applied.histograms_appended,
                     histograms_rejected: applied.histograms_rejected,
+                    exemplars_appended: applied.exemplars_appended,
+                    exemplars_rejected: applied.exemplars_rejected,
                 }))
             }
             Err(PushFailure::NotReady(why)) => Err(Status::unavailable(why)),
@@ -253,5 +261,45 @@ impl Ingester for IngesterService {
                 .metadata
                 .get(tenant.as_str(), &request.metric, request.limit as usize);
         Ok(Response::new(MetadataResponse { metadata }))
+    }
+
+    async fn query_exemplars(
+        &self,
+        request: Request<ExemplarQueryRequest>,
+    ) -> Result<Response<ExemplarQueryResponse>, Status> {
+        let request = request.into_inner();
+        let tenant = tenant(&request.tenant)?;
+        let sets = request
+            .matcher_sets
+            .iter()
+            .map(|set| matchers(&set.matchers))
+            .collect::<Result<Vec<_>, _>>()?;
+        let found = self
+            .state
+            .heads
+            .get(tenant.as_str())
+            .map(|head| {
+                head.exemplars
+                    .lock()
+                    .select(request.start_ms, request.end_ms, &sets)
+            })
+            .unwrap_or_default();
+        let timeseries = found
+            .into_iter()
+            .map(|s| pb::TimeSeries {
+                labels: proto_labels(&s.series),
+                exemplars: s
+                    .exemplars
+                    .iter()
+                    .map(|e| pb::Exemplar {
+                        labels: proto_labels(&e.labels),
+                        value: e.value,
+                        timestamp: e.t,
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(ExemplarQueryResponse { timeseries }))
     }
 }

@@ -7,6 +7,7 @@
 //! closes the WAL and leaves the ring. Queriers read it over gRPC ([`grpc`]).
 
 pub mod client;
+pub mod exemplars;
 pub mod flush;
 mod grpc;
 pub mod head;
@@ -166,6 +167,8 @@ pub(crate) struct State {
     inflight: Semaphore,
     accepting: AtomicBool,
     samples_appended: Counter,
+    exemplars_appended: Counter,
+    exemplars_rejected: Counter,
     progress: ReplayProgress,
     replaying: AtomicBool,
     flusher: Option<Arc<Flusher>>,
@@ -215,6 +218,8 @@ impl Ingester {
             inflight: Semaphore::new(config.max_inflight_push_requests),
             accepting: AtomicBool::new(false),
             samples_appended: Counter::default(),
+            exemplars_appended: Counter::default(),
+            exemplars_rejected: Counter::default(),
             progress: ReplayProgress::default(),
             replaying: AtomicBool::new(false),
             flush_on_stop: AtomicBool::new(config.flush.flush_on_shutdown),
@@ -229,6 +234,16 @@ impl Ingester {
                 "strata_ingester_samples_appended",
                 "Samples appended to the in-memory heads (after the WAL).",
                 state.samples_appended.clone(),
+            );
+            registry.register(
+                "strata_ingester_exemplars_appended",
+                "Exemplars stored in the tenants' exemplar buffers (after the WAL); a duplicate of a series' newest counts.",
+                state.exemplars_appended.clone(),
+            );
+            registry.register(
+                "strata_ingester_exemplars_rejected",
+                "Exemplars not stored: out of order, invalid, of a refused series, or with exemplars off for the tenant.",
+                state.exemplars_rejected.clone(),
             );
             registry.register(
                 "strata_ingester_wal_replay_duration_seconds",
@@ -520,6 +535,16 @@ impl Collector for HeadsCollector {
         )?;
         for (tenant, head, _) in &estimates {
             ConstGauge::new(head.active_series() as i64)
+                .encode(family.encode_family(&[("tenant", tenant.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "strata_ingester_exemplars_in_memory",
+            "Exemplars in the tenant's exemplar buffer (at most limits.max_global_exemplars_per_user).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (tenant, head, _) in &estimates {
+            ConstGauge::new(head.exemplars.lock().len() as i64)
                 .encode(family.encode_family(&[("tenant", tenant.as_str())])?)?;
         }
         let mut family = encoder.encode_descriptor(

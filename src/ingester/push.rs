@@ -17,10 +17,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::exemplars::{self, Added, Exemplar, ExemplarError};
 use super::head::{Head, Rejection, SeriesRef};
 use super::wal::records::{
-    FloatHistogramRecord, HistogramRecord, SampleRecord, SeriesRecord, encode_float_histograms,
-    encode_histograms, encode_samples, encode_series,
+    ExemplarRecord, FloatHistogramRecord, HistogramRecord, SampleRecord, SeriesRecord,
+    encode_exemplars, encode_float_histograms, encode_histograms, encode_samples, encode_series,
 };
 use super::wal::{Wal, WalError};
 use crate::limits::{DiscardReason, Limits};
@@ -142,7 +143,46 @@ struct Prepared {
     /// Per request series: its native histograms, converted, and the
     /// timestamps and reasons of those that are not valid (never logged).
     histograms: Vec<SeriesHistograms>,
+    /// Per request series: its exemplars to store, in storage order, and
+    /// how many were left out (invalid, or exemplars are off).
+    exemplars: Vec<SeriesExemplars>,
     records: Vec<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct SeriesExemplars {
+    valid: Vec<Exemplar>,
+    /// (timestamp, why) of those refused before logging.
+    invalid: Vec<(i64, ExemplarError)>,
+}
+
+/// A series' exemplars as the storage takes them: labels checked, sorted by
+/// timestamp, value and labels (Prometheus's handler sorts them too).
+fn convert_exemplars(series: &TimeSeries, limits: &Limits) -> SeriesExemplars {
+    let mut out = SeriesExemplars::default();
+    for e in &series.exemplars {
+        if limits.max_global_exemplars_per_user == 0 {
+            out.invalid.push((e.timestamp, ExemplarError::Disabled));
+            continue;
+        }
+        let pairs = e.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
+        match exemplars::validate_labels(pairs) {
+            Ok(()) => out.valid.push(Exemplar {
+                labels: Labels::from_pairs(
+                    e.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+                ),
+                value: e.value,
+                t: e.timestamp,
+            }),
+            Err(err) => out.invalid.push((e.timestamp, err)),
+        }
+    }
+    out.valid.sort_by(|a, b| {
+        a.t.cmp(&b.t)
+            .then(a.value.total_cmp(&b.value))
+            .then_with(|| a.labels.cmp(&b.labels))
+    });
+    out
 }
 
 #[derive(Default)]
@@ -172,15 +212,19 @@ fn prepare(head: &Head, tenant_id: u32, timeseries: &[TimeSeries], limits: &Limi
     let mut samples = Vec::new();
     let mut int_histograms = Vec::new();
     let mut float_histograms = Vec::new();
+    let mut exemplar_records = Vec::new();
     let mut refs = Vec::with_capacity(timeseries.len());
     let mut histograms = Vec::with_capacity(timeseries.len());
+    let mut exemplars = Vec::with_capacity(timeseries.len());
     for series in timeseries {
         let converted = convert_histograms(series);
         if series.samples.is_empty() && series.histograms.is_empty() {
             refs.push(None);
             histograms.push(converted);
+            exemplars.push(SeriesExemplars::default());
             continue;
         }
+        let series_exemplars = convert_exemplars(series, limits);
         let labels = Labels::from_pairs(
             series
                 .labels
@@ -219,11 +263,24 @@ fn prepare(head: &Head, tenant_id: u32, timeseries: &[TimeSeries], limits: &Limi
                         }),
                     }
                 }
+                exemplar_records.extend(series_exemplars.valid.iter().map(|e| {
+                    ExemplarRecord {
+                        series_ref: global,
+                        t: e.t,
+                        v: e.value,
+                        labels: e
+                            .labels
+                            .iter()
+                            .map(|l| (l.name.clone(), l.value.clone()))
+                            .collect(),
+                    }
+                }));
                 refs.push(Some(Ok(local)));
             }
             Err(limit) => refs.push(Some(Err(Rejection::SeriesLimit(limit)))),
         }
         histograms.push(converted);
+        exemplars.push(series_exemplars);
     }
     let mut records = Vec::new();
     // Keep each record well under the WAL's page-sized fragments limit.
@@ -248,9 +305,15 @@ fn prepare(head: &Head, tenant_id: u32, timeseries: &[TimeSeries], limits: &Limi
         encode_float_histograms(chunk, &mut buf);
         records.push(buf);
     }
+    for chunk in exemplar_records.chunks(512) {
+        let mut buf = Vec::new();
+        encode_exemplars(chunk, &mut buf);
+        records.push(buf);
+    }
     Prepared {
         refs,
         histograms,
+        exemplars,
         records,
     }
 }
@@ -275,6 +338,11 @@ pub struct Applied {
     pub histograms_appended: u64,
     /// Histogram samples refused (counted in `discarded` too).
     pub histograms_rejected: u64,
+    /// Exemplars stored (or equal to their series' newest: a retry).
+    pub exemplars_appended: u64,
+    /// Exemplars refused: out of order, invalid, of a refused series, or
+    /// exemplar storage off for the tenant.
+    pub exemplars_rejected: u64,
     pub rejected: Vec<Rejected>,
     /// (reason, samples) for the discard counters.
     pub discarded: Vec<(DiscardReason, u64)>,
@@ -298,16 +366,31 @@ pub async fn push(
         let logged = wal.append(prepared.records);
         let ticket = inner.next_ticket;
         inner.next_ticket += 1;
-        (ticket, (logged, prepared.refs, prepared.histograms))
+        (
+            ticket,
+            (
+                logged,
+                prepared.refs,
+                prepared.histograms,
+                prepared.exemplars,
+            ),
+        )
     };
-    let (logged, refs, histograms) = logged;
+    let (logged, refs, histograms, exemplars) = logged;
     let task = tokio::spawn(async move {
         let result = logged.await;
         let mut turn = sequencer.applied.subscribe();
         // Every earlier ticket advances the counter, even when it failed.
         let _ = turn.wait_for(|applied| *applied + 1 >= ticket).await;
         let outcome = match result {
-            Ok(()) => Ok(apply(&head, &timeseries, &refs, &histograms, &limits)),
+            Ok(()) => Ok(apply(
+                &head,
+                &timeseries,
+                &refs,
+                &histograms,
+                &exemplars,
+                &limits,
+            )),
             Err(err) => Err(PushFailure::Wal(err)),
         };
         sequencer
@@ -326,12 +409,17 @@ fn apply(
     timeseries: &[TimeSeries],
     refs: &[Option<Result<SeriesRef, Rejection>>],
     histograms: &[SeriesHistograms],
+    exemplars: &[SeriesExemplars],
     limits: &Limits,
 ) -> Applied {
     let mut applied = Applied::default();
     let mut discarded: HashMap<DiscardReason, u64> = HashMap::new();
-    for (index, ((series, series_ref), hists)) in
-        timeseries.iter().zip(refs).zip(histograms).enumerate()
+    for (index, (((series, series_ref), hists), series_exemplars)) in timeseries
+        .iter()
+        .zip(refs)
+        .zip(histograms)
+        .zip(exemplars)
+        .enumerate()
     {
         let Some(series_ref) = series_ref else {
             continue;
@@ -397,6 +485,71 @@ fn apply(
             }
         }
         applied.histograms_rejected += histograms_refused;
+        // Exemplars after the samples, as Prometheus's handler appends them;
+        // their refusals are not samples' (no discard count).
+        let mut exemplar_refusals: Vec<(RejectReason, u32, i64, String)> = Vec::new();
+        let mut refuse_exemplar =
+            |reason: RejectReason, t: i64, message: String| match exemplar_refusals
+                .iter_mut()
+                .find(|r| r.0 == reason)
+            {
+                Some(entry) => entry.1 += 1,
+                None => exemplar_refusals.push((reason, 1, t, message)),
+            };
+        for (t, err) in &series_exemplars.invalid {
+            applied.exemplars_rejected += 1;
+            if !matches!(err, ExemplarError::Disabled) {
+                refuse_exemplar(RejectReason::ExemplarInvalid, *t, err.to_string());
+            }
+        }
+        match series_ref {
+            Ok(local) if !series_exemplars.valid.is_empty() => {
+                let series_labels = head.series_labels(*local).unwrap_or_else(|| {
+                    Labels::from_pairs(
+                        series
+                            .labels
+                            .iter()
+                            .map(|l| (l.name.as_str(), l.value.as_str())),
+                    )
+                });
+                let ooo_window = super::head::ooo_window_ms(limits);
+                let mut storage = head.exemplars.lock();
+                for e in &series_exemplars.valid {
+                    let t = e.t;
+                    match storage.add(
+                        &series_labels,
+                        e.clone(),
+                        limits.max_global_exemplars_per_user,
+                        ooo_window,
+                    ) {
+                        Ok(Added::Stored | Added::Duplicate) => applied.exemplars_appended += 1,
+                        Err(ExemplarError::Disabled) => applied.exemplars_rejected += 1,
+                        Err(err @ ExemplarError::OutOfOrder { .. }) => {
+                            applied.exemplars_rejected += 1;
+                            refuse_exemplar(RejectReason::ExemplarOutOfOrder, t, err.to_string());
+                        }
+                        Err(err) => {
+                            applied.exemplars_rejected += 1;
+                            refuse_exemplar(RejectReason::ExemplarInvalid, t, err.to_string());
+                        }
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(_) => applied.exemplars_rejected += series_exemplars.valid.len() as u64,
+        }
+        for (reason, count, t, message) in exemplar_refusals {
+            applied.rejected.push(Rejected {
+                series_index: index as u32,
+                reason: reason as i32,
+                samples: count,
+                timestamp_ms: t,
+                message: format!(
+                    "series {}: {count} exemplar(s) refused, the first at timestamp {t} ms: {message}",
+                    describe_pairs(series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+                ),
+            });
+        }
         for (reason, count, t, message) in refused {
             *discarded.entry(reason).or_default() += u64::from(count);
             applied.rejected.push(Rejected {

@@ -10,12 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::exemplars::Exemplar;
 use super::head::{Head, Heads, SeriesRef};
 use super::push::{TenantIds, split_ref};
 use super::wal::records::{
-    FloatHistogramRecord, HistogramRecord, RecordType, SampleRecord, SeriesRecord,
-    decode_float_histograms_into, decode_histograms_into, decode_samples_into, decode_series_into,
-    record_type,
+    ExemplarRecord, FloatHistogramRecord, HistogramRecord, RecordType, SampleRecord, SeriesRecord,
+    decode_exemplars_into, decode_float_histograms_into, decode_histograms_into,
+    decode_samples_into, decode_series_into, record_type,
 };
 use super::wal::{Reader, WalError, repair};
 use crate::limits::Overrides;
@@ -34,6 +35,10 @@ pub struct ReplayReport {
     pub corruptions_repaired: u64,
     /// Samples whose series record was missing (only after a repair).
     pub orphan_samples: u64,
+    /// Exemplars stored again, and those refused again (out of order,
+    /// storage off, or their series missing).
+    pub exemplars: u64,
+    pub exemplars_refused: u64,
 }
 
 /// Progress counters, read by `/ready` while the replay runs.
@@ -84,6 +89,7 @@ pub fn replay(
         let mut samples_buf: Vec<SampleRecord> = Vec::new();
         let mut histograms_buf: Vec<HistogramRecord> = Vec::new();
         let mut float_histograms_buf: Vec<FloatHistogramRecord> = Vec::new();
+        let mut exemplars_buf: Vec<ExemplarRecord> = Vec::new();
         let mut skip = report.records;
         let mut failed: Option<WalError> = None;
         loop {
@@ -165,6 +171,35 @@ pub fn replay(
                     for r in float_histograms_buf.drain(..) {
                         let h = NativeHistogram::Float(r.h);
                         apply_histogram(&refs, overrides, r.series_ref, r.t, &h, &mut report);
+                    }
+                }
+                Ok(RecordType::Exemplars) => {
+                    exemplars_buf.clear();
+                    if let Err(err) = decode_exemplars_into(record, &mut exemplars_buf) {
+                        tracing::error!(error = %err, "skipping an undecodable WAL exemplars record");
+                        continue;
+                    }
+                    for r in exemplars_buf.drain(..) {
+                        let Some((head, local)) = refs.get(&r.series_ref) else {
+                            report.exemplars_refused += 1;
+                            continue;
+                        };
+                        let Some(series) = head.series_labels(*local) else {
+                            report.exemplars_refused += 1;
+                            continue;
+                        };
+                        let limits = overrides.get(head.tenant());
+                        let limit = limits.max_global_exemplars_per_user;
+                        let window = super::head::ooo_window_ms(&limits);
+                        let exemplar = Exemplar {
+                            labels: Labels::from_pairs(r.labels),
+                            value: r.v,
+                            t: r.t,
+                        };
+                        match head.exemplars.lock().add(&series, exemplar, limit, window) {
+                            Ok(_) => report.exemplars += 1,
+                            Err(_) => report.exemplars_refused += 1,
+                        }
                     }
                 }
                 Err(err) => {

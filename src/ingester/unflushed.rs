@@ -5,7 +5,7 @@
 //! logged, then takes each series' flushed watermark (every sample at or
 //! before it is in the store, see `head/flush.rs`). The checkpoint keeps a
 //! sample only above its series' watermark, and a series record only while
-//! the series is in a head. A series no longer in its head was removed
+//! the series is in a head, and an exemplar as a sample. A series no longer in its head was removed
 //! because everything of it was flushed; a ref above the highest one seen
 //! belongs to a series created since, and is kept. A record that does not
 //! decode is kept whole.
@@ -15,9 +15,10 @@ use std::collections::HashMap;
 use super::head::Heads;
 use super::push::{global_ref, split_ref};
 use super::wal::records::{
-    FloatHistogramRecord, HistogramRecord, RecordType, SampleRecord, SeriesRecord,
-    decode_float_histograms_into, decode_histograms_into, decode_samples_into, decode_series_into,
-    encode_float_histograms, encode_histograms, encode_samples, encode_series, record_type,
+    ExemplarRecord, FloatHistogramRecord, HistogramRecord, RecordType, SampleRecord, SeriesRecord,
+    decode_exemplars_into, decode_float_histograms_into, decode_histograms_into,
+    decode_samples_into, decode_series_into, encode_exemplars, encode_float_histograms,
+    encode_histograms, encode_samples, encode_series, record_type,
 };
 
 pub struct Watermarks {
@@ -93,6 +94,16 @@ impl Watermarks {
                     return Some(rec.to_vec());
                 }
                 self.filter(rec, hs, |h| (h.series_ref, h.t), encode_float_histograms)
+            }
+            // Exemplars live in memory only: kept while their series has
+            // unflushed samples (as Prometheus keeps those newer than the
+            // head's start).
+            Ok(RecordType::Exemplars) => {
+                let mut es: Vec<ExemplarRecord> = Vec::new();
+                if decode_exemplars_into(rec, &mut es).is_err() {
+                    return Some(rec.to_vec());
+                }
+                self.filter(rec, es, |e| (e.series_ref, e.t), encode_exemplars)
             }
             Err(_) => Some(rec.to_vec()),
         }
@@ -221,5 +232,28 @@ mod tests {
         // Another tenant's records are kept whole.
         let other = global_ref(9, crate::ingester::head::SeriesRef(1));
         assert!(w.keep(&samples_record(&[(other, 1)])).is_some());
+
+        // Exemplars stay as samples do: above their series' watermark.
+        let exemplar = |series_ref: u64, t: i64| ExemplarRecord {
+            series_ref,
+            t,
+            v: 1.0,
+            labels: vec![("trace_id".to_string(), format!("{t}"))],
+        };
+        let mut rec = Vec::new();
+        encode_exemplars(
+            &[
+                exemplar(g(1), 2000),
+                exemplar(g(1), 3000),
+                exemplar(g(2), 1000),
+                exemplar(g(3), 1000),
+            ],
+            &mut rec,
+        );
+        let kept = w.keep(&rec).expect("some exemplars stay");
+        let Ok(Record::Exemplars(kept)) = decode(&kept) else {
+            panic!("an exemplars record");
+        };
+        assert_eq!(kept, vec![exemplar(g(1), 3000), exemplar(g(3), 1000)]);
     }
 }

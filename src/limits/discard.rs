@@ -15,7 +15,6 @@ pub enum DiscardReason {
     InvalidLabel,
     EmptyLabelValue,
     DuplicateLabelNames,
-    LabelsNotSorted,
     MaxLabelNamesPerSeries,
     LabelNameTooLong,
     LabelValueTooLong,
@@ -39,6 +38,10 @@ pub enum DiscardReason {
     HaReplicaDropped,
     MetadataLimit,
     InvalidMetadata,
+    /// Exemplars, not samples: they refuse no sample of their series.
+    ExemplarOutOfOrder,
+    InvalidExemplar,
+    ExemplarWithoutSamples,
 }
 
 impl DiscardReason {
@@ -50,7 +53,6 @@ impl DiscardReason {
             DiscardReason::InvalidLabel => "label_invalid",
             DiscardReason::EmptyLabelValue => "label_value_empty",
             DiscardReason::DuplicateLabelNames => "duplicate_label_names",
-            DiscardReason::LabelsNotSorted => "labels_not_sorted",
             DiscardReason::MaxLabelNamesPerSeries => "max_label_names_per_series",
             DiscardReason::LabelNameTooLong => "label_name_too_long",
             DiscardReason::LabelValueTooLong => "label_value_too_long",
@@ -80,6 +82,9 @@ impl DiscardReason {
             DiscardReason::HaReplicaDropped => "ha_replica_dropped",
             DiscardReason::MetadataLimit => "per_metric_metadata_limit",
             DiscardReason::InvalidMetadata => "metadata_invalid",
+            DiscardReason::ExemplarOutOfOrder => "exemplar_out_of_order",
+            DiscardReason::InvalidExemplar => "exemplar_invalid",
+            DiscardReason::ExemplarWithoutSamples => "exemplar_without_samples",
         }
     }
 }

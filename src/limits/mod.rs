@@ -59,8 +59,13 @@ pub struct Limits {
     pub max_series_per_metric: usize,
     /// Most metadata entries kept per metric name (0: unlimited).
     pub max_metadata_per_metric: usize,
+    /// Size of the tenant's in-memory exemplar buffer in each ingester
+    /// (Cortex's name): the newest this many exemplars are kept, older ones
+    /// are overwritten (0: exemplars are not stored, as in Cortex).
+    pub max_global_exemplars_per_user: usize,
     /// Samples older than the newest one of their series by at most this much
-    /// are accepted out of order (0s: none).
+    /// are accepted out of order (0s: none); so are exemplars, as in
+    /// Prometheus.
     #[serde(with = "humantime_serde")]
     pub out_of_order_time_window: Duration,
     /// Most buckets (positive + negative) one native histogram sample may
@@ -111,6 +116,9 @@ impl Default for Limits {
             max_series_per_tenant: 5_000_000,
             max_series_per_metric: 50_000,
             max_metadata_per_metric: 10,
+            // Prometheus's --storage.tsdb.max-exemplars default; about
+            // 100 bytes each plus labels: some 15 MB a tenant when full.
+            max_global_exemplars_per_user: 100_000,
             out_of_order_time_window: Duration::ZERO,
             max_native_histogram_buckets: 0,
             reduce_native_histogram_over_max_buckets: true,

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, Method};
 use axum::routing::get;
 use serde_json::{Value as Json, json};
 
-use super::params::{Params, parse_duration, parse_selector, parse_time};
+use super::params::{Params, parse_duration, parse_selector, parse_time, query_selectors};
 use super::{ApiError, Querier};
 use crate::model::histogram::FloatHistogram;
 use crate::model::{Labels, Matcher};
@@ -63,7 +63,9 @@ fn success(data: Json) -> Json {
     json!({"status": "success", "data": data})
 }
 
-/// A float as Prometheus writes sample values.
+/// A float as Prometheus writes sample values (`util/jsonutil`
+/// `MarshalFloat`): Go's shortest `'f'` format, or `'e'` (two exponent
+/// digits at least, signed) below 1e-6 and from 1e21 on.
 pub fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".to_string()
@@ -71,6 +73,18 @@ pub fn format_value(v: f64) -> String {
         "+Inf".to_string()
     } else if v == f64::NEG_INFINITY {
         "-Inf".to_string()
+    } else if v != 0.0 && (v.abs() < 1e-6 || v.abs() >= 1e21) {
+        let text = format!("{v:e}");
+        match text.split_once('e') {
+            Some((mantissa, exponent)) => {
+                let (sign, digits) = match exponent.strip_prefix('-') {
+                    Some(digits) => ('-', digits),
+                    None => ('+', exponent),
+                };
+                format!("{mantissa}e{sign}{digits:0>2}")
+            }
+            None => text,
+        }
     } else {
         format!("{v}")
     }
@@ -94,22 +108,32 @@ fn metric(labels: &Labels) -> Json {
 
 /// A native histogram as Prometheus writes it (`util/jsonutil`
 /// `MarshalHistogram`): count, sum and the populated buckets as
-/// `[boundary_rule, lower, upper, count]`, where the rule is 0 for
-/// `(lower, upper]` (positive and custom buckets), 1 for `[lower, upper)`
-/// (negative buckets) and 3 for `[lower, upper]` (the zero bucket). Without
-/// populated buckets the `buckets` field is left out.
+/// `[boundary_rule, lower, upper, count]`, where the rule says which ends
+/// are inclusive (Prometheus's `Bucket.LowerInclusive`/`UpperInclusive`):
+/// 0 `(lower, upper]` (positive buckets, custom buckets but the first),
+/// 1 `[lower, upper)` (negative buckets), 3 `[lower, upper]` (the zero
+/// bucket, and the first custom bucket, from -Inf). Without populated
+/// buckets the `buckets` field is left out.
 pub fn histogram_json(h: &FloatHistogram) -> Json {
+    let custom = h.uses_custom_buckets();
     let buckets: Vec<Json> = h
         .all_buckets()
         .into_iter()
         .filter(|b| b.count != 0.0)
         .map(|b| {
-            let rule = if b.lower < 0.0 && b.upper > 0.0 && !h.uses_custom_buckets() {
-                3
-            } else if b.upper <= 0.0 && !h.uses_custom_buckets() {
-                1
+            let (lower_inclusive, upper_inclusive) = if custom {
+                (b.lower == f64::NEG_INFINITY, true)
+            } else if b.lower <= 0.0 && b.upper >= 0.0 {
+                // The zero bucket: the only one spanning zero.
+                (true, true)
             } else {
-                0
+                (b.lower < 0.0, b.upper > 0.0)
+            };
+            let rule = match (lower_inclusive, upper_inclusive) {
+                (true, true) => 3,
+                (true, false) => 1,
+                (false, true) => 0,
+                (false, false) => 2,
             };
             json!([
                 rule,
@@ -430,10 +454,64 @@ async fn metadata(
     Ok(axum::Json(success(Json::Object(data))))
 }
 
-async fn exemplars(Tenant(_tenant): Tenant) -> axum::Json<Json> {
-    // Exemplars are not stored yet: the answer is the empty list, as from a
-    // Prometheus with exemplar storage off.
-    axum::Json(success(json!([])))
+/// `/api/v1/query_exemplars?query=&start=&end=`: the exemplars of the
+/// series any selector of `query` matches, from the ingesters (exemplars
+/// live in their memory only), in Prometheus's shape.
+async fn exemplars(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let params = params(&method, &headers, &raw, &body);
+    let start = time_param(&params, "start", i64::MIN / 2)?;
+    let end = time_param(&params, "end", i64::MAX / 2)?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "end timestamp must not be before start timestamp",
+        ));
+    }
+    let query = params.get("query").unwrap_or("");
+    let selectors = query_selectors(query).map_err(ApiError::bad_data)?;
+    if selectors.is_empty() {
+        // Prometheus answers a query without series selectors with no
+        // content at all.
+        return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
+    }
+    let found = state
+        .querier
+        .queryable(&tenant)
+        .ingesters
+        .exemplars(&selectors, start, end)
+        .await
+        .map_err(ApiError::internal)?;
+    let data: Vec<Json> = found
+        .into_iter()
+        .map(|(labels, exemplars)| {
+            json!({
+                "seriesLabels": metric(&labels),
+                "exemplars": exemplars
+                    .into_iter()
+                    .map(|e| {
+                        let labels: serde_json::Map<String, Json> = e
+                            .labels
+                            .into_iter()
+                            .map(|l| (l.name, Json::String(l.value)))
+                            .collect();
+                        json!({
+                            "labels": labels,
+                            "value": format_value(e.value),
+                            "timestamp": seconds(e.timestamp),
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(axum::Json(success(Json::Array(data))).into_response())
 }
 
 async fn buildinfo() -> axum::Json<Json> {
@@ -488,6 +566,24 @@ mod tests {
     }
 
     #[test]
+    fn floats_are_written_as_go_writes_them() {
+        for (v, text) in [
+            (1e-10, "1e-10"),
+            (1.5e-7, "1.5e-07"),
+            (-2.5e-300, "-2.5e-300"),
+            (1e21, "1e+21"),
+            (1e-6, "0.000001"),
+            (1e20, "100000000000000000000"),
+            (-123.456, "-123.456"),
+            (0.0, "0"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            assert_eq!(format_value(v), text, "{v}");
+        }
+    }
+
+    #[test]
     fn histograms_are_written_as_prometheus_writes_them() {
         // What Prometheus 3.x answers for this histogram (json_codec.go).
         let want: Json = serde_json::from_str(
@@ -512,7 +608,9 @@ mod tests {
             ..FloatHistogram::default()
         };
         let want: Json = serde_json::from_str(
-            r#"{"count":"3","sum":"4","buckets":[[0,"-Inf","1","1"],[0,"2","+Inf","2"]]}"#,
+            // Prometheus 3.16 (model/histogram/generic.go): the first custom
+            // bucket is inclusive at both ends.
+            r#"{"count":"3","sum":"4","buckets":[[3,"-Inf","1","1"],[0,"2","+Inf","2"]]}"#,
         )
         .expect("valid JSON");
         assert_eq!(histogram_json(&custom), want);

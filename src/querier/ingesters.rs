@@ -13,8 +13,8 @@ use futures::future::join_all;
 
 use crate::chunk::merge::{ChunkData, HistogramChunkData, merge_chunks, merge_histogram_chunks};
 use crate::ingester::client::{
-    ClientPool, LabelNamesRequest, LabelValuesRequest, MetadataRequest, QueryRequest,
-    SeriesChunkData, SeriesRequest, decode_chunks,
+    ClientPool, ExemplarQueryRequest, LabelMatchers, LabelNamesRequest, LabelValuesRequest,
+    MetadataRequest, QueryRequest, SeriesChunkData, SeriesRequest, decode_chunks,
 };
 use crate::model::{Labels, MatchOp, Matcher};
 use crate::promql::{Queryable, SeriesSamples};
@@ -199,6 +199,64 @@ impl IngesterQueryable {
                 .map(|batch| batch.into_iter().map(|s| from_proto(s.labels)).collect())
                 .collect(),
         ))
+    }
+
+    /// The exemplars from `start` to `end` of the series matching any of
+    /// `matcher_sets`, by series labels (sorted); the replicas' copies
+    /// merged, each series' exemplars once, oldest first.
+    pub async fn exemplars(
+        &self,
+        matcher_sets: &[Vec<Matcher>],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<(Labels, Vec<pb::Exemplar>)>, String> {
+        let request = ExemplarQueryRequest {
+            tenant: self.tenant.to_string(),
+            start_ms: start,
+            end_ms: end,
+            matcher_sets: matcher_sets
+                .iter()
+                .map(|set| LabelMatchers {
+                    matchers: to_proto(set),
+                })
+                .collect(),
+        };
+        let answers = self
+            .fan_out(|mut client| {
+                let request = request.clone();
+                async move { client.query_exemplars(request).await }
+            })
+            .await?;
+        let mut by_labels: BTreeMap<Labels, Vec<pb::Exemplar>> = BTreeMap::new();
+        for series in answers.into_iter().flatten() {
+            by_labels
+                .entry(from_proto(series.labels))
+                .or_default()
+                .extend(series.exemplars);
+        }
+        let key = |e: &pb::Exemplar| {
+            e.labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect::<Vec<_>>()
+        };
+        Ok(by_labels
+            .into_iter()
+            .map(|(labels, mut exemplars)| {
+                exemplars.sort_by(|a, b| {
+                    a.timestamp
+                        .cmp(&b.timestamp)
+                        .then(a.value.total_cmp(&b.value))
+                        .then_with(|| key(a).cmp(&key(b)))
+                });
+                exemplars.dedup_by(|a, b| {
+                    a.timestamp == b.timestamp
+                        && a.value.to_bits() == b.value.to_bits()
+                        && a.labels == b.labels
+                });
+                (labels, exemplars)
+            })
+            .collect())
     }
 
     pub async fn metadata(&self, metric: &str, limit: u32) -> Result<Vec<MetricMetadata>, String> {

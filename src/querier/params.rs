@@ -76,13 +76,22 @@ pub fn parse_duration(value: &str) -> Result<i64, String> {
 
 /// The matchers of a series selector such as `up{job="api"}`.
 pub fn parse_selector(selector: &str) -> Result<Vec<Matcher>, String> {
-    use promql_parser::label::MatchOp as P;
     let expr = promql_parser::parser::parse(selector).map_err(|e| e.to_string())?;
     let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
         return Err(format!(
             "invalid parameter \"match[]\": {selector:?} is not a series selector"
         ));
     };
+    let matchers = selector_matchers(&vs)?;
+    if matchers.iter().all(|m| m.matches_empty()) {
+        return Err("match[] must contain at least one non-empty matcher".to_string());
+    }
+    Ok(matchers)
+}
+
+/// A vector selector's matchers, its metric name as a `__name__` matcher.
+fn selector_matchers(vs: &promql_parser::parser::VectorSelector) -> Result<Vec<Matcher>, String> {
+    use promql_parser::label::MatchOp as P;
     let mut matchers = Vec::new();
     if let Some(name) = &vs.name
         && !vs
@@ -102,15 +111,59 @@ pub fn parse_selector(selector: &str) -> Result<Vec<Matcher>, String> {
         };
         matchers.push(Matcher::new(op, &m.name, &m.value).map_err(|e| e.to_string())?);
     }
-    if matchers.iter().all(|m| m.matches_empty()) {
-        return Err("match[] must contain at least one non-empty matcher".to_string());
-    }
     Ok(matchers)
+}
+
+/// The matchers of every series selector in a PromQL expression, in the
+/// order they appear (Prometheus's `parser.ExtractSelectors`).
+pub fn query_selectors(query: &str) -> Result<Vec<Vec<Matcher>>, String> {
+    use promql_parser::parser::Expr;
+    fn walk(expr: &Expr, out: &mut Vec<Vec<Matcher>>) -> Result<(), String> {
+        match expr {
+            Expr::VectorSelector(vs) => out.push(selector_matchers(vs)?),
+            Expr::MatrixSelector(ms) => out.push(selector_matchers(&ms.vs)?),
+            Expr::Aggregate(a) => {
+                if let Some(param) = &a.param {
+                    walk(param, out)?;
+                }
+                walk(&a.expr, out)?;
+            }
+            Expr::Unary(u) => walk(&u.expr, out)?,
+            Expr::Binary(b) => {
+                walk(&b.lhs, out)?;
+                walk(&b.rhs, out)?;
+            }
+            Expr::Paren(p) => walk(&p.expr, out)?,
+            Expr::Subquery(s) => walk(&s.expr, out)?,
+            Expr::Call(c) => {
+                for arg in &c.args.args {
+                    walk(arg, out)?;
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+        Ok(())
+    }
+    let expr = promql_parser::parser::parse(query).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    walk(&expr, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_selector_of_a_query_is_found() {
+        let sets = query_selectors(r#"sum(rate(a{x="1"}[5m])) / on() b + 1"#).expect("parses");
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[0][0], Matcher::equal("__name__", "a"));
+        assert_eq!(sets[0][1], Matcher::equal("x", "1"));
+        assert_eq!(sets[1], vec![Matcher::equal("__name__", "b")]);
+        assert!(query_selectors("1 + 2").expect("parses").is_empty());
+        assert!(query_selectors("sum(").is_err());
+    }
 
     #[test]
     fn times_and_durations() {

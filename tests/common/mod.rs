@@ -351,6 +351,23 @@ impl Strata {
             .fold(0.0, |sum, v| sum + v))
     }
 
+    /// Waits until this process's view of the ring shows `count` ACTIVE
+    /// members.
+    pub async fn wait_active(&self, count: usize) -> Result<()> {
+        eventually(
+            &format!("{count} ACTIVE ingesters in the ring"),
+            Duration::from_secs(30),
+            || async {
+                let ring = self.ring().await?;
+                let active = ring["members"]
+                    .as_array()
+                    .map_or(0, |m| m.iter().filter(|m| m["state"] == "ACTIVE").count());
+                Ok((active == count).then_some(()))
+            },
+        )
+        .await
+    }
+
     /// `/ring` as JSON.
     pub async fn ring(&self) -> Result<serde_json::Value> {
         let response = http()
@@ -363,6 +380,12 @@ impl Strata {
         }
         Ok(response.json().await?)
     }
+}
+
+/// One metric's value from a process's `/metrics` (the sum of its series;
+/// 0 when absent).
+pub async fn metric(strata: &Strata, name: &str) -> Result<f64> {
+    strata.metric_sum(name, "").await
 }
 
 /// Remote-write helpers: build, encode and send requests; read back series
@@ -379,6 +402,17 @@ pub mod rw {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
+    }
+
+    /// Proto labels from pairs, in the order given.
+    pub fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
+        pairs
+            .iter()
+            .map(|(n, v)| Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect()
     }
 
     /// A series; labels are given sorted by name.
@@ -947,3 +981,6 @@ pub async fn cql_answers(port: u16) -> bool {
         .await
         .is_ok()
 }
+
+/// Prometheus 3.16 as a remote-write receiver (see [`promql::Prometheus`]).
+pub type Prometheus3 = promql::Prometheus;

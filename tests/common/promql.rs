@@ -184,12 +184,13 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// A remote-write receiver with no scrape jobs.
-    pub async fn start() -> Result<Prometheus> {
+    /// Prometheus 3.16 with no scrape jobs and the flags `extra` (e.g.
+    /// `--web.enable-remote-write-receiver`).
+    pub async fn start(extra: &[&str]) -> Result<Prometheus> {
         Prometheus::start_with(
-            "prometheus",
+            "prometheus-3",
             |_| "global:\n  scrape_interval: 15s\n  evaluation_interval: 1m\n".to_string(),
-            &["--web.enable-remote-write-receiver"],
+            extra,
         )
         .await
     }

@@ -122,6 +122,7 @@ pub use heads::Heads;
 pub use merge::SeriesChunks;
 
 use crate::chunk::MAX_SAMPLES;
+use crate::ingester::exemplars::ExemplarStorage;
 use crate::limits::{DiscardReason, Limits};
 use crate::model::Labels;
 use packed::SeriesKey;
@@ -450,6 +451,8 @@ pub struct Head {
     sample_heap_bytes: AtomicI64,
     min_t: AtomicI64,
     max_t: AtomicI64,
+    /// The tenant's exemplars (see [`crate::ingester::exemplars`]).
+    pub exemplars: parking_lot::Mutex<ExemplarStorage>,
 }
 
 impl fmt::Debug for Head {
@@ -481,6 +484,7 @@ impl Head {
             sample_heap_bytes: AtomicI64::new(0),
             min_t: AtomicI64::new(i64::MAX),
             max_t: AtomicI64::new(i64::MIN),
+            exemplars: parking_lot::Mutex::new(ExemplarStorage::default()),
         }
     }
 

@@ -248,9 +248,10 @@ mod tests {
     /// Keeps series, and samples at `MIN_T` or later.
     fn keep_recent(rec: &[u8]) -> Option<Vec<u8>> {
         match decode(rec).expect("records decode") {
-            Record::Series(_) | Record::Histograms(_) | Record::FloatHistograms(_) => {
-                Some(rec.to_vec())
-            }
+            Record::Series(_)
+            | Record::Histograms(_)
+            | Record::FloatHistograms(_)
+            | Record::Exemplars(_) => Some(rec.to_vec()),
             Record::Samples(samples) => {
                 let recent: Vec<SampleRecord> =
                     samples.into_iter().filter(|s| s.t >= MIN_T).collect();
@@ -283,7 +284,7 @@ mod tests {
             match record {
                 Record::Series(s) => series.extend(s),
                 Record::Samples(s) => samples.extend(s),
-                Record::Histograms(_) | Record::FloatHistograms(_) => {}
+                Record::Histograms(_) | Record::FloatHistograms(_) | Record::Exemplars(_) => {}
             }
         }
         (series, samples)

@@ -49,7 +49,20 @@
 //! integer histograms, the raw 8-byte bits in float ones. Floats are
 //! big-endian IEEE-754 bits.
 //!
-//! Type bytes 5 and up are reserved for later kinds (tombstones, exemplars,
+//! ```text
+//! Exemplars (type 5): exemplars of series already logged
+//! ┌─────────┬─────────────┬──────────────────────────────────────────────────┐
+//! │ 5 <1b>  │ n <uvarint> │ if n > 0: base_ref <uvarint> │ base_t <varint> │
+//! ├─────────┴─────────────┴──────────────────────────────────────────────────┤
+//! │ n × ( series_ref - base_ref <varint> │ t - base_t <varint> │ v <8b BE> │ │
+//! │       k <uvarint> │ k × ( name <str> │ value <str> ) )                   │
+//! └──────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! As Prometheus's exemplar record: the exemplar's own labels (e.g.
+//! `trace_id`) after its value; the base as in the samples record.
+//!
+//! Type bytes 6 and up are reserved for later kinds (tombstones,
 //! metadata); an unknown type is a decode error, never skipped. Decoding checks every length against the bytes left, so no
 //! input makes it panic or allocate more than the input justifies.
 
@@ -63,6 +76,7 @@ pub enum RecordType {
     Samples = 2,
     Histograms = 3,
     FloatHistograms = 4,
+    Exemplars = 5,
 }
 
 /// One series, as created by the ingester.
@@ -97,6 +111,15 @@ pub struct FloatHistogramRecord {
     pub h: FloatHistogram,
 }
 
+/// One exemplar of a series already logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExemplarRecord {
+    pub series_ref: u64,
+    pub t: i64,
+    pub v: f64,
+    pub labels: Vec<(String, String)>,
+}
+
 /// A decoded record.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
@@ -104,6 +127,7 @@ pub enum Record {
     Samples(Vec<SampleRecord>),
     Histograms(Vec<HistogramRecord>),
     FloatHistograms(Vec<FloatHistogramRecord>),
+    Exemplars(Vec<ExemplarRecord>),
 }
 
 /// Why a record does not decode.
@@ -139,6 +163,8 @@ const MIN_LABEL_LEN: usize = 2;
 /// each at least), zero threshold and sum (8), five list lengths (1).
 const MIN_HISTOGRAM_LEN: usize = 1 + 1 + 1 + 1 + 8 + 1 + 1 + 8 + 5;
 const MIN_SPAN_LEN: usize = 2;
+/// Ref and timestamp deltas (1 byte each), value (8), label count (1).
+const MIN_EXEMPLAR_LEN: usize = 11;
 
 /// Appends a series record holding `series` to `out`.
 pub fn encode_series(series: &[SeriesRecord], out: &mut Vec<u8>) {
@@ -147,11 +173,7 @@ pub fn encode_series(series: &[SeriesRecord], out: &mut Vec<u8>) {
     for s in series {
         put_uvarint(out, s.series_ref);
         put_str(out, &s.tenant);
-        put_uvarint(out, s.labels.len() as u64);
-        for (name, value) in &s.labels {
-            put_str(out, name);
-            put_str(out, value);
-        }
+        put_labels(out, &s.labels);
     }
 }
 
@@ -169,6 +191,23 @@ pub fn encode_samples(samples: &[SampleRecord], out: &mut Vec<u8>) {
         put_varint(out, s.series_ref.wrapping_sub(base.series_ref) as i64);
         put_varint(out, s.t.wrapping_sub(base.t));
         out.extend_from_slice(&s.v.to_bits().to_be_bytes());
+    }
+}
+
+/// Appends an exemplars record holding `exemplars` to `out`.
+pub fn encode_exemplars(exemplars: &[ExemplarRecord], out: &mut Vec<u8>) {
+    out.push(RecordType::Exemplars as u8);
+    put_uvarint(out, exemplars.len() as u64);
+    let Some(base) = exemplars.first() else {
+        return;
+    };
+    put_uvarint(out, base.series_ref);
+    put_varint(out, base.t);
+    for e in exemplars {
+        put_varint(out, e.series_ref.wrapping_sub(base.series_ref) as i64);
+        put_varint(out, e.t.wrapping_sub(base.t));
+        out.extend_from_slice(&e.v.to_bits().to_be_bytes());
+        put_labels(out, &e.labels);
     }
 }
 
@@ -284,6 +323,7 @@ pub fn record_type(rec: &[u8]) -> Result<RecordType, RecordError> {
         Some(2) => Ok(RecordType::Samples),
         Some(3) => Ok(RecordType::Histograms),
         Some(4) => Ok(RecordType::FloatHistograms),
+        Some(5) => Ok(RecordType::Exemplars),
         Some(&other) => Err(RecordError::UnknownType(other)),
     }
 }
@@ -310,6 +350,11 @@ pub fn decode(rec: &[u8]) -> Result<Record, RecordError> {
             let mut histograms = Vec::new();
             decode_float_histograms_into(rec, &mut histograms)?;
             Ok(Record::FloatHistograms(histograms))
+        }
+        RecordType::Exemplars => {
+            let mut exemplars = Vec::new();
+            decode_exemplars_into(rec, &mut exemplars)?;
+            Ok(Record::Exemplars(exemplars))
         }
     }
 }
@@ -421,13 +466,7 @@ pub fn decode_series_into(rec: &[u8], out: &mut Vec<SeriesRecord>) -> Result<(),
     for _ in 0..n {
         let series_ref = d.uvarint("series ref")?;
         let tenant = d.string("tenant")?;
-        let k = d.count("labels", MIN_LABEL_LEN)?;
-        let mut labels = Vec::with_capacity(k);
-        for _ in 0..k {
-            let name = d.string("label name")?;
-            let value = d.string("label value")?;
-            labels.push((name, value));
-        }
+        let labels = d.labels()?;
         out.push(SeriesRecord {
             series_ref,
             tenant,
@@ -456,6 +495,31 @@ pub fn decode_samples_into(rec: &[u8], out: &mut Vec<SampleRecord>) -> Result<()
     d.finish()
 }
 
+/// Decodes an exemplars record, appending to `out` (a buffer to reuse).
+pub fn decode_exemplars_into(rec: &[u8], out: &mut Vec<ExemplarRecord>) -> Result<(), RecordError> {
+    let mut d = Decoder::new(rec, RecordType::Exemplars)?;
+    let n = d.count("exemplars", MIN_EXEMPLAR_LEN)?;
+    if n == 0 {
+        return d.finish();
+    }
+    let base_ref = d.uvarint("base series ref")?;
+    let base_t = d.varint("base timestamp")?;
+    out.reserve(n);
+    for _ in 0..n {
+        let series_ref = base_ref.wrapping_add(d.varint("series ref delta")? as u64);
+        let t = base_t.wrapping_add(d.varint("timestamp delta")?);
+        let v = d.f64("value")?;
+        let labels = d.labels()?;
+        out.push(ExemplarRecord {
+            series_ref,
+            t,
+            v,
+            labels,
+        });
+    }
+    d.finish()
+}
+
 fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
@@ -466,6 +530,14 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
 
 fn put_varint(out: &mut Vec<u8>, v: i64) {
     put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_labels(out: &mut Vec<u8>, labels: &[(String, String)]) {
+    put_uvarint(out, labels.len() as u64);
+    for (name, value) in labels {
+        put_str(out, name);
+        put_str(out, value);
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -565,6 +637,17 @@ impl<'a> Decoder<'a> {
                 offset: start,
             }),
         }
+    }
+
+    fn labels(&mut self) -> Result<Vec<(String, String)>, RecordError> {
+        let k = self.count("labels", MIN_LABEL_LEN)?;
+        let mut labels = Vec::with_capacity(k);
+        for _ in 0..k {
+            let name = self.string("label name")?;
+            let value = self.string("label value")?;
+            labels.push((name, value));
+        }
+        Ok(labels)
     }
 
     fn f64(&mut self, what: &'static str) -> Result<f64, RecordError> {
@@ -780,6 +863,33 @@ mod tests {
             match decode(&buf) {
                 Ok(Record::Samples(decoded)) => prop_assert_eq!(bits(&decoded), bits(&samples)),
                 other => prop_assert!(false, "decoded {:?}", other),
+            }
+        }
+
+        #[test]
+        fn exemplars_round_trip_bit_for_bit(
+            records in prop::collection::vec(
+                (sample_strategy(), prop::collection::vec((".{0,10}", ".{0,20}"), 0..4)),
+                0..50,
+            )
+        ) {
+            let exemplars: Vec<ExemplarRecord> = records
+                .into_iter()
+                .map(|(s, labels)| ExemplarRecord { series_ref: s.series_ref, t: s.t, v: s.v, labels })
+                .collect();
+            let mut buf = Vec::new();
+            encode_exemplars(&exemplars, &mut buf);
+            let key = |e: &ExemplarRecord| (e.series_ref, e.t, e.v.to_bits(), e.labels.clone());
+            match decode(&buf) {
+                Ok(Record::Exemplars(decoded)) => prop_assert_eq!(
+                    decoded.iter().map(key).collect::<Vec<_>>(),
+                    exemplars.iter().map(key).collect::<Vec<_>>()
+                ),
+                other => prop_assert!(false, "decoded {:?}", other),
+            }
+            // Every cut of the record is refused, never a panic.
+            for cut in 1..buf.len() {
+                prop_assert!(decode(&buf[..cut]).is_err());
             }
         }
 
