@@ -152,7 +152,7 @@ fn labels_from_refs(
         .collect()
 }
 
-fn metric_type_v2_to_v1(t: i32) -> i32 {
+fn metric_type_v2_to_v1(t: i32) -> metric_metadata::MetricType {
     use write_v2::metadata::MetricType as V2;
     let mapped = match V2::try_from(t).unwrap_or(V2::Unspecified) {
         V2::Unspecified => metric_metadata::MetricType::Unknown,
@@ -164,7 +164,27 @@ fn metric_type_v2_to_v1(t: i32) -> i32 {
         V2::Info => metric_metadata::MetricType::Info,
         V2::Stateset => metric_metadata::MetricType::Stateset,
     };
-    mapped as i32
+    mapped
+}
+
+/// The metric family a series of a remote-write 2.0 request belongs to,
+/// as `/api/v1/metadata` names families: a classic histogram's
+/// `_bucket`, `_sum` and `_count` series (`_gsum`, `_gcount` of a gauge
+/// histogram) and a summary's `_sum` and `_count` belong to the family
+/// without the suffix.
+fn family_name(name: &str, kind: metric_metadata::MetricType) -> &str {
+    use metric_metadata::MetricType as T;
+    let suffixes: &[&str] = match kind {
+        T::Histogram => &["_bucket", "_sum", "_count"],
+        T::Gaugehistogram => &["_bucket", "_gsum", "_gcount"],
+        T::Summary => &["_sum", "_count"],
+        _ => &[],
+    };
+    suffixes
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .filter(|family| !family.is_empty())
+        .unwrap_or(name)
 }
 
 fn from_v2(request: write_v2::Request) -> Result<WriteBatch, DecodeError> {
@@ -194,9 +214,10 @@ fn from_v2(request: write_v2::Request) -> Result<WriteBatch, DecodeError> {
                     .find(|l| l.name == crate::model::METRIC_NAME)
                     .map(|l| l.value.clone())
                     .unwrap_or_default();
+                let r#type = metric_type_v2_to_v1(meta.r#type);
                 batch.metadata.push(MetricMetadata {
-                    r#type: metric_type_v2_to_v1(meta.r#type),
-                    metric_family_name: name,
+                    r#type: r#type as i32,
+                    metric_family_name: family_name(&name, r#type).to_string(),
                     help,
                     unit,
                 });
@@ -373,6 +394,16 @@ mod tests {
         assert_eq!(batch.timeseries[0].labels[1].value, "api");
         assert_eq!(batch.timeseries[0].samples[0].timestamp, 2000);
         assert_eq!(batch.metadata[0].metric_family_name, "http_requests_total");
+        use metric_metadata::MetricType as T;
+        assert_eq!(
+            family_name("rpc_seconds_bucket", T::Histogram),
+            "rpc_seconds"
+        );
+        assert_eq!(family_name("rpc_seconds_count", T::Summary), "rpc_seconds");
+        assert_eq!(family_name("rpc_seconds", T::Summary), "rpc_seconds");
+        assert_eq!(family_name("queue_gsum", T::Gaugehistogram), "queue");
+        assert_eq!(family_name("jobs_count", T::Gauge), "jobs_count");
+        assert_eq!(family_name("_count", T::Summary), "_count");
         assert_eq!(batch.metadata[0].help, "Requests.");
         assert_eq!(
             batch.metadata[0].r#type,

@@ -91,9 +91,13 @@ pub fn format_value(v: f64) -> String {
 }
 
 /// Milliseconds as the API's Unix seconds.
+/// Milliseconds as Unix seconds, a whole number when they are whole (as
+/// Prometheus writes `1700000000`, not `1700000000.0`).
 fn seconds(t: i64) -> Json {
-    let s = t as f64 / 1000.0;
-    serde_json::Number::from_f64(s)
+    if t % 1000 == 0 {
+        return Json::from(t / 1000);
+    }
+    serde_json::Number::from_f64(t as f64 / 1000.0)
         .map(Json::Number)
         .unwrap_or(Json::Null)
 }
