@@ -154,7 +154,7 @@ fn labels_from_refs(
 
 fn metric_type_v2_to_v1(t: i32) -> metric_metadata::MetricType {
     use write_v2::metadata::MetricType as V2;
-    let mapped = match V2::try_from(t).unwrap_or(V2::Unspecified) {
+    match V2::try_from(t).unwrap_or(V2::Unspecified) {
         V2::Unspecified => metric_metadata::MetricType::Unknown,
         V2::Counter => metric_metadata::MetricType::Counter,
         V2::Gauge => metric_metadata::MetricType::Gauge,
@@ -163,8 +163,7 @@ fn metric_type_v2_to_v1(t: i32) -> metric_metadata::MetricType {
         V2::Summary => metric_metadata::MetricType::Summary,
         V2::Info => metric_metadata::MetricType::Info,
         V2::Stateset => metric_metadata::MetricType::Stateset,
-    };
-    mapped
+    }
 }
 
 /// The metric family a series of a remote-write 2.0 request belongs to,
