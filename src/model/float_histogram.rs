@@ -144,11 +144,11 @@ impl FloatHistogram {
         self.schema == CUSTOM_BUCKETS_SCHEMA
     }
 
-    fn positive_pairs(&self) -> Vec<(i32, f64)> {
+    pub(crate) fn positive_pairs(&self) -> Vec<(i32, f64)> {
         pairs(&self.positive_spans, &self.positive_buckets)
     }
 
-    fn negative_pairs(&self) -> Vec<(i32, f64)> {
+    pub(crate) fn negative_pairs(&self) -> Vec<(i32, f64)> {
         pairs(&self.negative_spans, &self.negative_buckets)
     }
 
@@ -158,7 +158,7 @@ impl FloatHistogram {
     }
 
     /// Bounds `(lower, upper]` of positive bucket `idx`.
-    fn positive_bounds(&self, idx: i32) -> (f64, f64) {
+    pub(crate) fn positive_bounds(&self, idx: i32) -> (f64, f64) {
         if self.uses_custom_buckets() {
             let cv = &self.custom_values;
             let i = idx.max(0) as usize;

@@ -3,6 +3,7 @@
 
 pub mod float_histogram;
 pub mod histogram;
+mod histogram_trim;
 pub mod labels;
 pub mod matchers;
 

@@ -48,6 +48,8 @@ fn token_display(op: TokenId) -> &'static str {
         T_LSS => "<",
         T_GTE => ">=",
         T_LTE => "<=",
+        T_TRIM_UPPER => "</",
+        T_TRIM_LOWER => ">/",
         _ => "?",
     }
 }
@@ -67,6 +69,12 @@ pub(crate) fn compare(op: TokenId, l: f64, r: f64) -> bool {
 
 fn is_comparison(op: TokenId) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
+}
+
+/// The histogram trim operators `</` and `>/`: defined for a histogram on
+/// the left and a float on the right only, and keeping the metric name.
+fn is_trim(op: TokenId) -> bool {
+    matches!(op, T_TRIM_UPPER | T_TRIM_LOWER)
 }
 
 pub(crate) fn eval_binary(
@@ -138,11 +146,15 @@ fn vector_scalar(
     notes: &mut Vec<String>,
 ) -> Vec<Series> {
     let cmp = is_comparison(op);
+    let trim = is_trim(op);
     for series in &mut v {
         for (val, &sv) in series.vals.iter_mut().zip(s) {
             let Some(x) = *val else { continue };
             let (l, r) = if swap { (sv, x) } else { (x, sv) };
-            *val = if cmp {
+            *val = if trim {
+                notes.push(incompatible(op, "float", "float"));
+                None
+            } else if cmp {
                 let keep = compare(op, l, r);
                 if return_bool {
                     Some(if keep { 1.0 } else { 0.0 })
@@ -161,6 +173,7 @@ fn vector_scalar(
                 match (op, swap) {
                     (T_MUL, _) => x.mul(sv),
                     (T_DIV, false) => x.div(sv),
+                    (T_TRIM_UPPER | T_TRIM_LOWER, false) => x.trim(sv, op == T_TRIM_UPPER),
                     _ => {
                         *h = None;
                         let (l, r) = if swap {
@@ -173,7 +186,7 @@ fn vector_scalar(
                 }
             }
         }
-        if !cmp || return_bool {
+        if !(cmp || trim) || return_bool {
             series.drop_name = true;
         }
     }
@@ -246,7 +259,7 @@ fn histogram_op(
                         (None, None)
                     }
                 }
-                _ => (None, None),
+                _ => (None, Some(incompatible(op, "histogram", "histogram"))),
             }
         }
         (H(a), F(f)) | (F(f), H(a)) if op == T_MUL => {
@@ -259,8 +272,14 @@ fn histogram_op(
             x.div(f);
             (Some(Res::H(x)), None)
         }
+        (H(a), F(f)) if is_trim(op) => {
+            let mut x = a.clone();
+            x.trim(f, op == T_TRIM_UPPER);
+            (Some(Res::H(x)), None)
+        }
         (H(_), F(_)) => (None, Some(incompatible(op, "histogram", "float"))),
         (F(_), H(_)) => (None, Some(incompatible(op, "float", "histogram"))),
+        (F(_), F(_)) if is_trim(op) => (None, Some(incompatible(op, "float", "float"))),
         (F(_), F(_)) => (None, None),
     }
 }
@@ -419,7 +438,7 @@ fn vector_vector(
         .map(|s| signature(&s.labels, on, &names))
         .collect();
     let cmp = is_comparison(op);
-    let drop_name = !cmp || return_bool;
+    let drop_name = !(cmp || is_trim(op)) || return_bool;
     let mut out = OutBuilder::new(n);
     let mut pair_slot: HashMap<(u32, u32), usize> = HashMap::new();
     let mut one_by_sig: HashMap<u64, usize> = HashMap::new();
@@ -477,7 +496,7 @@ fn vector_vector(
             }
             seen.insert(slot);
             let (l, r) = match (l, r) {
-                (Operand::F(l), Operand::F(r)) => (l, r),
+                (Operand::F(l), Operand::F(r)) if !is_trim(op) => (l, r),
                 (l, r) => {
                     let (res, note) = histogram_op(op, l, r, return_bool);
                     if let Some(note) = note {
