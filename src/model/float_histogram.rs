@@ -492,7 +492,12 @@ impl FloatHistogram {
             count = self.count;
         }
         if count < rank {
-            return bucket.upper;
+            // The rank lies among the NaN observations, above every bucket.
+            return if self.sum.is_nan() {
+                f64::NAN
+            } else {
+                bucket.upper
+            };
         }
         if forward {
             rank -= count - bucket.count;
@@ -573,8 +578,10 @@ impl FloatHistogram {
             }
             rank += b.count;
         }
-        let lower_rank = lower_rank.unwrap_or(self.count).min(self.count);
-        let upper_rank = upper_rank.unwrap_or(self.count).min(self.count);
+        // Ranks past every bucket stop at the buckets' total: NaN
+        // observations (count beyond it) are in no range.
+        let lower_rank = lower_rank.unwrap_or(rank).min(self.count);
+        let upper_rank = upper_rank.unwrap_or(rank).min(self.count);
         ((upper_rank - lower_rank) / self.count).max(0.0)
     }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::model::{Labels, METRIC_NAME};
-use crate::promql::stats::{almost_equal, format_float};
+use crate::promql::stats::almost_equal;
 use crate::promql::value::Series;
 
 #[derive(Clone, Copy, Debug)]
@@ -239,28 +239,16 @@ pub(crate) fn histogram_fraction(
 }
 
 /// `histogram_quantile(q, buckets)` over every step; annotations about the
-/// buckets are pushed to `warnings` / `infos`, the one about the quantile
-/// to `q_warnings`.
+/// buckets are pushed to `warnings` / `infos` (the caller warns about the
+/// quantile itself).
 pub(crate) fn histogram_quantile(
     q: &[f64],
     input: Vec<Series>,
     warnings: &mut Vec<String>,
     infos: &mut Vec<String>,
-    q_warnings: &mut Vec<String>,
 ) -> Vec<Series> {
     let n = q.len();
     let groups = group_buckets(&input, warnings);
-    if q.iter().any(|q| !(0.0..=1.0).contains(q)) && !groups.is_empty() {
-        let bad = q
-            .iter()
-            .find(|q| !(0.0..=1.0).contains(*q))
-            .copied()
-            .unwrap_or(f64::NAN);
-        q_warnings.push(format!(
-            "PromQL warning: quantile value should be between 0 and 1, got {}",
-            format_float(bad)
-        ));
-    }
     let mut out = Vec::with_capacity(groups.len());
     let mut buckets = Vec::new();
     for (labels, members) in groups {
