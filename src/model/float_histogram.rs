@@ -152,7 +152,7 @@ impl FloatHistogram {
         pairs(&self.negative_spans, &self.negative_buckets)
     }
 
-    fn set_pairs(&mut self, pos: &[(i32, f64)], neg: &[(i32, f64)]) {
+    pub(crate) fn set_pairs(&mut self, pos: &[(i32, f64)], neg: &[(i32, f64)]) {
         (self.positive_spans, self.positive_buckets) = build_keep(pos);
         (self.negative_spans, self.negative_buckets) = build_keep(neg);
     }
@@ -234,7 +234,7 @@ impl FloatHistogram {
 
     /// Drops buckets wholly inside the zero bucket (their counts already
     /// belong to the zero count).
-    fn trim_in_zero_bucket(&self, p: Vec<(i32, f64)>) -> Vec<(i32, f64)> {
+    pub(crate) fn trim_in_zero_bucket(&self, p: Vec<(i32, f64)>) -> Vec<(i32, f64)> {
         if self.zero_threshold == 0.0 {
             return p;
         }
@@ -339,11 +339,19 @@ impl FloatHistogram {
         self.negative_buckets.iter_mut().for_each(|c| *c *= f);
     }
 
-    /// Divides every count and the sum by `f`.
+    /// Divides every count and the sum by `f`; dividing by zero removes
+    /// every bucket but the zero bucket (Prometheus `Div`).
     pub fn div(&mut self, f: f64) {
         self.count /= f;
         self.sum /= f;
         self.zero_count /= f;
+        if f == 0.0 {
+            self.positive_spans.clear();
+            self.positive_buckets.clear();
+            self.negative_spans.clear();
+            self.negative_buckets.clear();
+            return;
+        }
         self.positive_buckets.iter_mut().for_each(|c| *c /= f);
         self.negative_buckets.iter_mut().for_each(|c| *c /= f);
     }

@@ -12,6 +12,7 @@ use super::eval::{Evaluator, unwrap_parens};
 use super::stats::{format_float, kahan_sum_inc, quantile};
 use super::value::{OutBuilder, Series, Steps, Val};
 use crate::model::histogram::{CounterResetHint, FloatHistogram};
+use crate::model::histogram_kahan;
 use crate::model::{Label, Labels, METRIC_NAME};
 
 /// The grouping labels of `labels` under `by`/`without`.
@@ -384,30 +385,26 @@ fn sum_histograms(
                     "PromQL warning: conflicting counter resets during histogram aggregation{epos}"
                 ));
             }
-            let mut sum = (*first).clone();
-            let mut failed = false;
-            for h in &hists[1..] {
-                match sum.add(h) {
-                    Ok(r) if r.0 => ev.infos.push(format!(
-                        "PromQL info: mismatched custom buckets were reconciled during aggregation{epos}"
-                    )),
-                    Ok(_) => {}
-                    Err(_) => {
-                        failed = true;
-                        break;
+            let mut sum = match histogram_kahan::sum_histograms(hists.iter().copied(), op == T_AVG)
+            {
+                Some(Ok((sum, reconciled))) => {
+                    if reconciled {
+                        ev.infos.push(format!(
+                            "PromQL info: mismatched custom buckets were reconciled during aggregation{epos}"
+                        ));
                     }
+                    sum
                 }
-            }
-            if failed {
-                ev.warnings.push(format!(
-                    "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}{epos}",
-                    input[m[0]].labels.metric_name().unwrap_or("")
-                ));
-                continue;
-            }
-            if op == T_AVG {
-                sum.div(hists.len() as f64);
-            }
+                Some(Err(_)) => {
+                    ev.warnings.push(format!(
+                        "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}{epos}",
+                        input[m[0]].labels.metric_name().unwrap_or("")
+                    ));
+                    continue;
+                }
+                None => continue,
+            };
+            sum.counter_reset_hint = first.counter_reset_hint;
             if sum.counter_reset_hint != CounterResetHint::Gauge {
                 sum.counter_reset_hint = CounterResetHint::Unknown;
             }

@@ -8,6 +8,7 @@
 use super::Window;
 use crate::model::HPoint;
 use crate::model::histogram::{CounterResetHint, FloatHistogram};
+use crate::model::histogram_kahan::sum_histograms;
 use crate::promql::stats::format_float;
 
 /// A range function's result at one step.
@@ -276,20 +277,18 @@ pub(crate) fn sum_or_avg(w: &Window<'_>, avg: bool, notes: &mut Notes<'_>) -> Op
         notes.mixed_floats();
         return None;
     }
-    let mut sum = w.hists.first()?.h.clone();
-    for p in &w.hists[1..] {
-        match sum.add(&p.h) {
-            Ok(r) if r.0 => notes.reconciled("aggregation"),
-            Ok(_) => {}
-            Err(_) => {
-                notes.mixed_custom();
-                return None;
+    let mut sum = match sum_histograms(w.hists.iter().map(|p| &p.h), avg)? {
+        Ok((sum, reconciled)) => {
+            if reconciled {
+                notes.reconciled("aggregation");
             }
+            sum
         }
-    }
-    if avg {
-        sum.div(w.hists.len() as f64);
-    }
+        Err(_) => {
+            notes.mixed_custom();
+            return None;
+        }
+    };
     sum.counter_reset_hint = CounterResetHint::Gauge;
     Some(Out::H(sum.compact(0)))
 }

@@ -831,7 +831,7 @@ impl Neg for NumberLiteral {
 impl fmt::Display for NumberLiteral {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         if self.val == f64::INFINITY {
-            write!(f, "Inf")
+            write!(f, "+Inf")
         } else if self.val == f64::NEG_INFINITY {
             write!(f, "-Inf")
         } else if f64::is_nan(self.val) {
@@ -1923,9 +1923,9 @@ mod tests {
             ("1", "1"),
             ("- 1", "-1"),
             ("+ 1", "1"),
-            ("Inf", "Inf"),
-            ("inf", "Inf"),
-            ("+Inf", "Inf"),
+            ("Inf", "+Inf"),
+            ("inf", "+Inf"),
+            ("+Inf", "+Inf"),
             ("- Inf", "-Inf"),
             (".5", "0.5"),
             ("5.", "5"),
