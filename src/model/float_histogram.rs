@@ -176,6 +176,29 @@ impl FloatHistogram {
         )
     }
 
+    /// The custom buckets' counts moved to `shared`, a subset of their
+    /// bounds: each bucket to the first shared bucket whose upper bound is
+    /// not below its own.
+    fn remap_to_bounds(&self, shared: &[f64]) -> Vec<(i32, f64)> {
+        let mut out: Vec<(i32, f64)> = Vec::new();
+        for (idx, c) in self.positive_pairs() {
+            let upper = self.positive_bounds(idx).1;
+            let t = shared.partition_point(|&b| b < upper) as i32;
+            match out.last_mut() {
+                Some(last) if last.0 == t => last.1 += c,
+                _ => out.push((t, c)),
+            }
+        }
+        out
+    }
+
+    /// Equal but for the counter reset hint (Prometheus `Equals`).
+    pub fn equals(&self, other: &FloatHistogram) -> bool {
+        let mut a = self.clone();
+        a.counter_reset_hint = other.counter_reset_hint;
+        a == *other
+    }
+
     /// The same histogram at a lower (or equal) exponential schema.
     pub fn copy_to_schema(&self, target: i32) -> FloatHistogram {
         if target >= self.schema || self.uses_custom_buckets() {
@@ -264,25 +287,12 @@ impl FloatHistogram {
             }
             // Keep the bounds both have; every bucket goes to the bucket of
             // the shared bounds that contains it.
-            let shared: Vec<f64> = self
-                .custom_values
-                .iter()
-                .copied()
-                .filter(|v| other.custom_values.contains(v))
-                .collect();
-            let remap = |h: &FloatHistogram| -> Vec<(i32, f64)> {
-                let mut out: Vec<(i32, f64)> = Vec::new();
-                for (idx, c) in h.positive_pairs() {
-                    let upper = h.positive_bounds(idx).1;
-                    let t = shared.partition_point(|&b| b < upper) as i32;
-                    match out.last_mut() {
-                        Some(last) if last.0 == t => last.1 += c,
-                        _ => out.push((t, c)),
-                    }
-                }
-                out
-            };
-            let pos = merge(&remap(self), &remap(other), sign);
+            let shared = shared_bounds(&self.custom_values, &other.custom_values);
+            let pos = merge(
+                &self.remap_to_bounds(&shared),
+                &other.remap_to_bounds(&shared),
+                sign,
+            );
             self.custom_values = shared;
             self.set_pairs(&pos, &[]);
             return Ok(Reconciled(true));
@@ -376,13 +386,20 @@ impl FloatHistogram {
         if self.uses_custom_buckets() != previous.uses_custom_buckets() {
             return true;
         }
-        if self.uses_custom_buckets() && self.custom_values != previous.custom_values {
+        if self.count < previous.count {
             return true;
         }
-        if self.count < previous.count
-            || self.schema > previous.schema
-            || self.zero_threshold < previous.zero_threshold
-        {
+        if self.uses_custom_buckets() && self.custom_values != previous.custom_values {
+            // Compare the counts both have at the bounds both have.
+            let shared = shared_bounds(&self.custom_values, &previous.custom_values);
+            let diff = merge(
+                &self.remap_to_bounds(&shared),
+                &previous.remap_to_bounds(&shared),
+                -1.0,
+            );
+            return diff.iter().any(|&(_, d)| d < 0.0);
+        }
+        if self.schema > previous.schema || self.zero_threshold < previous.zero_threshold {
             return true;
         }
         let (prev_zero, threshold) = previous.zero_count_for_larger_threshold(self.zero_threshold);
@@ -624,6 +641,11 @@ impl FloatHistogram {
         }
         (variance + c) / self.count
     }
+}
+
+/// The custom bounds `a` and `b` share.
+fn shared_bounds(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().copied().filter(|v| b.contains(v)).collect()
 }
 
 /// Spans of pairs, keeping empty buckets that are present.

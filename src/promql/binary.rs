@@ -249,7 +249,7 @@ fn histogram_op(
                     }
                 }
                 T_EQLC | T_NEQ => {
-                    let eq = a.clone().compact(0) == b.clone().compact(0);
+                    let eq = a.clone().compact(0).equals(&b.clone().compact(0));
                     let keep = eq == (op == T_EQLC);
                     if return_bool {
                         (Some(Res::F(if keep { 1.0 } else { 0.0 })), None)

@@ -277,6 +277,12 @@ pub(crate) fn sum_or_avg(w: &Window<'_>, avg: bool, notes: &mut Notes<'_>) -> Op
         notes.mixed_floats();
         return None;
     }
+    let hint = |k: CounterResetHint| w.hists.iter().any(|p| p.h.counter_reset_hint == k);
+    if hint(CounterResetHint::CounterReset) && hint(CounterResetHint::NotCounterReset) {
+        notes.warnings.push(
+            "PromQL warning: conflicting counter resets during histogram aggregation".to_string(),
+        );
+    }
     let mut sum = match sum_histograms(w.hists.iter().map(|p| &p.h), avg)? {
         Ok((sum, reconciled)) => {
             if reconciled {
