@@ -9,6 +9,7 @@
 //! index by index; the result's spans are rebuilt from the pairs.
 
 use super::histogram::{CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, Span};
+use super::histogram_kahan::kahan_sum_inc;
 
 /// Why two histograms cannot be combined.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -629,15 +630,7 @@ impl FloatHistogram {
                 if b.upper < 0.0 { -v } else { v }
             };
             let delta = val - mean;
-            // Kahan summation, as Prometheus's kahanSumInc.
-            let inc = b.count * delta * delta;
-            let t = variance + inc;
-            if variance.abs() >= inc.abs() {
-                c += (variance - t) + inc;
-            } else {
-                c += (inc - t) + variance;
-            }
-            variance = t;
+            (variance, c) = kahan_sum_inc(b.count * delta * delta, variance, c);
         }
         (variance + c) / self.count
     }

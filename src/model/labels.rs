@@ -85,6 +85,19 @@ impl Labels {
     }
 
     /// The same set without `name`.
+    /// Prometheus's `labels.Labels.Hash`: xxHash64 over every name and
+    /// value, each followed by 0xff.
+    pub fn prometheus_hash(&self) -> u64 {
+        let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
+        for l in self.iter() {
+            hasher.update(l.name.as_bytes());
+            hasher.update(&[0xff]);
+            hasher.update(l.value.as_bytes());
+            hasher.update(&[0xff]);
+        }
+        hasher.digest()
+    }
+
     pub fn without(&self, name: &str) -> Labels {
         Labels(self.0.iter().filter(|l| l.name != name).cloned().collect())
     }

@@ -199,8 +199,10 @@ pub(crate) fn eval_aggregate(
     let has_histograms = input.iter().any(|s| s.hists.is_some());
     if has_histograms {
         match op {
+            // limitk and limit_ratio pass histograms through.
+            T_LIMITK | T_LIMIT_RATIO => {}
             // Histograms count as samples.
-            T_COUNT | T_GROUP | T_LIMITK => {
+            T_COUNT | T_GROUP => {
                 for s in &mut input {
                     if let Some(h) = s.hists.take() {
                         for (v, h) in s.vals.iter_mut().zip(h) {
@@ -233,9 +235,18 @@ pub(crate) fn eval_aggregate(
             return Ok(Val::Vector(select_k(op, input, &k, without, &names, n)));
         }
         T_LIMIT_RATIO => {
-            return Err(QueryError::Execution(
-                "limit_ratio is not supported yet".to_string(),
-            ));
+            let mut ratio = param.unwrap_or_default();
+            if let Some(&bad) = ratio.iter().find(|r| !(-1.0..=1.0).contains(*r)) {
+                let capped = bad.clamp(-1.0, 1.0);
+                ev.warnings.push(format!(
+                    "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}{}",
+                    format_float(bad),
+                    format_float(capped),
+                    a.param.as_ref().map_or(String::new(), |p| ev.positions.of(p))
+                ));
+                ratio.iter_mut().for_each(|r| *r = r.clamp(-1.0, 1.0));
+            }
+            return Ok(Val::Vector(limit_ratio(input, &ratio)));
         }
         _ => {}
     }
@@ -430,7 +441,7 @@ fn select_k(
         group_of.push(*index.entry(key).or_insert(next));
     }
     let ngroups = index.len();
-    let mut chosen: Vec<Vec<Option<f64>>> = vec![vec![None; n]; input.len()];
+    let mut chosen: Vec<Vec<bool>> = vec![vec![false; n]; input.len()];
     // For an instant query, the output order: groups in order, best first.
     let mut order: Vec<usize> = Vec::new();
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); ngroups];
@@ -447,7 +458,7 @@ fn select_k(
         };
         members.iter_mut().for_each(Vec::clear);
         for (i, s) in input.iter().enumerate() {
-            if s.vals[step].is_some() {
+            if s.has(step) {
                 members[group_of[i]].push(i);
             }
         }
@@ -469,30 +480,57 @@ fn select_k(
                 _ => {}
             }
             for &i in m.iter().take(k) {
-                chosen[i][step] = input[i].vals[step];
+                chosen[i][step] = true;
                 if n == 1 {
                     order.push(i);
                 }
             }
         }
     }
+    keep_chosen(input, &chosen, (n == 1).then_some(order))
+}
+
+/// limit_ratio: each series at the steps where its label hash falls in the
+/// ratio (Prometheus `HashRatioSampler`: the hash over `u64::MAX` below a
+/// positive ratio, or at least `1 + ratio` for a negative one), so that
+/// `limit_ratio(r, v)` and `limit_ratio(r - 1, v)` split `v`.
+fn limit_ratio(input: Vec<Series>, ratio: &[f64]) -> Vec<Series> {
+    let chosen: Vec<Vec<bool>> = input
+        .iter()
+        .map(|s| {
+            let offset = s.labels.prometheus_hash() as f64 / u64::MAX as f64;
+            ratio
+                .iter()
+                .enumerate()
+                .map(|(step, &r)| {
+                    s.has(step) && ((r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r))
+                })
+                .collect()
+        })
+        .collect();
+    keep_chosen(input, &chosen, None)
+}
+
+/// The series of `input` with only their samples at the chosen steps; in
+/// `order` when given (an instant query's), else in input order.
+fn keep_chosen(input: Vec<Series>, chosen: &[Vec<bool>], order: Option<Vec<usize>>) -> Vec<Series> {
     let mut input: Vec<Option<Series>> = input.into_iter().map(Some).collect();
+    let order = order.unwrap_or_else(|| (0..input.len()).collect());
     let mut out = Vec::new();
-    if n == 1 {
-        for i in order {
-            if let Some(mut s) = input[i].take() {
-                s.vals = std::mem::take(&mut chosen[i]);
-                out.push(s);
+    for i in order {
+        let Some(mut s) = input[i].take() else {
+            continue;
+        };
+        for (step, &keep) in chosen[i].iter().enumerate() {
+            if !keep {
+                s.vals[step] = None;
+                if let Some(h) = s.hists.as_mut() {
+                    h[step] = None;
+                }
             }
         }
-    } else {
-        for (i, s) in input.iter_mut().enumerate() {
-            if chosen[i].iter().any(Option::is_some)
-                && let Some(mut s) = s.take()
-            {
-                s.vals = std::mem::take(&mut chosen[i]);
-                out.push(s);
-            }
+        if !s.is_empty() {
+            out.push(s);
         }
     }
     out

@@ -71,6 +71,22 @@ fn is_gauge(h: &FloatHistogram) -> bool {
     h.counter_reset_hint == CounterResetHint::Gauge
 }
 
+/// `h -= other` with its annotations; `None` when the bucket kinds differ.
+fn subtract(h: &mut FloatHistogram, other: &FloatHistogram, notes: &mut Notes<'_>) -> Option<()> {
+    match h.sub(other) {
+        Ok(r) => {
+            if r.0 {
+                notes.reconciled("subtraction");
+            }
+            Some(())
+        }
+        Err(_) => {
+            notes.mixed_custom();
+            None
+        }
+    }
+}
+
 /// Prometheus `histogramRate`: the last histogram minus the first, at the
 /// lowest schema of the window, with the counts lost at counter resets
 /// added back for counters.
@@ -94,14 +110,7 @@ fn histogram_rate(
         notes.not_counter();
     }
     let mut h = last.copy_to_schema(min_schema);
-    match h.sub(first) {
-        Ok(r) if r.0 => notes.reconciled("subtraction"),
-        Ok(_) => {}
-        Err(_) => {
-            notes.mixed_custom();
-            return None;
-        }
-    }
+    subtract(&mut h, first, notes)?;
     if is_counter {
         let mut prev = first;
         for p in &points[1..] {
@@ -185,9 +194,8 @@ pub(crate) fn instant_value(w: &Window<'_>, is_rate: bool, notes: &mut Notes<'_>
         notes.not_gauge();
     }
     let mut h = last.clone();
-    if (!is_rate || !last.detect_reset(prev)) && h.sub(prev).is_err() {
-        notes.mixed_custom();
-        return None;
+    if !is_rate || !last.detect_reset(prev) {
+        subtract(&mut h, prev, notes)?;
     }
     h.counter_reset_hint = CounterResetHint::Gauge;
     let mut h = h.compact(0);
