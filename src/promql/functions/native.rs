@@ -97,9 +97,17 @@ fn histogram_rate(
 ) -> Option<FloatHistogram> {
     let first = &points[0].h;
     let last = &points[points.len() - 1].h;
-    let custom = first.uses_custom_buckets();
-    let mut min_schema = first.schema.min(last.schema);
-    for p in points {
+    let custom = last.uses_custom_buckets();
+    // A counter whose first histogram has the other kind of buckets was
+    // reset right after it: the increase is all in the later histograms,
+    // and the first one only lends its count to the extrapolation.
+    let first_fits = first.uses_custom_buckets() == custom;
+    if !first_fits && !is_counter {
+        notes.mixed_custom();
+        return None;
+    }
+    let mut min_schema = last.schema;
+    for p in &points[usize::from(!first_fits)..] {
         if p.h.uses_custom_buckets() != custom {
             notes.mixed_custom();
             return None;
@@ -110,11 +118,14 @@ fn histogram_rate(
         notes.not_counter();
     }
     let mut h = last.copy_to_schema(min_schema);
-    subtract(&mut h, first, notes)?;
+    if first_fits {
+        subtract(&mut h, first, notes)?;
+    }
     if is_counter {
         let mut prev = first;
-        for p in &points[1..] {
-            if p.h.detect_reset(prev) && h.add(prev).is_err() {
+        for (i, p) in points.iter().enumerate().skip(1) {
+            let fits = i > 1 || first_fits;
+            if fits && p.h.detect_reset(prev) && h.add(prev).is_err() {
                 notes.mixed_custom();
                 return None;
             }
