@@ -589,15 +589,25 @@ impl FloatHistogram {
             if lower_rank.is_some() && upper_rank.is_some() {
                 break;
             }
+            // An infinitely wide bucket's observations count as lying at its
+            // infinite end (both ends infinite: outside any cut).
             if lower_rank.is_none() && b.lower < lower && b.upper > lower {
-                lower_rank = Some(if infinite {
-                    rank + b.count
-                } else {
+                lower_rank = Some(if !infinite {
                     interpolate(lower)
+                } else if b.lower.is_finite() {
+                    rank
+                } else {
+                    rank + b.count
                 });
             }
             if upper_rank.is_none() && b.lower < upper && b.upper > upper {
-                upper_rank = Some(if infinite { rank } else { interpolate(upper) });
+                upper_rank = Some(if !infinite {
+                    interpolate(upper)
+                } else if b.upper.is_finite() {
+                    rank + b.count
+                } else {
+                    rank
+                });
             }
             if lower_rank.is_some() && upper_rank.is_some() {
                 break;

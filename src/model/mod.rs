@@ -3,6 +3,7 @@
 
 pub mod float_histogram;
 pub mod histogram;
+pub mod histogram_format;
 pub mod histogram_kahan;
 mod histogram_trim;
 pub mod labels;

@@ -552,14 +552,18 @@ fn count_values(
     for step in 0..n {
         counts.clear();
         for s in &input {
-            let Some(v) = s.vals[step] else { continue };
+            let value = match (s.vals[step], s.h(step)) {
+                (Some(v), _) => format_float(v),
+                (None, Some(h)) => h.to_string(),
+                (None, None) => continue,
+            };
             let mut labels: Vec<Label> = s
                 .labels
                 .iter()
                 .filter(|l| l.name != label)
                 .cloned()
                 .collect();
-            labels.push(Label::new(label, format_float(v)));
+            labels.push(Label::new(label, value));
             labels.sort_by(|a, b| a.name.cmp(&b.name));
             let labels = group_labels(&Labels::from_sorted(labels), without, &names);
             let slot = out.slot(labels, false);

@@ -229,6 +229,13 @@ pub(crate) fn eval_call(
         }
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             let mut v = ev.eval_vector(args[0], steps)?;
+            if matches!(name, "sort" | "sort_desc") {
+                // Sorting by value takes floats only (Prometheus filterFloats).
+                v.iter_mut().for_each(|s| {
+                    s.drop_histograms();
+                });
+                v.retain(|s| !s.is_empty());
+            }
             if n > 1 {
                 let at = ev.positions.of_call(call);
                 ev.warnings.push(format!(

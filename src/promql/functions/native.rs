@@ -254,7 +254,8 @@ pub(crate) fn resets(w: &Window<'_>) -> Option<Out> {
         .filter(|p| match (&p[0].1, &p[1].1) {
             (Either::F(a), Either::F(b)) => b < a,
             (Either::H(a), Either::H(b)) => b.detect_reset(a),
-            _ => false,
+            // A switch between floats and histograms restarts the counter.
+            _ => true,
         })
         .count();
     Some(Out::F(n as f64))
