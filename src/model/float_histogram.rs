@@ -542,6 +542,13 @@ impl FloatHistogram {
         -(log_upper + (log_lower - log_upper) * (1.0 - fraction)).exp2()
     }
 
+    /// The counts of all buckets, the zero bucket included.
+    pub fn bucket_total(&self) -> f64 {
+        self.zero_count
+            + self.positive_buckets.iter().sum::<f64>()
+            + self.negative_buckets.iter().sum::<f64>()
+    }
+
     /// Prometheus `HistogramFraction`: the estimated share of observations
     /// in `[lower, upper]`.
     pub fn fraction(&self, lower: f64, upper: f64) -> f64 {
@@ -614,10 +621,16 @@ impl FloatHistogram {
             }
             rank += b.count;
         }
-        // Ranks past every bucket stop at the buckets' total: NaN
-        // observations (count beyond it) are in no range.
-        let lower_rank = lower_rank.unwrap_or(rank).min(self.count);
-        let upper_rank = upper_rank.unwrap_or(rank).min(self.count);
+        // Ranks past every bucket stop at the count, or with NaN
+        // observations possible, at the buckets' total: NaN observations
+        // are in no range.
+        let total = if self.sum.is_nan() {
+            self.bucket_total()
+        } else {
+            self.count
+        };
+        let lower_rank = lower_rank.unwrap_or(total).min(total);
+        let upper_rank = upper_rank.unwrap_or(total).min(total);
         ((upper_rank - lower_rank) / self.count).max(0.0)
     }
 

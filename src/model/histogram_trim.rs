@@ -12,10 +12,11 @@
 //! drops it); otherwise the observations of an infinite bucket count as
 //! lying at its infinite end, so a cutoff inside it keeps all or nothing.
 //!
-//! When nothing was removed the sum stays; otherwise it is re-estimated from
-//! the kept buckets, each kept count at the midpoint of its kept range
-//! (geometric for exponential buckets, arithmetic otherwise, the cutoff for
-//! the kept part of an infinite bucket).
+//! When nothing was removed the histogram stays as it was; otherwise count
+//! and sum are re-estimated from the kept buckets, each kept count at the
+//! midpoint of its kept range (geometric for exponential buckets,
+//! arithmetic otherwise, the cutoff for the kept part of an infinite
+//! bucket), as Prometheus's `FloatHistogram.TrimBuckets` does.
 
 use super::histogram::FloatHistogram;
 
@@ -112,7 +113,8 @@ fn trim_infinite_bucket(
 
 impl FloatHistogram {
     /// Removes the observations above `cutoff` (`keep_below`, the `</`
-    /// operator) or below it (`>/`), then compacts.
+    /// operator) or below it (`>/`), then compacts; a trim that removes
+    /// nothing changes nothing.
     pub fn trim(&mut self, cutoff: f64, keep_below: bool) {
         let (mut kept_count, mut kept_sum, mut removed) = (0.0, 0.0, false);
         let mut apply = |lower: f64, upper: f64, count: &mut f64, spread: Spread| {
@@ -120,7 +122,7 @@ impl FloatHistogram {
                 return;
             }
             let (keep, value) = trim_bucket(lower, upper, *count, spread, cutoff, keep_below);
-            removed |= keep < *count;
+            removed |= keep != *count;
             *count = keep;
             kept_count += keep;
             if keep != 0.0 {
@@ -169,18 +171,13 @@ impl FloatHistogram {
                 (false, true) => (-w, 0.0),
                 _ => (-w, w),
             };
-            if upper > lower {
-                apply(lower, upper, &mut self.zero_count, Spread::Linear);
-            } else {
-                // A zero bucket of width zero holds observations of 0.
-                apply(f64::NEG_INFINITY, 0.0, &mut self.zero_count, Spread::Linear);
-            }
+            apply(lower, upper, &mut self.zero_count, Spread::Linear);
         }
-        self.count = kept_count;
         if removed {
-            self.sum = if kept_count == 0.0 { 0.0 } else { kept_sum };
+            self.count = kept_count;
+            self.sum = kept_sum;
+            *self = std::mem::take(self).compact(0);
         }
-        *self = std::mem::take(self).compact(0);
     }
 }
 

@@ -19,6 +19,7 @@ use super::eval::{Evaluator, unwrap_parens};
 use super::stats::{format_float, go_max, go_min};
 use super::value::{Series, Steps, Val, merge_same_labels};
 use crate::model::histogram::FloatHistogram;
+use crate::model::histogram_format::go_format_g;
 use crate::model::{HPoint, Labels, Sample};
 use native::{Notes, Out};
 
@@ -519,13 +520,14 @@ fn histogram_quantile(
 }
 
 /// The label value `histogram_quantiles` gives quantile `q`: as
-/// OpenMetrics writes floats, whole numbers with a `.0`.
+/// OpenMetrics writes floats (Prometheus `FormatOpenMetricsFloat`), Go's
+/// `%g` with a `.0` when it has neither a point nor an exponent.
 fn quantile_label_value(q: f64) -> String {
-    if q.is_finite() && q.fract() == 0.0 && q.abs() < 1e15 {
-        format!("{q:.1}")
-    } else {
-        format_float(q)
+    let mut s = go_format_g(q);
+    if q.is_finite() && !s.contains(['.', 'e']) {
+        s.push_str(".0");
     }
+    s
 }
 
 /// Splits a vector into its histogram samples and its float samples.

@@ -368,8 +368,11 @@ pub(crate) fn quantile(q: f64, h: &FloatHistogram, notes: &mut Notes<'_>) -> f64
     if h.sum.is_nan() && (0.0..=1.0).contains(&q) && h.count > 0.0 {
         let what = if v.is_nan() {
             "result is NaN"
-        } else {
+        } else if h.bucket_total() < h.count {
             "result is skewed higher"
+        } else {
+            // Sum NaN from observing both infinities, no NaN observations.
+            return v;
         };
         notes.infos.push(format!(
             "PromQL info: input to histogram_quantile has NaN observations, {what} for metric name {:?}",
@@ -382,7 +385,7 @@ pub(crate) fn quantile(q: f64, h: &FloatHistogram, notes: &mut Notes<'_>) -> f64
 /// `histogram_fraction(lower, upper, h)` with Prometheus's info on NaN
 /// observations.
 pub(crate) fn fraction(lower: f64, upper: f64, h: &FloatHistogram, notes: &mut Notes<'_>) -> f64 {
-    if h.sum.is_nan() && h.count > 0.0 {
+    if h.sum.is_nan() && h.bucket_total() < h.count {
         notes.infos.push(format!(
             "PromQL info: input to histogram_fraction has NaN observations, which are excluded from all fractions for metric name {:?}",
             notes.metric
