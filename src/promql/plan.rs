@@ -36,13 +36,16 @@ pub(crate) struct Selection {
     pub stats_only: bool,
 }
 
-/// Whether a selector is read for histogram statistics only: below
-/// `histogram_count`, `histogram_sum` or `histogram_avg` and below no
-/// subquery, `histogram_quantile` or `histogram_fraction` (Prometheus
-/// `detectHistogramStatsDecoding`). Prometheus reads such a selector
-/// through its `HistogramStatsIterator`, which detects counter resets
-/// itself and so sets the counter reset hints that chunks leave unknown;
-/// the hints then show in aggregations' annotations.
+/// Whether a selector is read for histogram statistics only (Prometheus
+/// `detectHistogramStatsDecoding`): below `histogram_count`,
+/// `histogram_sum`, `histogram_avg`, `timestamp`, `start_timestamp` or
+/// `absent`, and below nothing that needs the buckets (a subquery,
+/// `histogram_quantile(s)`, `histogram_fraction`, `histogram_stddev`,
+/// `histogram_stdvar`, `changes`, `count_values`, the trim operators,
+/// `==`, `!=`). Prometheus reads such a selector through its
+/// `HistogramStatsIterator`, which detects counter resets itself and so
+/// sets the counter reset hints that chunks leave unknown; the hints then
+/// show in aggregations' annotations.
 #[derive(Clone, Copy, PartialEq)]
 enum StatsUse {
     No,
@@ -52,16 +55,43 @@ enum StatsUse {
 
 impl StatsUse {
     fn below(self, e: &Expr) -> StatsUse {
-        match e {
-            Expr::Subquery(_) => StatsUse::Never,
-            Expr::Call(c) => match c.func.name {
-                "histogram_quantile" | "histogram_fraction" => StatsUse::Never,
-                "histogram_count" | "histogram_sum" | "histogram_avg" if self == StatsUse::No => {
-                    StatsUse::Yes
-                }
-                _ => self,
-            },
-            _ => self,
+        use promql_parser::parser::token::{
+            T_COUNT_VALUES, T_EQLC, T_NEQ, T_TRIM_LOWER, T_TRIM_UPPER,
+        };
+        let needs_buckets = match e {
+            Expr::Subquery(_) => true,
+            Expr::Call(c) => matches!(
+                c.func.name,
+                "histogram_quantile"
+                    | "histogram_quantiles"
+                    | "histogram_fraction"
+                    | "histogram_stddev"
+                    | "histogram_stdvar"
+                    | "changes"
+            ),
+            Expr::Aggregate(a) => a.op.id() == T_COUNT_VALUES,
+            Expr::Binary(b) => {
+                matches!(b.op.id(), T_TRIM_UPPER | T_TRIM_LOWER | T_EQLC | T_NEQ)
+            }
+            _ => false,
+        };
+        let stats_only = matches!(
+            e,
+            Expr::Call(c) if matches!(
+                c.func.name,
+                "histogram_count"
+                    | "histogram_sum"
+                    | "histogram_avg"
+                    | "timestamp"
+                    | "start_timestamp"
+                    | "absent"
+            )
+        );
+        match self {
+            StatsUse::Never => StatsUse::Never,
+            _ if needs_buckets => StatsUse::Never,
+            StatsUse::No if stats_only => StatsUse::Yes,
+            other => other,
         }
     }
 }
