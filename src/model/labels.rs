@@ -85,15 +85,23 @@ impl Labels {
     }
 
     /// The same set without `name`.
-    /// Prometheus's `labels.Labels.Hash`: xxHash64 over every name and
-    /// value, each followed by 0xff.
+    /// Prometheus's `labels.Labels.Hash` (its default string labels):
+    /// xxHash64 over every name and value, each preceded by its length (one
+    /// byte below 255, else 255 and three bytes little-endian).
     pub fn prometheus_hash(&self) -> u64 {
         let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
+        let mut put = |s: &str| {
+            let n = s.len();
+            if n < 255 {
+                hasher.update(&[n as u8]);
+            } else {
+                hasher.update(&[255, n as u8, (n >> 8) as u8, (n >> 16) as u8]);
+            }
+            hasher.update(s.as_bytes());
+        };
         for l in self.iter() {
-            hasher.update(l.name.as_bytes());
-            hasher.update(&[0xff]);
-            hasher.update(l.value.as_bytes());
-            hasher.update(&[0xff]);
+            put(&l.name);
+            put(&l.value);
         }
         hasher.digest()
     }
@@ -189,6 +197,18 @@ pub fn shard_token(fingerprint: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_as_prometheus_computes_it() {
+        // Values printed by Prometheus 3.16's labels.FromStrings(...).Hash().
+        let l = Labels::from_pairs([("__name__", "http_requests"), ("job", "api-server")]);
+        assert_eq!(l.prometheus_hash(), 14733869333819967011);
+        let long = "\0".repeat(300);
+        assert_eq!(
+            Labels::from_pairs([("a", long.as_str())]).prometheus_hash(),
+            15460099879258727816
+        );
+    }
 
     #[test]
     fn sorted_and_deduplicated() {
