@@ -10,7 +10,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 use super::engine::QueryError;
 use super::eval::{Evaluator, unwrap_parens};
 use super::stats::{format_float, kahan_sum_inc, quantile};
-use super::value::{OutBuilder, Series, Steps, Val};
+use super::value::{OutBuilder, Series, Steps, Val, go_quote, is_valid_label_name};
 use crate::model::histogram::{CounterResetHint, FloatHistogram};
 use crate::model::histogram_kahan;
 use crate::model::{Label, Labels, METRIC_NAME};
@@ -31,10 +31,6 @@ fn group_labels(labels: &Labels, without: bool, names: &[String]) -> Labels {
             .cloned()
             .collect(),
     )
-}
-
-fn is_valid_label_name(s: &str) -> bool {
-    !s.is_empty() && std::str::from_utf8(s.as_bytes()).is_ok()
 }
 
 #[derive(Clone, Copy, Default)]
@@ -172,7 +168,8 @@ pub(crate) fn eval_aggregate(
         let label = ev.eval_string(unwrap_parens(param), steps)?;
         if !is_valid_label_name(&label) {
             return Err(QueryError::Execution(format!(
-                "invalid label name {label:?}"
+                "invalid label name {}",
+                go_quote(&label)
             )));
         }
         let input = ev.eval_vector(&a.expr, steps)?;

@@ -25,7 +25,10 @@ pub fn escape_string(s: &str) -> String {
             '\n' => result.push_str("\\n"),
             '\r' => result.push_str("\\r"),
             '\t' => result.push_str("\\t"),
-            _ => result.push(c),
+            c => match raw_byte(c) {
+                Some(b) => result.push_str(&format!("\\x{b:02x}")),
+                None => result.push(c),
+            },
         }
     }
     result
@@ -66,19 +69,71 @@ pub fn unquote_string(s: &str) -> Result<String, String> {
         return Ok(inner.to_string());
     }
 
-    let mut res = String::with_capacity(3 * inner.len() / 2);
+    // As in Go, `\x` and octal escapes stand for bytes, which may or may
+    // not form UTF-8 together with their neighbours.
+    let mut bytes: Vec<u8> = Vec::with_capacity(inner.len());
     let mut rest = inner;
 
     while !rest.is_empty() {
         let (c, tail) = unquote_char(rest, quote)?;
-        res.push(c);
+        match c {
+            Unquoted::Char(c) => {
+                let mut buf = [0u8; 4];
+                bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+            Unquoted::Byte(b) => bytes.push(b),
+        }
         rest = tail;
     }
 
-    Ok(res)
+    Ok(decode_bytes(&bytes))
 }
 
-fn unquote_char(s: &str, quote: u8) -> Result<(char, &str), String> {
+/// The first of the characters that stand for bytes that are not UTF-8:
+/// byte `b` (0x80 to 0xff) becomes `RAW_BYTE_BASE + b`, in a private-use
+/// plane, since a Rust string cannot hold the byte itself.
+pub const RAW_BYTE_BASE: u32 = 0x10_FF00;
+
+/// The byte a character decoded from a string literal stands for, when it
+/// stands for a byte that is not UTF-8.
+pub fn raw_byte(c: char) -> Option<u8> {
+    let v = c as u32;
+    (RAW_BYTE_BASE + 0x80..=RAW_BYTE_BASE + 0xff)
+        .contains(&v)
+        .then(|| (v - RAW_BYTE_BASE) as u8)
+}
+
+/// `bytes` as a string, each byte that is not part of valid UTF-8 as its
+/// [`RAW_BYTE_BASE`] character.
+fn decode_bytes(mut bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    while !bytes.is_empty() {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                out.push_str(s);
+                break;
+            }
+            Err(e) => {
+                let (valid, after) = bytes.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                let bad = e.error_len().unwrap_or(after.len()).max(1);
+                for &b in &after[..bad] {
+                    out.push(char::from_u32(RAW_BYTE_BASE + u32::from(b)).unwrap_or('\u{fffd}'));
+                }
+                bytes = &after[bad..];
+            }
+        }
+    }
+    out
+}
+
+/// One unquoted character, or a byte given as `\x` or octal escape.
+enum Unquoted {
+    Char(char),
+    Byte(u8),
+}
+
+fn unquote_char(s: &str, quote: u8) -> Result<(Unquoted, &str), String> {
     let bytes = s.as_bytes();
     let c = bytes[0];
 
@@ -89,12 +144,12 @@ fn unquote_char(s: &str, quote: u8) -> Result<(char, &str), String> {
 
     if c < 0x80 {
         if c != b'\\' {
-            return Ok((c as char, &s[1..]));
+            return Ok((Unquoted::Char(c as char), &s[1..]));
         }
     } else {
         // Handle multi-byte UTF-8 character
         let r = s.chars().next().unwrap();
-        return Ok((r, &s[r.len_utf8()..]));
+        return Ok((Unquoted::Char(r), &s[r.len_utf8()..]));
     }
 
     // Hard case: backslash
@@ -134,7 +189,7 @@ fn unquote_char(s: &str, quote: u8) -> Result<(char, &str), String> {
             tail = &tail[n..];
 
             if c == b'x' {
-                std::char::from_u32(v).ok_or("invalid syntax")?
+                return Ok((Unquoted::Byte(v as u8), tail));
             } else {
                 if v > 0x10FFFF {
                     return Err("invalid syntax".to_string());
@@ -157,7 +212,7 @@ fn unquote_char(s: &str, quote: u8) -> Result<(char, &str), String> {
             if v > 255 {
                 return Err("invalid syntax".to_string());
             }
-            std::char::from_u32(v).ok_or("invalid syntax")?
+            return Ok((Unquoted::Byte(v as u8), tail));
         }
         b'\\' => '\\',
         b'\'' | b'"' => {
@@ -169,7 +224,7 @@ fn unquote_char(s: &str, quote: u8) -> Result<(char, &str), String> {
         _ => return Err("invalid syntax".to_string()),
     };
 
-    Ok((value, tail))
+    Ok((Unquoted::Char(value), tail))
 }
 
 fn unhex(b: u8) -> Result<u32, String> {
@@ -263,6 +318,13 @@ mod tests {
             unquote_string(r#""\x48\x65\x6c\x6c\x6f""#).unwrap(),
             "Hello"
         );
+
+        // Bytes that form UTF-8 together are its character; others stand
+        // for themselves as raw-byte characters.
+        assert_eq!(unquote_string(r#""\xc3\xa9""#).unwrap(), "é");
+        let s = unquote_string(r#""a\xc5z""#).unwrap();
+        assert_eq!(s.chars().nth(1).and_then(raw_byte), Some(0xc5));
+        assert_eq!(escape_string(&s), r"a\xc5z");
 
         // Test invalid hex escapes
         assert!(unquote_string(r#""\x""#).is_err()); // too short
