@@ -47,6 +47,7 @@ const REQUIRED: &[&str] = &[
     "staleness",
     "subquery",
     "trig_functions",
+    "type_and_unit",
 ];
 
 /// `promqltest`'s `defaultEpsilon`: the relative error allowed for values.

@@ -11,6 +11,14 @@ use xxhash_rust::xxh3::Xxh3;
 /// The label that holds the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
+/// Whether `name` is one of the labels that describe the metric rather than
+/// the series: its name, type and unit (`__name__`, `__type__`,
+/// `__unit__`; Prometheus `schema.IsMetadataLabel`). Dropping a metric's
+/// name drops all three.
+pub fn is_metadata_label(name: &str) -> bool {
+    matches!(name, METRIC_NAME | "__type__" | "__unit__")
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
     pub name: String,
@@ -104,6 +112,17 @@ impl Labels {
             put(&l.value);
         }
         hasher.digest()
+    }
+
+    /// Without the metric's name, type and unit ([`is_metadata_label`]).
+    pub fn without_metadata(&self) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| !is_metadata_label(&l.name))
+                .cloned()
+                .collect(),
+        )
     }
 
     pub fn without(&self, name: &str) -> Labels {

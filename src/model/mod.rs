@@ -10,7 +10,8 @@ pub mod labels;
 pub mod matchers;
 
 pub use labels::{
-    Label, Labels, METRIC_NAME, describe_pairs, fingerprint, fingerprint_pairs, shard_token,
+    Label, Labels, METRIC_NAME, describe_pairs, fingerprint, fingerprint_pairs, is_metadata_label,
+    shard_token,
 };
 pub use matchers::{MatchOp, Matcher, MatcherError};
 

@@ -13,7 +13,7 @@ use super::stats::{format_float, kahan_sum_inc, quantile};
 use super::value::{OutBuilder, Series, Steps, Val, go_quote, is_valid_label_name};
 use crate::model::histogram::{CounterResetHint, FloatHistogram};
 use crate::model::histogram_kahan;
-use crate::model::{Label, Labels, METRIC_NAME};
+use crate::model::{Label, Labels, is_metadata_label};
 
 /// The grouping labels of `labels` under `by`/`without`.
 fn group_labels(labels: &Labels, without: bool, names: &[String]) -> Labels {
@@ -23,7 +23,7 @@ fn group_labels(labels: &Labels, without: bool, names: &[String]) -> Labels {
             .filter(|l| {
                 let listed = names.contains(&l.name);
                 if without {
-                    !listed && l.name != METRIC_NAME
+                    !listed && !is_metadata_label(&l.name)
                 } else {
                     listed
                 }

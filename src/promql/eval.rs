@@ -12,7 +12,7 @@ use super::positions::Positions;
 use super::value::{Series, Steps, Val};
 use super::{SeriesSamples, aggregate, binary, functions};
 use crate::model::histogram::CounterResetHint;
-use crate::model::{HPoint, Labels, METRIC_NAME, Sample, is_stale_nan};
+use crate::model::{HPoint, Labels, Sample, is_stale_nan};
 
 pub(crate) struct Evaluator<'a> {
     pub data: &'a Fetched,
@@ -366,7 +366,7 @@ impl<'a> Evaluator<'a> {
                 .into_iter()
                 .map(|s| {
                     let labels = if s.drop_name {
-                        s.labels.without(METRIC_NAME)
+                        s.labels.without_metadata()
                     } else {
                         s.labels
                     };
