@@ -37,14 +37,17 @@ const REQUIRED: &[&str] = &[
     "collision",
     "functions",
     "histograms",
+    "limit",
     "literals",
     "name_label_dropping",
+    "native_histograms",
     "operators",
     "range_queries",
     "selectors",
     "staleness",
     "subquery",
     "trig_functions",
+    "type_and_unit",
 ];
 
 /// `promqltest`'s `defaultEpsilon`: the relative error allowed for values.
@@ -1187,10 +1190,11 @@ impl MemStorage {
     }
 }
 
-/// The counter reset hints a TSDB head gives histograms it reads back: the
-/// first sample's stays as loaded (unknown by default), a later one is a
-/// reset when it is one against the sample before (a new chunk), else not a
-/// reset (the same chunk); gauge histograms stay gauges.
+/// The counter reset hints Prometheus's TSDB gives histograms it reads
+/// back: the first sample of a chunk reads as unknown (prometheus#15346),
+/// and a counter reset starts a new chunk, so the first sample and every
+/// reset stay as loaded (unknown by default); a later sample of the same
+/// chunk is not a reset; gauge histograms stay gauges.
 fn set_reset_hints(points: &mut [HPoint]) {
     for i in 1..points.len() {
         let (before, after) = points.split_at_mut(i);
@@ -1198,11 +1202,9 @@ fn set_reset_hints(points: &mut [HPoint]) {
         if cur.counter_reset_hint != CounterResetHint::Unknown || cur.is_stale_marker() {
             continue;
         }
-        cur.counter_reset_hint = if cur.detect_reset(prev) {
-            CounterResetHint::CounterReset
-        } else {
-            CounterResetHint::NotCounterReset
-        };
+        if !cur.detect_reset(prev) {
+            cur.counter_reset_hint = CounterResetHint::NotCounterReset;
+        }
     }
 }
 

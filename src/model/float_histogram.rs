@@ -9,6 +9,7 @@
 //! index by index; the result's spans are rebuilt from the pairs.
 
 use super::histogram::{CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, Span};
+use super::histogram_kahan::kahan_sum_inc;
 
 /// Why two histograms cannot be combined.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -135,21 +136,21 @@ impl FloatHistogram {
         self.schema == CUSTOM_BUCKETS_SCHEMA
     }
 
-    fn positive_pairs(&self) -> Vec<(i32, f64)> {
+    pub(crate) fn positive_pairs(&self) -> Vec<(i32, f64)> {
         pairs(&self.positive_spans, &self.positive_buckets)
     }
 
-    fn negative_pairs(&self) -> Vec<(i32, f64)> {
+    pub(crate) fn negative_pairs(&self) -> Vec<(i32, f64)> {
         pairs(&self.negative_spans, &self.negative_buckets)
     }
 
-    fn set_pairs(&mut self, pos: &[(i32, f64)], neg: &[(i32, f64)]) {
+    pub(crate) fn set_pairs(&mut self, pos: &[(i32, f64)], neg: &[(i32, f64)]) {
         (self.positive_spans, self.positive_buckets) = build_keep(pos);
         (self.negative_spans, self.negative_buckets) = build_keep(neg);
     }
 
     /// Bounds `(lower, upper]` of positive bucket `idx`.
-    fn positive_bounds(&self, idx: i32) -> (f64, f64) {
+    pub(crate) fn positive_bounds(&self, idx: i32) -> (f64, f64) {
         if self.uses_custom_buckets() {
             let cv = &self.custom_values;
             let i = idx.max(0) as usize;
@@ -165,6 +166,29 @@ impl FloatHistogram {
             exponential_upper(idx - 1, self.schema),
             exponential_upper(idx, self.schema),
         )
+    }
+
+    /// The custom buckets' counts moved to `shared`, a subset of their
+    /// bounds: each bucket to the first shared bucket whose upper bound is
+    /// not below its own.
+    fn remap_to_bounds(&self, shared: &[f64]) -> Vec<(i32, f64)> {
+        let mut out: Vec<(i32, f64)> = Vec::new();
+        for (idx, c) in self.positive_pairs() {
+            let upper = self.positive_bounds(idx).1;
+            let t = shared.partition_point(|&b| b < upper) as i32;
+            match out.last_mut() {
+                Some(last) if last.0 == t => last.1 += c,
+                _ => out.push((t, c)),
+            }
+        }
+        out
+    }
+
+    /// Equal but for the counter reset hint (Prometheus `Equals`).
+    pub fn equals(&self, other: &FloatHistogram) -> bool {
+        let mut a = self.clone();
+        a.counter_reset_hint = other.counter_reset_hint;
+        a == *other
     }
 
     /// The same histogram at a lower (or equal) exponential schema.
@@ -225,7 +249,7 @@ impl FloatHistogram {
 
     /// Drops buckets wholly inside the zero bucket (their counts already
     /// belong to the zero count).
-    fn trim_in_zero_bucket(&self, p: Vec<(i32, f64)>) -> Vec<(i32, f64)> {
+    pub(crate) fn trim_in_zero_bucket(&self, p: Vec<(i32, f64)>) -> Vec<(i32, f64)> {
         if self.zero_threshold == 0.0 {
             return p;
         }
@@ -255,25 +279,12 @@ impl FloatHistogram {
             }
             // Keep the bounds both have; every bucket goes to the bucket of
             // the shared bounds that contains it.
-            let shared: Vec<f64> = self
-                .custom_values
-                .iter()
-                .copied()
-                .filter(|v| other.custom_values.contains(v))
-                .collect();
-            let remap = |h: &FloatHistogram| -> Vec<(i32, f64)> {
-                let mut out: Vec<(i32, f64)> = Vec::new();
-                for (idx, c) in h.positive_pairs() {
-                    let upper = h.positive_bounds(idx).1;
-                    let t = shared.partition_point(|&b| b < upper) as i32;
-                    match out.last_mut() {
-                        Some(last) if last.0 == t => last.1 += c,
-                        _ => out.push((t, c)),
-                    }
-                }
-                out
-            };
-            let pos = merge(&remap(self), &remap(other), sign);
+            let shared = shared_bounds(&self.custom_values, &other.custom_values);
+            let pos = merge(
+                &self.remap_to_bounds(&shared),
+                &other.remap_to_bounds(&shared),
+                sign,
+            );
             self.custom_values = shared;
             self.set_pairs(&pos, &[]);
             return Ok(Reconciled(true));
@@ -330,11 +341,19 @@ impl FloatHistogram {
         self.negative_buckets.iter_mut().for_each(|c| *c *= f);
     }
 
-    /// Divides every count and the sum by `f`.
+    /// Divides every count and the sum by `f`; dividing by zero removes
+    /// every bucket but the zero bucket (Prometheus `Div`).
     pub fn div(&mut self, f: f64) {
         self.count /= f;
         self.sum /= f;
         self.zero_count /= f;
+        if f == 0.0 {
+            self.positive_spans.clear();
+            self.positive_buckets.clear();
+            self.negative_spans.clear();
+            self.negative_buckets.clear();
+            return;
+        }
         self.positive_buckets.iter_mut().for_each(|c| *c /= f);
         self.negative_buckets.iter_mut().for_each(|c| *c /= f);
     }
@@ -359,13 +378,20 @@ impl FloatHistogram {
         if self.uses_custom_buckets() != previous.uses_custom_buckets() {
             return true;
         }
-        if self.uses_custom_buckets() && self.custom_values != previous.custom_values {
+        if self.count < previous.count {
             return true;
         }
-        if self.count < previous.count
-            || self.schema > previous.schema
-            || self.zero_threshold < previous.zero_threshold
-        {
+        if self.uses_custom_buckets() && self.custom_values != previous.custom_values {
+            // Compare the counts both have at the bounds both have.
+            let shared = shared_bounds(&self.custom_values, &previous.custom_values);
+            let diff = merge(
+                &self.remap_to_bounds(&shared),
+                &previous.remap_to_bounds(&shared),
+                -1.0,
+            );
+            return diff.iter().any(|&(_, d)| d < 0.0);
+        }
+        if self.schema > previous.schema || self.zero_threshold < previous.zero_threshold {
             return true;
         }
         let (prev_zero, threshold) = previous.zero_count_for_larger_threshold(self.zero_threshold);
@@ -483,7 +509,12 @@ impl FloatHistogram {
             count = self.count;
         }
         if count < rank {
-            return bucket.upper;
+            // The rank lies among the NaN observations, above every bucket.
+            return if self.sum.is_nan() {
+                f64::NAN
+            } else {
+                bucket.upper
+            };
         }
         if forward {
             rank -= count - bucket.count;
@@ -500,6 +531,13 @@ impl FloatHistogram {
             return (log_lower + (log_upper - log_lower) * fraction).exp2();
         }
         -(log_upper + (log_lower - log_upper) * (1.0 - fraction)).exp2()
+    }
+
+    /// The counts of all buckets, the zero bucket included.
+    pub fn bucket_total(&self) -> f64 {
+        self.zero_count
+            + self.positive_buckets.iter().sum::<f64>()
+            + self.negative_buckets.iter().sum::<f64>()
     }
 
     /// Prometheus `HistogramFraction`: the estimated share of observations
@@ -549,23 +587,41 @@ impl FloatHistogram {
             if lower_rank.is_some() && upper_rank.is_some() {
                 break;
             }
+            // An infinitely wide bucket's observations count as lying at its
+            // infinite end (both ends infinite: outside any cut).
             if lower_rank.is_none() && b.lower < lower && b.upper > lower {
-                lower_rank = Some(if infinite {
-                    rank + b.count
-                } else {
+                lower_rank = Some(if !infinite {
                     interpolate(lower)
+                } else if b.lower.is_finite() {
+                    rank
+                } else {
+                    rank + b.count
                 });
             }
             if upper_rank.is_none() && b.lower < upper && b.upper > upper {
-                upper_rank = Some(if infinite { rank } else { interpolate(upper) });
+                upper_rank = Some(if !infinite {
+                    interpolate(upper)
+                } else if b.upper.is_finite() {
+                    rank + b.count
+                } else {
+                    rank
+                });
             }
             if lower_rank.is_some() && upper_rank.is_some() {
                 break;
             }
             rank += b.count;
         }
-        let lower_rank = lower_rank.unwrap_or(self.count).min(self.count);
-        let upper_rank = upper_rank.unwrap_or(self.count).min(self.count);
+        // Ranks past every bucket stop at the count, or with NaN
+        // observations possible, at the buckets' total: NaN observations
+        // are in no range.
+        let total = if self.sum.is_nan() {
+            self.bucket_total()
+        } else {
+            self.count
+        };
+        let lower_rank = lower_rank.unwrap_or(total).min(total);
+        let upper_rank = upper_rank.unwrap_or(total).min(total);
         ((upper_rank - lower_rank) / self.count).max(0.0)
     }
 
@@ -588,18 +644,15 @@ impl FloatHistogram {
                 if b.upper < 0.0 { -v } else { v }
             };
             let delta = val - mean;
-            // Kahan summation, as Prometheus's kahanSumInc.
-            let inc = b.count * delta * delta;
-            let t = variance + inc;
-            if variance.abs() >= inc.abs() {
-                c += (variance - t) + inc;
-            } else {
-                c += (inc - t) + variance;
-            }
-            variance = t;
+            (variance, c) = kahan_sum_inc(b.count * delta * delta, variance, c);
         }
         (variance + c) / self.count
     }
+}
+
+/// The custom bounds `a` and `b` share.
+fn shared_bounds(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().copied().filter(|v| b.contains(v)).collect()
 }
 
 /// Spans of pairs, keeping empty buckets that are present.

@@ -11,6 +11,14 @@ use xxhash_rust::xxh3::Xxh3;
 /// The label that holds the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
+/// Whether `name` is one of the labels that describe the metric rather than
+/// the series: its name, type and unit (`__name__`, `__type__`,
+/// `__unit__`; Prometheus `schema.IsMetadataLabel`). Dropping a metric's
+/// name drops all three.
+pub fn is_metadata_label(name: &str) -> bool {
+    matches!(name, METRIC_NAME | "__type__" | "__unit__")
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
     pub name: String,
@@ -85,6 +93,38 @@ impl Labels {
     }
 
     /// The same set without `name`.
+    /// Prometheus's `labels.Labels.Hash` (its default string labels):
+    /// xxHash64 over every name and value, each preceded by its length (one
+    /// byte below 255, else 255 and three bytes little-endian).
+    pub fn prometheus_hash(&self) -> u64 {
+        let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
+        let mut put = |s: &str| {
+            let n = s.len();
+            if n < 255 {
+                hasher.update(&[n as u8]);
+            } else {
+                hasher.update(&[255, n as u8, (n >> 8) as u8, (n >> 16) as u8]);
+            }
+            hasher.update(s.as_bytes());
+        };
+        for l in self.iter() {
+            put(&l.name);
+            put(&l.value);
+        }
+        hasher.digest()
+    }
+
+    /// Without the metric's name, type and unit ([`is_metadata_label`]).
+    pub fn without_metadata(&self) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| !is_metadata_label(&l.name))
+                .cloned()
+                .collect(),
+        )
+    }
+
     pub fn without(&self, name: &str) -> Labels {
         Labels(self.0.iter().filter(|l| l.name != name).cloned().collect())
     }
@@ -176,6 +216,18 @@ pub fn shard_token(fingerprint: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_as_prometheus_computes_it() {
+        // Values printed by Prometheus 3.16's labels.FromStrings(...).Hash().
+        let l = Labels::from_pairs([("__name__", "http_requests"), ("job", "api-server")]);
+        assert_eq!(l.prometheus_hash(), 14733869333819967011);
+        let long = "\0".repeat(300);
+        assert_eq!(
+            Labels::from_pairs([("a", long.as_str())]).prometheus_hash(),
+            15460099879258727816
+        );
+    }
 
     #[test]
     fn sorted_and_deduplicated() {

@@ -4,11 +4,15 @@
 pub mod exponential_bounds;
 pub mod float_histogram;
 pub mod histogram;
+pub mod histogram_format;
+pub mod histogram_kahan;
+mod histogram_trim;
 pub mod labels;
 pub mod matchers;
 
 pub use labels::{
-    Label, Labels, METRIC_NAME, describe_pairs, fingerprint, fingerprint_pairs, shard_token,
+    Label, Labels, METRIC_NAME, describe_pairs, fingerprint, fingerprint_pairs, is_metadata_label,
+    shard_token,
 };
 pub use matchers::{MatchOp, Matcher, MatcherError};
 

@@ -10,9 +10,10 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 use super::engine::QueryError;
 use super::eval::{Evaluator, unwrap_parens};
 use super::stats::{format_float, kahan_sum_inc, quantile};
-use super::value::{OutBuilder, Series, Steps, Val};
+use super::value::{OutBuilder, Series, Steps, Val, go_quote, is_valid_label_name};
 use crate::model::histogram::{CounterResetHint, FloatHistogram};
-use crate::model::{Label, Labels, METRIC_NAME};
+use crate::model::histogram_kahan;
+use crate::model::{Label, Labels, is_metadata_label};
 
 /// The grouping labels of `labels` under `by`/`without`.
 fn group_labels(labels: &Labels, without: bool, names: &[String]) -> Labels {
@@ -22,7 +23,7 @@ fn group_labels(labels: &Labels, without: bool, names: &[String]) -> Labels {
             .filter(|l| {
                 let listed = names.contains(&l.name);
                 if without {
-                    !listed && l.name != METRIC_NAME
+                    !listed && !is_metadata_label(&l.name)
                 } else {
                     listed
                 }
@@ -30,10 +31,6 @@ fn group_labels(labels: &Labels, without: bool, names: &[String]) -> Labels {
             .cloned()
             .collect(),
     )
-}
-
-fn is_valid_label_name(s: &str) -> bool {
-    !s.is_empty() && std::str::from_utf8(s.as_bytes()).is_ok()
 }
 
 #[derive(Clone, Copy, Default)]
@@ -171,7 +168,8 @@ pub(crate) fn eval_aggregate(
         let label = ev.eval_string(unwrap_parens(param), steps)?;
         if !is_valid_label_name(&label) {
             return Err(QueryError::Execution(format!(
-                "invalid label name {label:?}"
+                "invalid label name {}",
+                go_quote(&label)
             )));
         }
         let input = ev.eval_vector(&a.expr, steps)?;
@@ -198,8 +196,10 @@ pub(crate) fn eval_aggregate(
     let has_histograms = input.iter().any(|s| s.hists.is_some());
     if has_histograms {
         match op {
+            // limitk and limit_ratio pass histograms through.
+            T_LIMITK | T_LIMIT_RATIO => {}
             // Histograms count as samples.
-            T_COUNT | T_GROUP | T_LIMITK => {
+            T_COUNT | T_GROUP => {
                 for s in &mut input {
                     if let Some(h) = s.hists.take() {
                         for (v, h) in s.vals.iter_mut().zip(h) {
@@ -232,9 +232,18 @@ pub(crate) fn eval_aggregate(
             return Ok(Val::Vector(select_k(op, input, &k, without, &names, n)));
         }
         T_LIMIT_RATIO => {
-            return Err(QueryError::Execution(
-                "limit_ratio is not supported yet".to_string(),
-            ));
+            let mut ratio = param.unwrap_or_default();
+            if let Some(&bad) = ratio.iter().find(|r| !(-1.0..=1.0).contains(*r)) {
+                let capped = bad.clamp(-1.0, 1.0);
+                ev.warnings.push(format!(
+                    "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}{}",
+                    format_float(bad),
+                    format_float(capped),
+                    a.param.as_ref().map_or(String::new(), |p| ev.positions.of(p))
+                ));
+                ratio.iter_mut().for_each(|r| *r = r.clamp(-1.0, 1.0));
+            }
+            return Ok(Val::Vector(limit_ratio(input, &ratio)));
         }
         _ => {}
     }
@@ -384,30 +393,26 @@ fn sum_histograms(
                     "PromQL warning: conflicting counter resets during histogram aggregation{epos}"
                 ));
             }
-            let mut sum = (*first).clone();
-            let mut failed = false;
-            for h in &hists[1..] {
-                match sum.add(h) {
-                    Ok(r) if r.0 => ev.infos.push(format!(
-                        "PromQL info: mismatched custom buckets were reconciled during aggregation{epos}"
-                    )),
-                    Ok(_) => {}
-                    Err(_) => {
-                        failed = true;
-                        break;
+            let mut sum = match histogram_kahan::sum_histograms(hists.iter().copied(), op == T_AVG)
+            {
+                Some(Ok((sum, reconciled))) => {
+                    if reconciled {
+                        ev.infos.push(format!(
+                            "PromQL info: mismatched custom buckets were reconciled during aggregation{epos}"
+                        ));
                     }
+                    sum
                 }
-            }
-            if failed {
-                ev.warnings.push(format!(
-                    "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}{epos}",
-                    input[m[0]].labels.metric_name().unwrap_or("")
-                ));
-                continue;
-            }
-            if op == T_AVG {
-                sum.div(hists.len() as f64);
-            }
+                Some(Err(_)) => {
+                    ev.warnings.push(format!(
+                        "PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}{epos}",
+                        input[m[0]].labels.metric_name().unwrap_or("")
+                    ));
+                    continue;
+                }
+                None => continue,
+            };
+            sum.counter_reset_hint = first.counter_reset_hint;
             if sum.counter_reset_hint != CounterResetHint::Gauge {
                 sum.counter_reset_hint = CounterResetHint::Unknown;
             }
@@ -433,7 +438,7 @@ fn select_k(
         group_of.push(*index.entry(key).or_insert(next));
     }
     let ngroups = index.len();
-    let mut chosen: Vec<Vec<Option<f64>>> = vec![vec![None; n]; input.len()];
+    let mut chosen: Vec<Vec<bool>> = vec![vec![false; n]; input.len()];
     // For an instant query, the output order: groups in order, best first.
     let mut order: Vec<usize> = Vec::new();
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); ngroups];
@@ -450,7 +455,7 @@ fn select_k(
         };
         members.iter_mut().for_each(Vec::clear);
         for (i, s) in input.iter().enumerate() {
-            if s.vals[step].is_some() {
+            if s.has(step) {
                 members[group_of[i]].push(i);
             }
         }
@@ -472,30 +477,57 @@ fn select_k(
                 _ => {}
             }
             for &i in m.iter().take(k) {
-                chosen[i][step] = input[i].vals[step];
+                chosen[i][step] = true;
                 if n == 1 {
                     order.push(i);
                 }
             }
         }
     }
+    keep_chosen(input, &chosen, (n == 1).then_some(order))
+}
+
+/// limit_ratio: each series at the steps where its label hash falls in the
+/// ratio (Prometheus `HashRatioSampler`: the hash over `u64::MAX` below a
+/// positive ratio, or at least `1 + ratio` for a negative one), so that
+/// `limit_ratio(r, v)` and `limit_ratio(r - 1, v)` split `v`.
+fn limit_ratio(input: Vec<Series>, ratio: &[f64]) -> Vec<Series> {
+    let chosen: Vec<Vec<bool>> = input
+        .iter()
+        .map(|s| {
+            let offset = s.labels.prometheus_hash() as f64 / u64::MAX as f64;
+            ratio
+                .iter()
+                .enumerate()
+                .map(|(step, &r)| {
+                    s.has(step) && ((r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r))
+                })
+                .collect()
+        })
+        .collect();
+    keep_chosen(input, &chosen, None)
+}
+
+/// The series of `input` with only their samples at the chosen steps; in
+/// `order` when given (an instant query's), else in input order.
+fn keep_chosen(input: Vec<Series>, chosen: &[Vec<bool>], order: Option<Vec<usize>>) -> Vec<Series> {
     let mut input: Vec<Option<Series>> = input.into_iter().map(Some).collect();
+    let order = order.unwrap_or_else(|| (0..input.len()).collect());
     let mut out = Vec::new();
-    if n == 1 {
-        for i in order {
-            if let Some(mut s) = input[i].take() {
-                s.vals = std::mem::take(&mut chosen[i]);
-                out.push(s);
+    for i in order {
+        let Some(mut s) = input[i].take() else {
+            continue;
+        };
+        for (step, &keep) in chosen[i].iter().enumerate() {
+            if !keep {
+                s.vals[step] = None;
+                if let Some(h) = s.hists.as_mut() {
+                    h[step] = None;
+                }
             }
         }
-    } else {
-        for (i, s) in input.iter_mut().enumerate() {
-            if chosen[i].iter().any(Option::is_some)
-                && let Some(mut s) = s.take()
-            {
-                s.vals = std::mem::take(&mut chosen[i]);
-                out.push(s);
-            }
+        if !s.is_empty() {
+            out.push(s);
         }
     }
     out
@@ -517,14 +549,18 @@ fn count_values(
     for step in 0..n {
         counts.clear();
         for s in &input {
-            let Some(v) = s.vals[step] else { continue };
+            let value = match (s.vals[step], s.h(step)) {
+                (Some(v), _) => format_float(v),
+                (None, Some(h)) => h.to_string(),
+                (None, None) => continue,
+            };
             let mut labels: Vec<Label> = s
                 .labels
                 .iter()
                 .filter(|l| l.name != label)
                 .cloned()
                 .collect();
-            labels.push(Label::new(label, format_float(v)));
+            labels.push(Label::new(label, value));
             labels.sort_by(|a, b| a.name.cmp(&b.name));
             let labels = group_labels(&Labels::from_sorted(labels), without, &names);
             let slot = out.slot(labels, false);

@@ -48,6 +48,8 @@ fn token_display(op: TokenId) -> &'static str {
         T_LSS => "<",
         T_GTE => ">=",
         T_LTE => "<=",
+        T_TRIM_UPPER => "</",
+        T_TRIM_LOWER => ">/",
         _ => "?",
     }
 }
@@ -67,6 +69,12 @@ pub(crate) fn compare(op: TokenId, l: f64, r: f64) -> bool {
 
 fn is_comparison(op: TokenId) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
+}
+
+/// The histogram trim operators `</` and `>/`: defined for a histogram on
+/// the left and a float on the right only, and keeping the metric name.
+fn is_trim(op: TokenId) -> bool {
+    matches!(op, T_TRIM_UPPER | T_TRIM_LOWER)
 }
 
 pub(crate) fn eval_binary(
@@ -138,11 +146,15 @@ fn vector_scalar(
     notes: &mut Vec<String>,
 ) -> Vec<Series> {
     let cmp = is_comparison(op);
+    let trim = is_trim(op);
     for series in &mut v {
         for (val, &sv) in series.vals.iter_mut().zip(s) {
             let Some(x) = *val else { continue };
             let (l, r) = if swap { (sv, x) } else { (x, sv) };
-            *val = if cmp {
+            *val = if trim {
+                notes.push(incompatible(op, "float", "float"));
+                None
+            } else if cmp {
                 let keep = compare(op, l, r);
                 if return_bool {
                     Some(if keep { 1.0 } else { 0.0 })
@@ -161,6 +173,7 @@ fn vector_scalar(
                 match (op, swap) {
                     (T_MUL, _) => x.mul(sv),
                     (T_DIV, false) => x.div(sv),
+                    (T_TRIM_UPPER | T_TRIM_LOWER, false) => x.trim(sv, op == T_TRIM_UPPER),
                     _ => {
                         *h = None;
                         let (l, r) = if swap {
@@ -173,7 +186,7 @@ fn vector_scalar(
                 }
             }
         }
-        if !cmp || return_bool {
+        if !(cmp || trim) || return_bool {
             series.drop_name = true;
         }
     }
@@ -236,7 +249,7 @@ fn histogram_op(
                     }
                 }
                 T_EQLC | T_NEQ => {
-                    let eq = a.clone().compact(0) == b.clone().compact(0);
+                    let eq = a.clone().compact(0).equals(&b.clone().compact(0));
                     let keep = eq == (op == T_EQLC);
                     if return_bool {
                         (Some(Res::F(if keep { 1.0 } else { 0.0 })), None)
@@ -246,7 +259,7 @@ fn histogram_op(
                         (None, None)
                     }
                 }
-                _ => (None, None),
+                _ => (None, Some(incompatible(op, "histogram", "histogram"))),
             }
         }
         (H(a), F(f)) | (F(f), H(a)) if op == T_MUL => {
@@ -259,8 +272,14 @@ fn histogram_op(
             x.div(f);
             (Some(Res::H(x)), None)
         }
+        (H(a), F(f)) if is_trim(op) => {
+            let mut x = a.clone();
+            x.trim(f, op == T_TRIM_UPPER);
+            (Some(Res::H(x)), None)
+        }
         (H(_), F(_)) => (None, Some(incompatible(op, "histogram", "float"))),
         (F(_), H(_)) => (None, Some(incompatible(op, "float", "histogram"))),
+        (F(_), F(_)) if is_trim(op) => (None, Some(incompatible(op, "float", "float"))),
         (F(_), F(_)) => (None, None),
     }
 }
@@ -395,6 +414,72 @@ fn result_labels(
     Labels::from_sorted(labels)
 }
 
+/// Records that `slot` got a result for match group `sig`; a second result
+/// for one group is an error (Prometheus's "multiple matches").
+fn check_match(
+    card: &VectorMatchCardinality,
+    matched: &mut HashMap<u64, HashSet<usize>>,
+    sig: u64,
+    slot: usize,
+) -> Result<(), QueryError> {
+    let seen = matched.entry(sig).or_default();
+    if matches!(card, VectorMatchCardinality::OneToOne) {
+        if !seen.is_empty() {
+            return Err(QueryError::Execution(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                    .to_string(),
+            ));
+        }
+    } else if seen.contains(&slot) {
+        return Err(QueryError::Execution(
+            "multiple matches for labels: grouping labels must ensure unique matches".to_string(),
+        ));
+    }
+    seen.insert(slot);
+    Ok(())
+}
+
+/// `l op r` for one matched pair, its result (if any) set at `slot`.
+#[allow(clippy::too_many_arguments)] // the pair, where it goes, and its notes
+fn apply(
+    op: TokenId,
+    l: Operand<'_>,
+    r: Operand<'_>,
+    return_bool: bool,
+    out: &mut OutBuilder,
+    slot: usize,
+    step: usize,
+    notes: &mut Vec<String>,
+) -> Result<(), QueryError> {
+    let (l, r) = match (l, r) {
+        (Operand::F(l), Operand::F(r)) if !is_trim(op) => (l, r),
+        (l, r) => {
+            let (res, note) = histogram_op(op, l, r, return_bool);
+            if let Some(note) = note {
+                notes.push(note);
+            }
+            return match res {
+                Some(Res::F(v)) => out.set(slot, step, v),
+                Some(Res::H(h)) => out.set_h(slot, step, h),
+                None => Ok(()),
+            };
+        }
+    };
+    let value = if is_comparison(op) {
+        let keep = compare(op, l, r);
+        if return_bool {
+            if keep { 1.0 } else { 0.0 }
+        } else if keep {
+            l
+        } else {
+            return Ok(());
+        }
+    } else {
+        arith(op, l, r)
+    };
+    out.set(slot, step, value)
+}
+
 fn vector_vector(
     op: TokenId,
     lhs: Vec<Series>,
@@ -409,6 +494,15 @@ fn vector_vector(
         .map(|m| m.card.clone())
         .unwrap_or(VectorMatchCardinality::OneToOne);
     let swapped = matches!(card, VectorMatchCardinality::OneToMany(_));
+    // fill(v), fill_left(v), fill_right(v): the value of a missing left or
+    // right operand; `fill_one` stands in on the "one" side, `fill_many` on
+    // the "many" side.
+    let fill = modifier.map(|m| m.fill_values.clone()).unwrap_or_default();
+    let (fill_many, fill_one) = if swapped {
+        (fill.rhs, fill.lhs)
+    } else {
+        (fill.lhs, fill.rhs)
+    };
     let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
     let msig: Vec<u64> = many
         .iter()
@@ -419,7 +513,7 @@ fn vector_vector(
         .map(|s| signature(&s.labels, on, &names))
         .collect();
     let cmp = is_comparison(op);
-    let drop_name = !cmp || return_bool;
+    let drop_name = !(cmp || is_trim(op)) || return_bool;
     let mut out = OutBuilder::new(n);
     let mut pair_slot: HashMap<(u32, u32), usize> = HashMap::new();
     let mut one_by_sig: HashMap<u64, usize> = HashMap::new();
@@ -444,66 +538,54 @@ fn vector_vector(
         matched.clear();
         for (i, s) in many.iter().enumerate() {
             let Some(mv) = operand(s, step) else { continue };
-            let Some(&j) = one_by_sig.get(&msig[i]) else {
-                continue;
-            };
-            let Some(ov) = operand(&one[j], step) else {
-                continue;
-            };
-            let (l, r) = if swapped { (ov, mv) } else { (mv, ov) };
-            let slot = match pair_slot.get(&(i as u32, j as u32)) {
-                Some(&slot) => slot,
+            let (ov, slot) = match one_by_sig.get(&msig[i]) {
+                Some(&j) => {
+                    let Some(ov) = operand(&one[j], step) else {
+                        continue;
+                    };
+                    let slot = match pair_slot.get(&(i as u32, j as u32)) {
+                        Some(&slot) => slot,
+                        None => {
+                            let labels =
+                                result_labels(&s.labels, &one[j].labels, on, &names, &card);
+                            let slot = out.slot(labels, drop_name || s.drop_name);
+                            pair_slot.insert((i as u32, j as u32), slot);
+                            slot
+                        }
+                    };
+                    (ov, slot)
+                }
+                // No match: a fill value stands in for the other side.
                 None => {
-                    let labels = result_labels(&s.labels, &one[j].labels, on, &names, &card);
-                    let slot = out.slot(labels, drop_name || s.drop_name);
-                    pair_slot.insert((i as u32, j as u32), slot);
-                    slot
+                    let Some(f) = fill_one else { continue };
+                    let stand_in = match_labels(&s.labels, on, &names);
+                    let labels = result_labels(&s.labels, &stand_in, on, &names, &card);
+                    (Operand::F(f), out.slot(labels, drop_name || s.drop_name))
                 }
             };
             // Matching errors count even for samples a comparison filters out.
-            let seen = matched.entry(msig[i]).or_default();
-            if matches!(card, VectorMatchCardinality::OneToOne) {
-                if !seen.is_empty() {
-                    return Err(QueryError::Execution(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
-                            .to_string(),
-                    ));
-                }
-            } else if seen.contains(&slot) {
-                return Err(QueryError::Execution(
-                    "multiple matches for labels: grouping labels must ensure unique matches"
-                        .to_string(),
-                ));
-            }
-            seen.insert(slot);
-            let (l, r) = match (l, r) {
-                (Operand::F(l), Operand::F(r)) => (l, r),
-                (l, r) => {
-                    let (res, note) = histogram_op(op, l, r, return_bool);
-                    if let Some(note) = note {
-                        notes.push(note);
-                    }
-                    match res {
-                        Some(Res::F(v)) => out.set(slot, step, v)?,
-                        Some(Res::H(h)) => out.set_h(slot, step, h)?,
-                        None => {}
-                    }
+            check_match(&card, &mut matched, msig[i], slot)?;
+            let (l, r) = if swapped { (ov, mv) } else { (mv, ov) };
+            apply(op, l, r, return_bool, &mut out, slot, step, notes)?;
+        }
+        // The other side's series nothing matched, against a fill value.
+        if let Some(f) = fill_many {
+            for (j, s) in one.iter().enumerate() {
+                if matched.get(&osig[j]).is_some_and(|m| !m.is_empty()) {
                     continue;
                 }
-            };
-            let value = if cmp {
-                let keep = compare(op, l, r);
-                if return_bool {
-                    if keep { 1.0 } else { 0.0 }
-                } else if keep {
-                    l
+                let Some(ov) = operand(s, step) else { continue };
+                let stand_in = match_labels(&s.labels, on, &names);
+                let labels = result_labels(&stand_in, &s.labels, on, &names, &card);
+                let slot = out.slot(labels, drop_name);
+                check_match(&card, &mut matched, osig[j], slot)?;
+                let (l, r) = if swapped {
+                    (ov, Operand::F(f))
                 } else {
-                    continue;
-                }
-            } else {
-                arith(op, l, r)
-            };
-            out.set(slot, step, value)?;
+                    (Operand::F(f), ov)
+                };
+                apply(op, l, r, return_bool, &mut out, slot, step, notes)?;
+            }
         }
     }
     let mut series = out.finish();

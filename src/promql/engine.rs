@@ -12,7 +12,7 @@ use super::positions::Positions;
 use super::value::{Series, Steps, Val, merge_same_labels};
 use super::{Queryable, SeriesSamples};
 use crate::model::histogram::FloatHistogram;
-use crate::model::{HPoint, Labels, METRIC_NAME};
+use crate::model::{HPoint, Labels, is_metadata_label};
 
 /// Engine limits and defaults (Prometheus's `EngineOpts`).
 #[derive(Clone, Debug, Deserialize, PartialEq, serde::Serialize)]
@@ -294,8 +294,8 @@ fn drop_names(mut series: Vec<Series>) -> Result<Vec<Series>, QueryError> {
     series.retain(|s| !s.is_empty());
     let mut any = false;
     for s in &mut series {
-        if s.drop_name && s.labels.get(METRIC_NAME).is_some() {
-            s.labels = s.labels.without(METRIC_NAME);
+        if s.drop_name && s.labels.iter().any(|l| is_metadata_label(&l.name)) {
+            s.labels = s.labels.without_metadata();
             any = true;
         }
         s.drop_name = false;

@@ -11,7 +11,8 @@ use super::plan::{Fetched, PlanContext, offset_ms, selector_key};
 use super::positions::Positions;
 use super::value::{Series, Steps, Val};
 use super::{SeriesSamples, aggregate, binary, functions};
-use crate::model::{HPoint, Labels, METRIC_NAME, Sample, is_stale_nan};
+use crate::model::histogram::CounterResetHint;
+use crate::model::{HPoint, Labels, Sample, is_stale_nan};
 
 pub(crate) struct Evaluator<'a> {
     pub data: &'a Fetched,
@@ -365,7 +366,7 @@ impl<'a> Evaluator<'a> {
                 .into_iter()
                 .map(|s| {
                     let labels = if s.drop_name {
-                        s.labels.without(METRIC_NAME)
+                        s.labels.without_metadata()
                     } else {
                         s.labels
                     };
@@ -381,6 +382,14 @@ impl<'a> Evaluator<'a> {
                         .flatten()
                         .enumerate()
                         .filter_map(|(i, h)| h.map(|h| HPoint { t: inner.ts(i), h }))
+                        .map(|mut p| {
+                            // The steps pick samples apart, so a hint about
+                            // the sample stored before no longer holds.
+                            if p.h.counter_reset_hint != CounterResetHint::Gauge {
+                                p.h.counter_reset_hint = CounterResetHint::Unknown;
+                            }
+                            p
+                        })
                         .collect();
                     RangeSeries {
                         labels: Cow::Owned(labels),

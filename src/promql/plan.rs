@@ -12,7 +12,8 @@ use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelect
 use super::engine::QueryError;
 use super::value::Steps;
 use super::{Queryable, SeriesSamples};
-use crate::model::{METRIC_NAME, MatchOp, Matcher};
+use crate::model::histogram::CounterResetHint;
+use crate::model::{HPoint, METRIC_NAME, MatchOp, Matcher};
 
 /// Query-wide values every evaluation step needs.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +32,68 @@ pub(crate) struct Selection {
     pub matcher_sets: Vec<Vec<Matcher>>,
     pub mint: i64,
     pub maxt: i64,
+    /// Read for histogram statistics only (see [`StatsUse`]).
+    pub stats_only: bool,
+}
+
+/// Whether a selector is read for histogram statistics only (Prometheus
+/// `detectHistogramStatsDecoding`): below `histogram_count`,
+/// `histogram_sum`, `histogram_avg`, `timestamp`, `start_timestamp` or
+/// `absent`, and below nothing that needs the buckets (a subquery,
+/// `histogram_quantile(s)`, `histogram_fraction`, `histogram_stddev`,
+/// `histogram_stdvar`, `changes`, `count_values`, the trim operators,
+/// `==`, `!=`). Prometheus reads such a selector through its
+/// `HistogramStatsIterator`, which detects counter resets itself and so
+/// sets the counter reset hints that chunks leave unknown; the hints then
+/// show in aggregations' annotations.
+#[derive(Clone, Copy, PartialEq)]
+enum StatsUse {
+    No,
+    Yes,
+    Never,
+}
+
+impl StatsUse {
+    fn below(self, e: &Expr) -> StatsUse {
+        use promql_parser::parser::token::{
+            T_COUNT_VALUES, T_EQLC, T_NEQ, T_TRIM_LOWER, T_TRIM_UPPER,
+        };
+        let needs_buckets = match e {
+            Expr::Subquery(_) => true,
+            Expr::Call(c) => matches!(
+                c.func.name,
+                "histogram_quantile"
+                    | "histogram_quantiles"
+                    | "histogram_fraction"
+                    | "histogram_stddev"
+                    | "histogram_stdvar"
+                    | "changes"
+            ),
+            Expr::Aggregate(a) => a.op.id() == T_COUNT_VALUES,
+            Expr::Binary(b) => {
+                matches!(b.op.id(), T_TRIM_UPPER | T_TRIM_LOWER | T_EQLC | T_NEQ)
+            }
+            _ => false,
+        };
+        let stats_only = matches!(
+            e,
+            Expr::Call(c) if matches!(
+                c.func.name,
+                "histogram_count"
+                    | "histogram_sum"
+                    | "histogram_avg"
+                    | "timestamp"
+                    | "start_timestamp"
+                    | "absent"
+            )
+        );
+        match self {
+            StatsUse::Never => StatsUse::Never,
+            _ if needs_buckets => StatsUse::Never,
+            StatsUse::No if stats_only => StatsUse::Yes,
+            other => other,
+        }
+    }
 }
 
 /// Fetched series per selector, keyed by [`selector_key`].
@@ -113,7 +176,7 @@ pub(crate) fn plan(
     ctx: &PlanContext,
 ) -> Result<Vec<Selection>, QueryError> {
     let mut out: HashMap<usize, Selection> = HashMap::new();
-    walk(expr, steps, ctx, &mut out)?;
+    walk(expr, steps, ctx, StatsUse::No, &mut out)?;
     Ok(out.into_values().collect())
 }
 
@@ -121,30 +184,40 @@ fn walk(
     expr: &Expr,
     steps: Steps,
     ctx: &PlanContext,
+    stats: StatsUse,
     out: &mut HashMap<usize, Selection>,
 ) -> Result<(), QueryError> {
     if steps.len() == 0 {
         return Ok(());
     }
+    let stats_only = stats == StatsUse::Yes;
+    let stats = stats.below(expr);
     match expr {
-        Expr::VectorSelector(vs) => add(vs, ctx.lookback, steps, ctx, out)?,
-        Expr::MatrixSelector(ms) => add(&ms.vs, ms.range.as_millis() as i64, steps, ctx, out)?,
-        Expr::Subquery(sq) => walk(&sq.expr, ctx.subquery_steps(sq, steps), ctx, out)?,
+        Expr::VectorSelector(vs) => add(vs, ctx.lookback, steps, ctx, stats_only, out)?,
+        Expr::MatrixSelector(ms) => add(
+            &ms.vs,
+            ms.range.as_millis() as i64,
+            steps,
+            ctx,
+            stats_only,
+            out,
+        )?,
+        Expr::Subquery(sq) => walk(&sq.expr, ctx.subquery_steps(sq, steps), ctx, stats, out)?,
         Expr::Aggregate(a) => {
             if let Some(p) = &a.param {
-                walk(p, steps, ctx, out)?;
+                walk(p, steps, ctx, stats, out)?;
             }
-            walk(&a.expr, steps, ctx, out)?;
+            walk(&a.expr, steps, ctx, stats, out)?;
         }
-        Expr::Unary(u) => walk(&u.expr, steps, ctx, out)?,
+        Expr::Unary(u) => walk(&u.expr, steps, ctx, stats, out)?,
         Expr::Binary(b) => {
-            walk(&b.lhs, steps, ctx, out)?;
-            walk(&b.rhs, steps, ctx, out)?;
+            walk(&b.lhs, steps, ctx, stats, out)?;
+            walk(&b.rhs, steps, ctx, stats, out)?;
         }
-        Expr::Paren(p) => walk(&p.expr, steps, ctx, out)?,
+        Expr::Paren(p) => walk(&p.expr, steps, ctx, stats, out)?,
         Expr::Call(c) => {
             for a in &c.args.args {
-                walk(a, steps, ctx, out)?;
+                walk(a, steps, ctx, stats, out)?;
             }
         }
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
@@ -162,6 +235,7 @@ fn add(
     window: i64,
     steps: Steps,
     ctx: &PlanContext,
+    stats_only: bool,
     out: &mut HashMap<usize, Selection>,
 ) -> Result<(), QueryError> {
     let at = ctx.at_ms(&vs.at);
@@ -182,6 +256,7 @@ fn add(
             matcher_sets: matcher_sets(vs)?,
             mint,
             maxt,
+            stats_only,
         },
     );
     Ok(())
@@ -221,6 +296,23 @@ pub(crate) fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, Que
 }
 
 /// Fetches every selection concurrently.
+/// Unknown counter reset hints after a series' first histogram become what
+/// comparing with the histogram before says (Prometheus
+/// `HistogramStatsIterator.getResetHint`).
+fn detect_reset_hints(hs: &mut [HPoint]) {
+    for i in 1..hs.len() {
+        let (before, after) = hs.split_at_mut(i);
+        let (prev, cur) = (&before[i - 1].h, &mut after[0].h);
+        if cur.counter_reset_hint == CounterResetHint::Unknown {
+            cur.counter_reset_hint = if cur.detect_reset(prev) {
+                CounterResetHint::CounterReset
+            } else {
+                CounterResetHint::NotCounterReset
+            };
+        }
+    }
+}
+
 pub(crate) async fn fetch(
     q: &dyn Queryable,
     selections: Vec<Selection>,
@@ -247,6 +339,9 @@ pub(crate) async fn fetch(
                 s.histograms.retain(|p| p.t >= sel.mint && p.t <= sel.maxt);
                 if !s.histograms.is_sorted_by_key(|p| p.t) {
                     s.histograms.sort_by_key(|p| p.t);
+                }
+                if sel.stats_only {
+                    detect_reset_hints(&mut s.histograms);
                 }
             }
         }

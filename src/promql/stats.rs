@@ -1,19 +1,7 @@
 //! Numeric helpers shared by aggregations and functions, following
 //! Prometheus (`promql/functions.go` `kahanSumInc`, `quantile.go` `quantile`).
 
-/// Kahan-Neumaier compensated summation step: returns the new sum and
-/// compensation.
-pub(crate) fn kahan_sum_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
-    let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
-    } else {
-        c + ((inc - t) + sum)
-    };
-    (t, c)
-}
+pub(crate) use crate::model::histogram_kahan::kahan_sum_inc;
 
 /// The `q`-quantile of `values` with linear interpolation (Prometheus
 /// `quantile`); sorts `values` in place, NaNs first.

@@ -2,6 +2,7 @@
 //! vectors held as one row of step values per series (labels computed once
 //! per series, never per step), and range vectors for instant queries.
 
+use promql_parser::util::raw_byte;
 use std::collections::HashMap;
 
 use xxhash_rust::xxh3::Xxh3;
@@ -136,6 +137,34 @@ impl Val {
     }
 }
 
+/// Whether `name` may name a label: not empty and valid UTF-8 (Prometheus
+/// 3's `LabelName.IsValid`). A string literal's bytes that are not UTF-8
+/// reach us as the parser's raw-byte characters.
+pub(crate) fn is_valid_label_name(name: &str) -> bool {
+    !name.is_empty() && !name.chars().any(|c| raw_byte(c).is_some())
+}
+
+/// `s` as Go's `%q` writes it, for messages Prometheus writes so: raw
+/// bytes as `\xNN`, quotes, backslashes and control characters escaped.
+pub(crate) fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match (c, raw_byte(c)) {
+            (_, Some(b)) => out.push_str(&format!("\\x{b:02x}")),
+            ('"', _) => out.push_str("\\\""),
+            ('\\', _) => out.push_str("\\\\"),
+            ('\n', _) => out.push_str("\\n"),
+            ('\t', _) => out.push_str("\\t"),
+            ('\r', _) => out.push_str("\\r"),
+            (c, _) if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            (c, _) => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
 
 /// Collects output series by label set across steps, as Prometheus's
@@ -262,4 +291,20 @@ pub(crate) fn labels_string(labels: &Labels) -> String {
         .map(|l| format!("{}={:?}", l.name, l.value))
         .collect();
     format!("{{{}}}", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_names_from_non_utf8_escapes_are_invalid_and_quoted_as_go() {
+        let parsed = promql_parser::util::unquote_string(r#""a\xc5z""#).expect("valid literal");
+        assert!(!is_valid_label_name(&parsed));
+        assert_eq!(go_quote(&parsed), r#""a\xc5z""#);
+        let utf8 = promql_parser::util::unquote_string(r#""\xc3\xa9""#).expect("valid literal");
+        assert!(is_valid_label_name(&utf8));
+        assert_eq!(go_quote("a\"b\n"), r#""a\"b\n""#);
+        assert!(!is_valid_label_name(""));
+    }
 }

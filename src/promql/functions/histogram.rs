@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::model::{Labels, METRIC_NAME};
-use crate::promql::stats::{almost_equal, format_float};
+use crate::promql::stats::almost_equal;
 use crate::promql::value::Series;
 
 #[derive(Clone, Copy, Debug)]
@@ -122,8 +122,8 @@ fn group_buckets(input: &[Series], warnings: &mut Vec<String>) -> Vec<(Labels, V
 /// custom buckets converted from `le` buckets: buckets are
 /// `(previous le, le]`, the first one starting at 0 when its `le` is
 /// positive (else at -Inf); within a finite bucket observations are
-/// interpolated linearly, an infinitely wide bucket only counts when wholly
-/// inside the range.
+/// interpolated linearly, in an infinitely wide one they lie at its
+/// infinite end.
 pub(crate) fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [Bucket]) -> f64 {
     if lower.is_nan() || upper.is_nan() || buckets.is_empty() {
         return f64::NAN;
@@ -175,20 +175,24 @@ pub(crate) fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [Bucket]) ->
         if upper_rank.is_none() && lo >= upper {
             upper_rank = Some(rank);
         }
+        // An infinitely wide bucket's observations count as lying at its
+        // infinite end (both ends infinite: outside any cut).
         if lower_rank.is_none() && lo < lower && lower < hi {
-            // An infinitely wide bucket cut by `lower` counts as wholly below it.
-            lower_rank = Some(if infinite {
-                rank + count
-            } else {
+            lower_rank = Some(if !infinite {
                 rank + count * (lower - lo) / (hi - lo)
+            } else if lo.is_finite() {
+                rank
+            } else {
+                rank + count
             });
         }
         if upper_rank.is_none() && lo < upper && upper < hi {
-            // ... and one cut by `upper` as wholly above it.
-            upper_rank = Some(if infinite {
-                rank
-            } else {
+            upper_rank = Some(if !infinite {
                 rank + count * (upper - lo) / (hi - lo)
+            } else if hi.is_finite() {
+                rank + count
+            } else {
+                rank
             });
         }
         if lower_rank.is_some() && upper_rank.is_some() {
@@ -239,28 +243,16 @@ pub(crate) fn histogram_fraction(
 }
 
 /// `histogram_quantile(q, buckets)` over every step; annotations about the
-/// buckets are pushed to `warnings` / `infos`, the one about the quantile
-/// to `q_warnings`.
+/// buckets are pushed to `warnings` / `infos` (the caller warns about the
+/// quantile itself).
 pub(crate) fn histogram_quantile(
     q: &[f64],
     input: Vec<Series>,
     warnings: &mut Vec<String>,
     infos: &mut Vec<String>,
-    q_warnings: &mut Vec<String>,
 ) -> Vec<Series> {
     let n = q.len();
     let groups = group_buckets(&input, warnings);
-    if q.iter().any(|q| !(0.0..=1.0).contains(q)) && !groups.is_empty() {
-        let bad = q
-            .iter()
-            .find(|q| !(0.0..=1.0).contains(*q))
-            .copied()
-            .unwrap_or(f64::NAN);
-        q_warnings.push(format!(
-            "PromQL warning: quantile value should be between 0 and 1, got {}",
-            format_float(bad)
-        ));
-    }
     let mut out = Vec::with_capacity(groups.len());
     let mut buckets = Vec::new();
     for (labels, members) in groups {

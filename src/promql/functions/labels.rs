@@ -8,7 +8,7 @@ use regex::Regex;
 
 use crate::model::{Label, Labels, METRIC_NAME};
 use crate::promql::engine::QueryError;
-use crate::promql::value::{Series, merge_same_labels};
+use crate::promql::value::{Series, is_valid_label_name, merge_same_labels};
 
 fn set_label(labels: &Labels, name: &str, value: &str) -> Labels {
     if value.is_empty() {
@@ -31,7 +31,7 @@ pub(crate) fn label_replace(
             "invalid regular expression in label_replace(): {regex}"
         ))
     })?;
-    if dst.is_empty() {
+    if !is_valid_label_name(dst) {
         return Err(QueryError::Execution(format!(
             "invalid destination label name in label_replace(): {dst}"
         )));
@@ -59,7 +59,12 @@ pub(crate) fn label_join(
     srcs: &[String],
     steps: usize,
 ) -> Result<Vec<Series>, QueryError> {
-    if dst.is_empty() {
+    if let Some(src) = srcs.iter().find(|s| !is_valid_label_name(s)) {
+        return Err(QueryError::Execution(format!(
+            "invalid source label name in label_join(): {src}"
+        )));
+    }
+    if !is_valid_label_name(dst) {
         return Err(QueryError::Execution(format!(
             "invalid destination label name in label_join(): {dst}"
         )));

@@ -17,8 +17,9 @@ use promql_parser::parser::{Call, Expr};
 use super::engine::QueryError;
 use super::eval::{Evaluator, unwrap_parens};
 use super::stats::{format_float, go_max, go_min};
-use super::value::{Series, Steps, Val};
+use super::value::{Series, Steps, Val, merge_same_labels};
 use crate::model::histogram::FloatHistogram;
+use crate::model::histogram_format::go_format_g;
 use crate::model::{HPoint, Labels, Sample};
 use native::{Notes, Out};
 
@@ -229,6 +230,13 @@ pub(crate) fn eval_call(
         }
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             let mut v = ev.eval_vector(args[0], steps)?;
+            if matches!(name, "sort" | "sort_desc") {
+                // Sorting by value takes floats only (Prometheus filterFloats).
+                v.iter_mut().for_each(|s| {
+                    s.drop_histograms();
+                });
+                v.retain(|s| !s.is_empty());
+            }
             if n > 1 {
                 let at = ev.positions.of_call(call);
                 ev.warnings.push(format!(
@@ -275,31 +283,25 @@ pub(crate) fn eval_call(
         "histogram_quantile" => {
             let q = ev.eval_scalar(args[0], steps)?;
             let v = ev.eval_vector(args[1], steps)?;
-            let (native, classic) = split_native(v);
-            let (mut warnings, mut infos, mut q_warnings) = (Vec::new(), Vec::new(), Vec::new());
-            let out = histogram::histogram_quantile(
-                &q,
-                classic,
-                &mut warnings,
-                &mut infos,
-                &mut q_warnings,
-            );
-            if !native.is_empty()
-                && q_warnings.is_empty()
-                && let Some(bad) = q.iter().find(|q| !(0.0..=1.0).contains(*q))
-            {
-                q_warnings.push(native::bad_quantile(*bad));
+            Ok(Val::Vector(histogram_quantile(ev, &q, v, &pos[0], &pos[1])))
+        }
+        "histogram_quantiles" => {
+            // histogram_quantiles(v, "label", q1, q2, ...): one
+            // histogram_quantile per q, told apart by `label`.
+            let v = ev.eval_vector(args[0], steps)?;
+            let label = ev.eval_string(args[1], steps)?;
+            let mut out = Vec::new();
+            for (i, arg) in args.iter().enumerate().skip(2) {
+                let q = ev.eval_scalar(arg, steps)?;
+                let Some(&q0) = q.first() else { continue };
+                let value = quantile_label_value(q0);
+                let mut res = histogram_quantile(ev, &q, v.clone(), &pos[i], &pos[0]);
+                for s in &mut res {
+                    s.labels = s.labels.with(&label, &value);
+                }
+                out.extend(res);
             }
-            let native = map_native(native, &mut warnings, &mut infos, |i, h, notes| {
-                native::quantile(q[i], h, notes)
-            });
-            let out = join_native(native, out, &mut warnings);
-            ev.warnings
-                .extend(q_warnings.into_iter().map(|w| w + &pos[0]));
-            ev.warnings
-                .extend(warnings.into_iter().map(|w| w + &pos[1]));
-            ev.infos.extend(infos.into_iter().map(|w| w + &pos[1]));
-            Ok(Val::Vector(out))
+            Ok(Val::Vector(merge_same_labels(out, steps.len())?))
         }
         "histogram_fraction" => {
             let lower = ev.eval_scalar(args[0], steps)?;
@@ -489,6 +491,43 @@ fn histogram_window(
             }
         }
     })
+}
+
+/// `histogram_quantile(q, v)` over classic and native histograms alike;
+/// `pos_q` and `pos_v` are the positions of the two arguments, for the
+/// annotations.
+fn histogram_quantile(
+    ev: &mut Evaluator<'_>,
+    q: &[f64],
+    v: Vec<Series>,
+    pos_q: &str,
+    pos_v: &str,
+) -> Vec<Series> {
+    let (native, classic) = split_native(v);
+    let (mut warnings, mut infos) = (Vec::new(), Vec::new());
+    // Prometheus warns about the quantile whether or not there is input.
+    if let Some(bad) = q.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+        ev.warnings.push(native::bad_quantile(*bad) + pos_q);
+    }
+    let out = histogram::histogram_quantile(q, classic, &mut warnings, &mut infos);
+    let native = map_native(native, &mut warnings, &mut infos, |i, h, notes| {
+        native::quantile(q[i], h, notes)
+    });
+    let out = join_native(native, out, &mut warnings);
+    ev.warnings.extend(warnings.into_iter().map(|w| w + pos_v));
+    ev.infos.extend(infos.into_iter().map(|w| w + pos_v));
+    out
+}
+
+/// The label value `histogram_quantiles` gives quantile `q`: as
+/// OpenMetrics writes floats (Prometheus `FormatOpenMetricsFloat`), Go's
+/// `%g` with a `.0` when it has neither a point nor an exponent.
+fn quantile_label_value(q: f64) -> String {
+    let mut s = go_format_g(q);
+    if q.is_finite() && !s.contains(['.', 'e']) {
+        s.push_str(".0");
+    }
+    s
 }
 
 /// Splits a vector into its histogram samples and its float samples.

@@ -8,6 +8,7 @@
 use super::Window;
 use crate::model::HPoint;
 use crate::model::histogram::{CounterResetHint, FloatHistogram};
+use crate::model::histogram_kahan::sum_histograms;
 use crate::promql::stats::format_float;
 
 /// A range function's result at one step.
@@ -70,6 +71,22 @@ fn is_gauge(h: &FloatHistogram) -> bool {
     h.counter_reset_hint == CounterResetHint::Gauge
 }
 
+/// `h -= other` with its annotations; `None` when the bucket kinds differ.
+fn subtract(h: &mut FloatHistogram, other: &FloatHistogram, notes: &mut Notes<'_>) -> Option<()> {
+    match h.sub(other) {
+        Ok(r) => {
+            if r.0 {
+                notes.reconciled("subtraction");
+            }
+            Some(())
+        }
+        Err(_) => {
+            notes.mixed_custom();
+            None
+        }
+    }
+}
+
 /// Prometheus `histogramRate`: the last histogram minus the first, at the
 /// lowest schema of the window, with the counts lost at counter resets
 /// added back for counters.
@@ -80,9 +97,17 @@ fn histogram_rate(
 ) -> Option<FloatHistogram> {
     let first = &points[0].h;
     let last = &points[points.len() - 1].h;
-    let custom = first.uses_custom_buckets();
-    let mut min_schema = first.schema.min(last.schema);
-    for p in points {
+    let custom = last.uses_custom_buckets();
+    // A counter whose first histogram has the other kind of buckets was
+    // reset right after it: the increase is all in the later histograms,
+    // and the first one only lends its count to the extrapolation.
+    let first_fits = first.uses_custom_buckets() == custom;
+    if !first_fits && !is_counter {
+        notes.mixed_custom();
+        return None;
+    }
+    let mut min_schema = last.schema;
+    for p in &points[usize::from(!first_fits)..] {
         if p.h.uses_custom_buckets() != custom {
             notes.mixed_custom();
             return None;
@@ -93,18 +118,14 @@ fn histogram_rate(
         notes.not_counter();
     }
     let mut h = last.copy_to_schema(min_schema);
-    match h.sub(first) {
-        Ok(r) if r.0 => notes.reconciled("subtraction"),
-        Ok(_) => {}
-        Err(_) => {
-            notes.mixed_custom();
-            return None;
-        }
+    if first_fits {
+        subtract(&mut h, first, notes)?;
     }
     if is_counter {
         let mut prev = first;
-        for p in &points[1..] {
-            if p.h.detect_reset(prev) && h.add(prev).is_err() {
+        for (i, p) in points.iter().enumerate().skip(1) {
+            let fits = i > 1 || first_fits;
+            if fits && p.h.detect_reset(prev) && h.add(prev).is_err() {
                 notes.mixed_custom();
                 return None;
             }
@@ -184,9 +205,8 @@ pub(crate) fn instant_value(w: &Window<'_>, is_rate: bool, notes: &mut Notes<'_>
         notes.not_gauge();
     }
     let mut h = last.clone();
-    if (!is_rate || !last.detect_reset(prev)) && h.sub(prev).is_err() {
-        notes.mixed_custom();
-        return None;
+    if !is_rate || !last.detect_reset(prev) {
+        subtract(&mut h, prev, notes)?;
     }
     h.counter_reset_hint = CounterResetHint::Gauge;
     let mut h = h.compact(0);
@@ -234,7 +254,8 @@ pub(crate) fn resets(w: &Window<'_>) -> Option<Out> {
         .filter(|p| match (&p[0].1, &p[1].1) {
             (Either::F(a), Either::F(b)) => b < a,
             (Either::H(a), Either::H(b)) => b.detect_reset(a),
-            _ => false,
+            // A switch between floats and histograms restarts the counter.
+            _ => true,
         })
         .count();
     Some(Out::F(n as f64))
@@ -276,20 +297,24 @@ pub(crate) fn sum_or_avg(w: &Window<'_>, avg: bool, notes: &mut Notes<'_>) -> Op
         notes.mixed_floats();
         return None;
     }
-    let mut sum = w.hists.first()?.h.clone();
-    for p in &w.hists[1..] {
-        match sum.add(&p.h) {
-            Ok(r) if r.0 => notes.reconciled("aggregation"),
-            Ok(_) => {}
-            Err(_) => {
-                notes.mixed_custom();
-                return None;
+    let hint = |k: CounterResetHint| w.hists.iter().any(|p| p.h.counter_reset_hint == k);
+    if hint(CounterResetHint::CounterReset) && hint(CounterResetHint::NotCounterReset) {
+        notes.warnings.push(
+            "PromQL warning: conflicting counter resets during histogram aggregation".to_string(),
+        );
+    }
+    let mut sum = match sum_histograms(w.hists.iter().map(|p| &p.h), avg)? {
+        Ok((sum, reconciled)) => {
+            if reconciled {
+                notes.reconciled("aggregation");
             }
+            sum
         }
-    }
-    if avg {
-        sum.div(w.hists.len() as f64);
-    }
+        Err(_) => {
+            notes.mixed_custom();
+            return None;
+        }
+    };
     sum.counter_reset_hint = CounterResetHint::Gauge;
     Some(Out::H(sum.compact(0)))
 }
@@ -343,8 +368,11 @@ pub(crate) fn quantile(q: f64, h: &FloatHistogram, notes: &mut Notes<'_>) -> f64
     if h.sum.is_nan() && (0.0..=1.0).contains(&q) && h.count > 0.0 {
         let what = if v.is_nan() {
             "result is NaN"
-        } else {
+        } else if h.bucket_total() < h.count {
             "result is skewed higher"
+        } else {
+            // Sum NaN from observing both infinities, no NaN observations.
+            return v;
         };
         notes.infos.push(format!(
             "PromQL info: input to histogram_quantile has NaN observations, {what} for metric name {:?}",
@@ -357,7 +385,7 @@ pub(crate) fn quantile(q: f64, h: &FloatHistogram, notes: &mut Notes<'_>) -> f64
 /// `histogram_fraction(lower, upper, h)` with Prometheus's info on NaN
 /// observations.
 pub(crate) fn fraction(lower: f64, upper: f64, h: &FloatHistogram, notes: &mut Notes<'_>) -> f64 {
-    if h.sum.is_nan() && h.count > 0.0 {
+    if h.sum.is_nan() && h.bucket_total() < h.count {
         notes.infos.push(format!(
             "PromQL info: input to histogram_fraction has NaN observations, which are excluded from all fractions for metric name {:?}",
             notes.metric
