@@ -654,10 +654,10 @@ mod tests {
         };
         let body = result_json(&matrix);
         let series = &body["data"]["result"][0];
-        assert_eq!(series["values"], json!([[1.0, "1"]]));
+        assert_eq!(series["values"], json!([[1, "1"]]));
         assert_eq!(
             series["histograms"],
-            json!([[2.0, histogram_json(&exponential())]])
+            json!([[2, histogram_json(&exponential())]])
         );
     }
 }
