@@ -2,7 +2,12 @@
 //! 3.16 (built with `go install` by tests/install-deps.sh): the same samples
 //! are remote-written into both, then a fixed list of queries runs on both,
 //! as instant queries at three times and as range queries with two steps,
-//! and the answers must agree.
+//! and the answers must agree. The data holds counters, gauges and classic
+//! histograms, and native histograms: exponential buckets (with a counter
+//! reset, a gap and a staleness marker), custom buckets and a gauge
+//! histogram; their answers (`histogram`/`histograms` fields) must agree
+//! field by field. Each store backend repeats this from the ingesters, from
+//! the store after a flush, and after a restart with the WAL deleted.
 //!
 //! The data and the evaluation times live on different grids (samples 200 ms
 //! past a whole second, evaluation times 700 ms past, `@` times 900 ms past,
@@ -25,11 +30,12 @@ use anyhow::{Result, ensure};
 use serde_json::Value as Json;
 
 use common::promql::{
-    Api, Lcg, Mode, Outcome, Prometheus, STALE_NAN, Series, classic_histogram, compare, labels,
-    requests, seconds, wait_for_last_sample, write_both,
+    Api, HistogramSeries, Lcg, Mode, Outcome, Prometheus, STALE_NAN, Series, classic_histogram,
+    compare, labels, requests_with_histograms, seconds, wait_for_last_sample, write_both,
 };
 use common::rw::now_ms;
 use common::{Cassandra, Moto, Strata, http};
+use strata::model::histogram::{CounterResetHint, Histogram, Span as HistogramSpan};
 
 /// Queries whose answers differ from Prometheus 3.16 by intent, each with
 /// its verified reason (none today).
@@ -333,6 +339,43 @@ const QUERIES: &[&str] = &[
     "avg_over_time(nonexistent_metric[5m])",
     "increase(http_requests_total[5m]) unless increase(http_requests_total[5m]) > 50",
     "http_requests_total == bool on (job, instance, method, status) http_requests_total offset 15s",
+    // Native histograms: exponential (schema 3, one with a counter reset,
+    // a gap and a staleness marker), custom buckets, and a gauge.
+    "rpc_duration_seconds",
+    "rpc_duration_seconds[2m]",
+    "rpc_duration_seconds{service=\"b\"} offset 10m",
+    "rate(rpc_duration_seconds[5m])",
+    "irate(rpc_duration_seconds[5m])",
+    "increase(rpc_duration_seconds[15m])",
+    "delta(queue_depth_histogram[10m])",
+    "sum(rate(rpc_duration_seconds[5m]))",
+    "sum by (service) (rate(rpc_duration_seconds[5m]))",
+    "avg(rate(rpc_duration_seconds[5m]))",
+    "count(rpc_duration_seconds)",
+    "histogram_quantile(0.9, rate(rpc_duration_seconds[5m]))",
+    "histogram_quantile(0.5, sum by (service) (rate(rpc_duration_seconds[5m])))",
+    "histogram_quantile(0.99, rate(upload_size_bytes[10m]))",
+    "histogram_fraction(0, 0.1, rate(rpc_duration_seconds[5m]))",
+    "histogram_fraction(1000, 1e6, rate(upload_size_bytes[10m]))",
+    "histogram_count(rate(rpc_duration_seconds[5m]))",
+    "histogram_sum(rpc_duration_seconds)",
+    "histogram_avg(rate(rpc_duration_seconds[5m]))",
+    "histogram_stddev(rate(rpc_duration_seconds[5m]))",
+    "histogram_stdvar(queue_depth_histogram)",
+    "histogram_count(upload_size_bytes) - histogram_count(upload_size_bytes offset 5m)",
+    "rpc_duration_seconds * 2",
+    "rate(rpc_duration_seconds[5m]) / 10",
+    "resets(rpc_duration_seconds[30m])",
+    "changes(queue_depth_histogram[30m])",
+    "max_over_time(histogram_count(rpc_duration_seconds)[10m:1m])",
+    "sum_over_time(queue_depth_histogram[5m])",
+    "avg_over_time(queue_depth_histogram[5m])",
+    "last_over_time(rpc_duration_seconds[5m])",
+    "count_over_time(rpc_duration_seconds[10m])",
+    "present_over_time(rpc_duration_seconds[5m])",
+    "timestamp(rpc_duration_seconds)",
+    "rate(rpc_duration_seconds[5m]) and on (service) rate(rpc_duration_seconds[5m])",
+    "rpc_duration_seconds or memory_bytes",
     // Errors on both.
     "rate(http_requests_total)",
     "sum(",
@@ -343,6 +386,122 @@ const QUERIES: &[&str] = &[
 
 /// Spacing of the generated samples.
 const INTERVAL_MS: i64 = 15_000;
+
+/// An integer native histogram with `zero_count` observations in the zero
+/// bucket and absolute bucket counts `counts` over one span starting at
+/// bucket `offset`.
+fn native(
+    schema: i32,
+    offset: i32,
+    (zero_count, counts): (u64, &[u64]),
+    sum: f64,
+    custom: &[f64],
+) -> Histogram {
+    let mut previous = 0i64;
+    let deltas = counts
+        .iter()
+        .map(|c| {
+            let d = *c as i64 - previous;
+            previous = *c as i64;
+            d
+        })
+        .collect();
+    Histogram {
+        schema,
+        // Go clients' default zero threshold, 2^-128.
+        zero_threshold: if custom.is_empty() {
+            2f64.powi(-128)
+        } else {
+            0.0
+        },
+        zero_count,
+        count: counts.iter().sum::<u64>() + zero_count,
+        sum,
+        positive_spans: vec![HistogramSpan {
+            offset,
+            length: counts.len() as u32,
+        }],
+        positive_buckets: deltas,
+        custom_values: custom.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// The native-histogram series, on the same time grid as [`dataset`].
+fn histogram_dataset(end: i64) -> Vec<HistogramSeries> {
+    let time = |i: i64| end - (POINTS - 1 - i) * INTERVAL_MS;
+    let mut lcg = Lcg(19_700_101);
+    let mut out = Vec::new();
+    // Request durations, schema 3 around 1 ms to 1 s; service b restarts
+    // (a counter reset), service c has a gap and goes stale for a while.
+    for service in ["a", "b", "c"] {
+        let mut counts = [0u64; 24];
+        let mut zero = 0u64;
+        let mut sum = 0.0;
+        let mut points = Vec::new();
+        for i in 0..POINTS {
+            if service == "b" && i == POINTS - 130 {
+                counts = [0; 24];
+                zero = 0;
+                sum = 0.0;
+            }
+            zero += lcg.below(2) as u64;
+            for (b, c) in counts.iter_mut().enumerate() {
+                let new = lcg.below(if (8..16).contains(&b) { 6 } else { 2 }) as u64;
+                *c += new;
+                sum += new as f64 * 2f64.powf((b as f64 - 80.0) / 8.0);
+            }
+            if service == "c" && (POINTS - 200..POINTS - 170).contains(&i) {
+                continue;
+            }
+            if service == "c" && i == POINTS - 100 {
+                points.push((time(i), None));
+                continue;
+            }
+            if service == "c" && (POINTS - 99..POINTS - 60).contains(&i) {
+                continue;
+            }
+            points.push((time(i), Some(native(3, -80, (zero, &counts), sum, &[]))));
+        }
+        out.push(HistogramSeries {
+            labels: labels(&[("__name__", "rpc_duration_seconds"), ("service", service)]),
+            points,
+        });
+    }
+    // Upload sizes in custom buckets.
+    let bounds = [1e3, 1e4, 1e5, 1e6, 1e7];
+    let mut counts = [0u64; 6];
+    let mut sum = 0.0;
+    let points = (0..POINTS)
+        .map(|i| {
+            for (b, c) in counts.iter_mut().enumerate() {
+                let new = lcg.below(4) as u64;
+                *c += new;
+                sum += new as f64 * bounds.get(b).copied().unwrap_or(2e7) * 0.7;
+            }
+            (time(i), Some(native(-53, 0, (0, &counts), sum, &bounds)))
+        })
+        .collect();
+    out.push(HistogramSeries {
+        labels: labels(&[("__name__", "upload_size_bytes")]),
+        points,
+    });
+    // A gauge histogram: counts go up and down.
+    let points = (0..POINTS)
+        .map(|i| {
+            let counts: Vec<u64> = (0..6).map(|_| lcg.below(10) as u64).collect();
+            let sum = counts.iter().sum::<u64>() as f64 * 3.5;
+            let mut h = native(0, 0, (lcg.below(3) as u64, &counts), sum, &[]);
+            h.counter_reset_hint = CounterResetHint::Gauge;
+            (time(i), Some(h))
+        })
+        .collect();
+    out.push(HistogramSeries {
+        labels: labels(&[("__name__", "queue_depth_histogram")]),
+        points,
+    });
+    out
+}
 /// Samples per series: two hours.
 const POINTS: i64 = 481;
 
@@ -521,7 +680,9 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
     let client = http();
     let strata_push = strata.url("/api/v1/push");
     let prometheus_write = prometheus.url("/api/v1/write");
-    write_both(&strata_push, None, &prometheus_write, requests(&data, 1)).await?;
+    let histograms = histogram_dataset(end);
+    let bodies = requests_with_histograms(&data, &histograms, 1);
+    write_both(&strata_push, None, &prometheus_write, bodies).await?;
     let prometheus_api = Api {
         base: prometheus.url("/api/v1"),
         tenant: None,
@@ -534,8 +695,9 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
     wait_for_last_sample(&client, &strata_api, last, end).await?;
     wait_for_last_sample(&client, &prometheus_api, last, end).await?;
     println!(
-        "{} series × {POINTS} samples loaded in {:?}",
+        "{} float series and {} native-histogram series × {POINTS} samples loaded in {:?}",
         data.len(),
+        histograms.len(),
         started.elapsed()
     );
     compare_all(
@@ -558,7 +720,7 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
         .await?;
     println!("flushed: {flushed}");
     ensure!(
-        flushed["chunks"].as_u64().unwrap_or(0) >= data.len() as u64,
+        flushed["chunks"].as_u64().unwrap_or(0) >= (data.len() + histograms.len()) as u64,
         "every series flushed at least one chunk: {flushed}"
     );
     compare_all(

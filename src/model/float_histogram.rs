@@ -422,17 +422,26 @@ impl FloatHistogram {
     /// Every bucket from the lowest to the highest: negative buckets, the
     /// zero bucket (when it counts anything), positive buckets.
     pub fn all_buckets(&self) -> Vec<FloatBucket> {
+        // A bucket reaching into the zero bucket starts (negative: ends)
+        // at the zero threshold, as Prometheus's `AllBucketIterator` has
+        // it: quantiles, fractions, variances and the API all see that.
+        let zero = self.zero_threshold;
         let mut out =
             Vec::with_capacity(self.positive_buckets.len() + self.negative_buckets.len() + 1);
         for (idx, c) in self.negative_pairs().into_iter().rev() {
             let (lower, upper) = self.positive_bounds(idx);
             out.push(FloatBucket {
                 lower: -upper,
-                upper: -lower,
+                upper: if lower > 0.0 && lower < zero {
+                    -zero
+                } else {
+                    -lower
+                },
                 count: c,
             });
         }
-        if self.zero_count != 0.0 && !self.uses_custom_buckets() {
+        // Only a positive zero count, as Prometheus (a delta can be negative).
+        if self.zero_count > 0.0 && !self.uses_custom_buckets() {
             out.push(FloatBucket {
                 lower: -self.zero_threshold,
                 upper: self.zero_threshold,
@@ -442,7 +451,11 @@ impl FloatHistogram {
         for (idx, c) in self.positive_pairs() {
             let (lower, upper) = self.positive_bounds(idx);
             out.push(FloatBucket {
-                lower,
+                lower: if lower > 0.0 && lower < zero {
+                    zero
+                } else {
+                    lower
+                },
                 upper,
                 count: c,
             });

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use serde_json::Value as Json;
+use strata::model::histogram::Histogram;
+use strata::proto::histogram::int_to_proto;
 use strata::proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 
 use super::rw;
@@ -104,46 +106,88 @@ pub fn classic_histogram(
         .collect()
 }
 
+/// A native-histogram series: at each time a histogram, or `None` for a
+/// staleness marker (a float sample, as Prometheus writes it when a
+/// histogram series disappears).
+#[derive(Clone)]
+pub struct HistogramSeries {
+    pub labels: Vec<(String, String)>,
+    pub points: Vec<(i64, Option<Histogram>)>,
+}
+
 /// Remote-write requests, oldest first, each holding `rounds` consecutive
 /// sample times of every series that has samples then (one time series
 /// entry per series, its samples in order).
 pub fn requests(data: &[Series], rounds: usize) -> Vec<Vec<u8>> {
-    let mut times: BTreeMap<i64, Vec<(usize, f64)>> = BTreeMap::new();
+    requests_with_histograms(data, &[], rounds)
+}
+
+/// [`requests`] with native-histogram series as well. A time series entry
+/// holds its floats before its histograms, so with a histogram series'
+/// staleness markers among them keep `rounds` at 1.
+pub fn requests_with_histograms(
+    data: &[Series],
+    histograms: &[HistogramSeries],
+    rounds: usize,
+) -> Vec<Vec<u8>> {
+    enum Point<'a> {
+        Float(f64),
+        Histogram(&'a Histogram),
+    }
+    let labels: Vec<&Vec<(String, String)>> = data
+        .iter()
+        .map(|s| &s.labels)
+        .chain(histograms.iter().map(|h| &h.labels))
+        .collect();
+    let mut times: BTreeMap<i64, Vec<(usize, Point<'_>)>> = BTreeMap::new();
     for (s, series) in data.iter().enumerate() {
         for &(timestamp, value) in &series.samples {
-            times.entry(timestamp).or_default().push((s, value));
+            times
+                .entry(timestamp)
+                .or_default()
+                .push((s, Point::Float(value)));
         }
     }
-    let times: Vec<(i64, Vec<(usize, f64)>)> = times.into_iter().collect();
+    for (h, series) in histograms.iter().enumerate() {
+        for (timestamp, point) in &series.points {
+            let point = match point {
+                Some(histogram) => Point::Histogram(histogram),
+                None => Point::Float(f64::from_bits(STALE_NAN)),
+            };
+            times
+                .entry(*timestamp)
+                .or_default()
+                .push((data.len() + h, point));
+        }
+    }
+    let times: Vec<(i64, Vec<(usize, Point<'_>)>)> = times.into_iter().collect();
     times
         .chunks(rounds.max(1))
         .map(|group| {
-            let mut per_series: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
-            for (timestamp, values) in group {
-                for &(s, value) in values {
-                    per_series.entry(s).or_default().push(Sample {
-                        timestamp: *timestamp,
-                        value,
+            let mut per_series: BTreeMap<usize, TimeSeries> = BTreeMap::new();
+            for (timestamp, points) in group {
+                for (s, point) in points {
+                    let entry = per_series.entry(*s).or_insert_with(|| TimeSeries {
+                        labels: labels[*s]
+                            .iter()
+                            .map(|(name, value)| Label {
+                                name: name.clone(),
+                                value: value.clone(),
+                            })
+                            .collect(),
+                        ..Default::default()
                     });
+                    match point {
+                        Point::Float(value) => entry.samples.push(Sample {
+                            timestamp: *timestamp,
+                            value: *value,
+                        }),
+                        Point::Histogram(h) => entry.histograms.push(int_to_proto(*timestamp, h)),
+                    }
                 }
             }
-            let timeseries = per_series
-                .into_iter()
-                .map(|(s, samples)| TimeSeries {
-                    labels: data[s]
-                        .labels
-                        .iter()
-                        .map(|(name, value)| Label {
-                            name: name.clone(),
-                            value: value.clone(),
-                        })
-                        .collect(),
-                    samples,
-                    ..Default::default()
-                })
-                .collect();
             rw::encode(&WriteRequest {
-                timeseries,
+                timeseries: per_series.into_values().collect(),
                 metadata: vec![],
             })
         })
@@ -284,8 +328,71 @@ pub enum Answer {
     Error { error_type: String, error: String },
     Scalar(i64, f64),
     String(i64, String),
-    Vector(Vec<(Metric, i64, f64)>),
-    Matrix(Vec<(Metric, Vec<(i64, f64)>)>),
+    Vector(Vec<(Metric, i64, PointValue)>),
+    Matrix(Vec<(Metric, Vec<(i64, PointValue)>)>),
+}
+
+/// A vector's or matrix's value at a time: a float, or a native histogram
+/// as the API writes it.
+#[derive(Debug, Clone)]
+pub enum PointValue {
+    Float(f64),
+    Histogram(Json),
+}
+
+impl std::fmt::Display for PointValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PointValue::Float(v) => write!(f, "{v}"),
+            PointValue::Histogram(h) => write!(f, "{h}"),
+        }
+    }
+}
+
+/// Floats as [`same_value`]; histograms field by field, their numbers
+/// (written as strings) as [`same_value`].
+pub fn same_point(a: &PointValue, b: &PointValue) -> bool {
+    first_point_difference(a, b).is_none()
+}
+
+/// Where two points first differ (for histograms, the JSON path and both
+/// values there), if they do.
+pub fn first_point_difference(a: &PointValue, b: &PointValue) -> Option<String> {
+    fn first(a: &Json, b: &Json, path: &str) -> Option<String> {
+        let here = || Some(format!("at {path}: {a} vs {b}"));
+        match (a, b) {
+            (Json::String(x), Json::String(y)) => match (x.parse::<f64>(), y.parse::<f64>()) {
+                (Ok(x), Ok(y)) if same_value(x, y) => None,
+                _ if x == y => None,
+                _ => here(),
+            },
+            (Json::Array(x), Json::Array(y)) => {
+                if x.len() != y.len() {
+                    return Some(format!("at {path}: {} vs {} elements", x.len(), y.len()));
+                }
+                x.iter()
+                    .zip(y)
+                    .enumerate()
+                    .find_map(|(i, (x, y))| first(x, y, &format!("{path}[{i}]")))
+            }
+            (Json::Object(x), Json::Object(y)) => {
+                if x.len() != y.len() {
+                    return here();
+                }
+                x.iter().find_map(|(k, v)| match y.get(k) {
+                    Some(w) => first(v, w, &format!("{path}.{k}")),
+                    None => here(),
+                })
+            }
+            _ if a == b => None,
+            _ => here(),
+        }
+    }
+    match (a, b) {
+        (PointValue::Float(x), PointValue::Float(y)) if same_value(*x, *y) => None,
+        (PointValue::Histogram(x), PointValue::Histogram(y)) => first(x, y, ""),
+        _ => Some(format!("{a} vs {b}")),
+    }
 }
 
 /// A series' labels, `__name__` included.
@@ -321,6 +428,16 @@ pub fn parse_time(value: &Json) -> Result<i64> {
 
 pub fn parse_point(point: &Json) -> Result<(i64, f64)> {
     Ok((parse_time(&point[0])?, parse_value(&point[1])?))
+}
+
+/// A `[time, value]` or `[time, histogram]` pair.
+fn parse_point_value(point: &Json, histogram: bool) -> Result<(i64, PointValue)> {
+    let t = parse_time(&point[0])?;
+    Ok(if histogram {
+        (t, PointValue::Histogram(point[1].clone()))
+    } else {
+        (t, PointValue::Float(parse_value(&point[1])?))
+    })
 }
 
 pub fn parse_metric(metric: &Json) -> Result<Metric> {
@@ -361,7 +478,10 @@ pub fn parse_answer(body: &Json) -> Result<Answer> {
                 .context("vector result is not an array")?
                 .iter()
                 .map(|sample| {
-                    let (t, v) = parse_point(&sample["value"])?;
+                    let (t, v) = match sample.get("histogram") {
+                        Some(h) => parse_point_value(h, true)?,
+                        None => parse_point_value(&sample["value"], false)?,
+                    };
                     Ok((parse_metric(&sample["metric"])?, t, v))
                 })
                 .collect::<Result<_>>()?,
@@ -372,12 +492,15 @@ pub fn parse_answer(body: &Json) -> Result<Answer> {
                 .context("matrix result is not an array")?
                 .iter()
                 .map(|series| {
-                    let points = series["values"]
-                        .as_array()
-                        .context("matrix series without values")?
-                        .iter()
-                        .map(parse_point)
-                        .collect::<Result<_>>()?;
+                    let mut points = Vec::new();
+                    for (field, histogram) in [("values", false), ("histograms", true)] {
+                        if let Some(list) = series.get(field).and_then(Json::as_array) {
+                            for point in list {
+                                points.push(parse_point_value(point, histogram)?);
+                            }
+                        }
+                    }
+                    points.sort_by_key(|(t, _)| *t);
                     Ok((parse_metric(&series["metric"])?, points))
                 })
                 .collect::<Result<_>>()?,
@@ -482,8 +605,11 @@ pub fn difference(reference: &Answer, strata: &Answer, ordered: bool) -> Option<
                         if ordered { " (ordered)" } else { "" }
                     ));
                 }
-                if ta != tb || !same_value(*va, *vb) {
+                if ta != tb {
                     return Some(format!("{}: {va}@{ta} vs {vb}@{tb}", show_labels(la)));
+                }
+                if let Some(diff) = first_point_difference(va, vb) {
+                    return Some(format!("{} @{ta}: {diff}", show_labels(la)));
                 }
             }
             None
@@ -500,7 +626,7 @@ pub fn difference(reference: &Answer, strata: &Answer, ordered: bool) -> Option<
             for (labels, pa) in &a {
                 let pb = b[labels];
                 for (i, ((ta, va), (tb, vb))) in pa.iter().zip(pb.iter()).enumerate() {
-                    if ta != tb || !same_value(*va, *vb) {
+                    if ta != tb || !same_point(va, vb) {
                         return Some(format!(
                             "{} point {i}: {va}@{ta} vs {vb}@{tb}",
                             show_labels(labels)
@@ -649,7 +775,9 @@ pub async fn wait_for_last_sample(
             let (answer, _) = run(client, api, &mode, &expr).await?;
             Ok(match answer {
                 Answer::Vector(samples) if samples.len() == 1 => {
-                    (samples[0].2 == end as f64 / 1000.0).then_some(())
+                    let at_end =
+                        matches!(samples[0].2, PointValue::Float(v) if v == end as f64 / 1000.0);
+                    at_end.then_some(())
                 }
                 _ => None,
             })
