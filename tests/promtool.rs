@@ -8,9 +8,14 @@
 //! (`http://team-a:x@host/prometheus`), so Strata runs with
 //! `--auth.basic-auth-tenant=true`. Evaluation times sit off the sample grid:
 //! Prometheus 2.42's ranges are closed, ours left-open, and they agree there.
+//!
+//! The same commands run with Prometheus 3.16's promtool against Strata and
+//! a Prometheus 3.16, the tenant set by `--http.config.file` (a file with
+//! `http_headers: {X-Scope-OrgID: {values: [team-a]}}`).
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -20,11 +25,11 @@ use common::{Guard, Strata, eventually, http};
 use strata::proto::prometheus::TimeSeries;
 
 /// A Prometheus that only receives remote writes (no scrape configs).
-async fn reference_prometheus(dir: &std::path::Path) -> Result<(Guard, u16)> {
+async fn reference_prometheus(dir: &Path, binary: &Path) -> Result<(Guard, u16)> {
     let port = common::free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1m\n")?;
-    let mut command = Command::new("prometheus");
+    let mut command = Command::new(binary);
     command
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
@@ -113,8 +118,8 @@ fn team_b(t0: i64) -> Vec<TimeSeries> {
 }
 
 /// Runs promtool; fails unless it exits 0.
-async fn promtool(args: &[String]) -> Result<String> {
-    let run = tokio::process::Command::new("promtool")
+async fn promtool(binary: &Path, args: &[String]) -> Result<String> {
+    let run = tokio::process::Command::new(binary)
         .args(args)
         .kill_on_drop(true)
         .output();
@@ -156,6 +161,26 @@ fn seconds(ms: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_sees_strata_as_it_sees_prometheus() -> Result<()> {
+    let debian = Path::new("/usr/bin");
+    promtool_round(&debian.join("promtool"), &debian.join("prometheus"), false).await
+}
+
+/// Prometheus 3.16's promtool, the tenant in an HTTP config file's
+/// `http_headers`, against Strata and against Prometheus 3.16.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_3_sees_strata_as_it_sees_prometheus_3() -> Result<()> {
+    let prometheus = common::prometheus3();
+    let promtool = prometheus.with_file_name("promtool");
+    promtool_round(&promtool, &prometheus, true).await
+}
+
+/// Debian's 2.42 reaches Strata with the tenant as the basic-auth user;
+/// 3.16 (`header_config`) with `--http.config.file` setting `X-Scope-OrgID`.
+async fn promtool_round(
+    promtool_bin: &Path,
+    prometheus_bin: &Path,
+    header_config: bool,
+) -> Result<()> {
     let mut strata = Strata::spawn(
         "strata",
         &[
@@ -164,7 +189,7 @@ async fn promtool_sees_strata_as_it_sees_prometheus() -> Result<()> {
         ],
     )?;
     let dir = tempfile::tempdir()?;
-    let (prometheus, port) = reference_prometheus(dir.path()).await?;
+    let (prometheus, port) = reference_prometheus(dir.path(), prometheus_bin).await?;
     strata.wait_ready().await?;
 
     let t0 = (now_ms() - 600_000) / 15_000 * 15_000;
@@ -186,16 +211,28 @@ async fn promtool_sees_strata_as_it_sees_prometheus() -> Result<()> {
         );
     }
 
-    let ours = format!("http://team-a:x@127.0.0.1:{}/prometheus", strata.http_port);
+    let http_config = dir.path().join("http.yml");
+    std::fs::write(
+        &http_config,
+        "http_headers:\n  X-Scope-OrgID:\n    values: [team-a]\n",
+    )?;
+    let ours = if header_config {
+        format!("http://127.0.0.1:{}/prometheus", strata.http_port)
+    } else {
+        format!("http://team-a:x@127.0.0.1:{}/prometheus", strata.http_port)
+    };
     let theirs = format!("http://127.0.0.1:{port}");
     // `promtool <flags...> <server> <tail...>` against both servers.
     let both = async |flags: &[String], tail: &[&str]| -> Result<(String, String)> {
         let mut outputs = Vec::new();
         for server in [&ours, &theirs] {
             let mut args = flags.to_vec();
+            if header_config {
+                args.push(format!("--http.config.file={}", http_config.display()));
+            }
             args.push(server.clone());
             args.extend(tail.iter().map(|s| s.to_string()));
-            outputs.push(promtool(&args).await?);
+            outputs.push(promtool(promtool_bin, &args).await?);
         }
         let want = outputs.pop().context("two outputs")?;
         let got = outputs.pop().context("two outputs")?;
@@ -296,15 +333,21 @@ async fn promtool_sees_strata_as_it_sees_prometheus() -> Result<()> {
             canonical(&got) == canonical(&want),
             "{expr}:\nStrata:\n{got}\nPrometheus:\n{want}"
         );
-        let mut args = flags.clone();
-        args.push("--header=X-Scope-OrgID:team-a".into());
-        args.push(format!("http://127.0.0.1:{}/prometheus", strata.http_port));
-        args.push(expr.into());
-        let header = promtool(&args).await?;
-        ensure!(header == got, "{expr}: with the header:\n{header}");
+        if !header_config {
+            let mut args = flags.clone();
+            args.push("--header=X-Scope-OrgID:team-a".into());
+            args.push(format!("http://127.0.0.1:{}/prometheus", strata.http_port));
+            args.push(expr.into());
+            let header = promtool(promtool_bin, &args).await?;
+            ensure!(header == got, "{expr}: with the header:\n{header}");
+        }
         checked += 1;
     }
     ensure!(checked == 5 + 2 * exprs.len() + 4);
+    println!(
+        "{}: {checked} promtool commands print the same",
+        promtool_bin.display()
+    );
     drop(prometheus);
     Ok(())
 }
