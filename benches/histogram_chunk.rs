@@ -394,10 +394,168 @@ fn bucket_bits(samples: &[(i64, Histogram)]) -> (u64, u64) {
     (dod_bits(&absolute), dod_bits(&deltas))
 }
 
+/// What a real Prometheus 3.16 (from tests/install-deps.sh's cache)
+/// stores for the same series: `SERIES` of them remote-written to it,
+/// then read back over streamed remote read, which answers the TSDB's own
+/// chunks as they are. Bytes per sample of those chunks, as Prometheus cuts
+/// them (a histogram chunk ends near 1 KiB, not at 120 samples).
+const PROMETHEUS_SERIES: u64 = 20;
+
+fn prometheus_tsdb_bytes() -> anyhow::Result<Option<(usize, usize, usize)>> {
+    use prost::Message;
+    use strata::proto::prometheus as pb;
+    let binary = std::env::var_os("STRATA_TOOLS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/strata-tools"))
+        })
+        .unwrap_or_default()
+        .join("prometheus-3.16/prometheus");
+    if !binary.exists() {
+        return Ok(None);
+    }
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    std::fs::write(dir.path().join("p.yml"), "global: {}\n")?;
+    let mut child = std::process::Command::new(&binary)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("p.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let client = reqwest::Client::new();
+            let base = format!("http://127.0.0.1:{port}");
+            for _ in 0..300 {
+                if let Ok(r) = client.get(format!("{base}/-/ready")).send().await
+                    && r.status() == 200
+                {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            // The series an hour ago, so that the head takes them.
+            let shift = strata::model::now_ms() - 3_600_000 - START_MS;
+            let mut written = 0;
+            for series in 0..PROMETHEUS_SERIES {
+                let samples = latency_series(JITTER_MS, 1_000 + series);
+                written += samples.len();
+                let request = pb::WriteRequest {
+                    timeseries: vec![pb::TimeSeries {
+                        labels: vec![
+                            pb::Label {
+                                name: "__name__".into(),
+                                value: "bench_latency_seconds".into(),
+                            },
+                            pb::Label {
+                                name: "series".into(),
+                                value: series.to_string(),
+                            },
+                        ],
+                        histograms: samples
+                            .iter()
+                            .map(|(t, h)| strata::proto::histogram::int_to_proto(t + shift, h))
+                            .collect(),
+                        ..Default::default()
+                    }],
+                    metadata: vec![],
+                };
+                let body = snap::raw::Encoder::new().compress_vec(&request.encode_to_vec())?;
+                let answer = client
+                    .post(format!("{base}/api/v1/write"))
+                    .header("Content-Type", "application/x-protobuf")
+                    .header("Content-Encoding", "snappy")
+                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                    .body(body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(answer.status().is_success(), "write: {}", answer.status());
+            }
+            let read = pb::ReadRequest {
+                queries: vec![pb::Query {
+                    start_timestamp_ms: 0,
+                    end_timestamp_ms: i64::MAX,
+                    matchers: vec![pb::LabelMatcher {
+                        r#type: 0,
+                        name: "__name__".into(),
+                        value: "bench_latency_seconds".into(),
+                    }],
+                    hints: None,
+                }],
+                accepted_response_types: vec![
+                    pb::read_request::ResponseType::StreamedXorChunks as i32,
+                ],
+            };
+            let body = snap::raw::Encoder::new().compress_vec(&read.encode_to_vec())?;
+            let bytes = client
+                .post(format!("{base}/api/v1/read"))
+                .header("Content-Type", "application/x-protobuf")
+                .header("Content-Encoding", "snappy")
+                .header("X-Prometheus-Remote-Read-Version", "0.1.0")
+                .body(body)
+                .send()
+                .await?
+                .bytes()
+                .await?;
+            // Frames: uvarint length, 4-byte CRC, a ChunkedReadResponse.
+            let (mut rest, mut chunk_bytes, mut chunks) = (&bytes[..], 0, 0);
+            while !rest.is_empty() {
+                let len = prost::encoding::decode_varint(&mut rest)? as usize;
+                anyhow::ensure!(rest.len() >= 4 + len, "truncated frame");
+                let message = pb::ChunkedReadResponse::decode(&rest[4..4 + len])?;
+                rest = &rest[4 + len..];
+                for series in message.chunked_series {
+                    for chunk in series.chunks {
+                        chunk_bytes += chunk.data.len();
+                        chunks += 1;
+                    }
+                }
+            }
+            Ok(Some((written, chunk_bytes, chunks)))
+        });
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
 fn histogram_chunk(c: &mut Criterion) {
     let samples = latency_series(JITTER_MS, 42);
     report(&format!("latency series, ±{JITTER_MS} ms jitter"), &samples);
     report("latency series, on time", &latency_series(0, 42));
+    let ours: usize = (0..PROMETHEUS_SERIES)
+        .map(|s| {
+            encode_int(&latency_series(JITTER_MS, 1_000 + s))
+                .bytes()
+                .len()
+        })
+        .sum();
+    let n = (PROMETHEUS_SERIES as usize * SAMPLES) as f64;
+    match prometheus_tsdb_bytes() {
+        Ok(Some((written, bytes, chunks))) => println!(
+            "{PROMETHEUS_SERIES} latency series × {SAMPLES} samples: Prometheus 3.16's TSDB \
+             {:.2} bytes/sample in {chunks} chunks ({written} samples), Strata's chunks {:.2}",
+            bytes as f64 / written as f64,
+            ours as f64 / n
+        ),
+        Ok(None) => {
+            println!("Prometheus 3.16 is not built (tests/install-deps.sh): no TSDB figure")
+        }
+        Err(err) => println!("measuring Prometheus 3.16's TSDB failed: {err:#}"),
+    }
 
     let floats: Vec<(i64, FloatHistogram)> =
         samples.iter().map(|(t, h)| (*t, h.to_float())).collect();
