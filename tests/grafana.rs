@@ -19,7 +19,8 @@
 //! * range queries with start and end aligned to the step, as Grafana
 //!   aligns them, including one answering an info annotation and one
 //!   answering a parse error;
-//! * exemplars for a range.
+//! * exemplars for a range;
+//! * and the Prometheus UI's `format_query` and `parse_query`.
 
 mod common;
 
@@ -301,6 +302,40 @@ fn calls(start: i64, end: i64) -> Vec<Call> {
                 ("end", e.clone()),
                 ("step", "0.001".into()),
             ],
+        ),
+        // The Prometheus UI's, beside Grafana's.
+        call(
+            "format_query",
+            Method::Post,
+            "/format_query",
+            vec![(
+                "query",
+                "sum by(job)(rate(http_requests_total{code=~\"5..\"}[5m] offset 1m))/ignoring(code) group_left sum(up)".into(),
+            )],
+        ),
+        call(
+            "format_query of a bad query",
+            Method::Get,
+            "/format_query",
+            vec![("query", "sum(".into())],
+        ),
+        call(
+            "parse_query",
+            Method::Post,
+            "/parse_query",
+            vec![(
+                "query",
+                "topk(3, sum without (instance) (rate(a{b=\"c\",d!~\"e.*\"}[5m] @ 1700000000 offset -1m))) > bool on (job) group_right (x) -(b + 1) and c[10m:1m] or vector(2) unless count_values(\"v\", up @ end())".into(),
+            )],
+        ),
+        call(
+            "parse_query of a subquery",
+            Method::Get,
+            "/parse_query",
+            vec![(
+                "query",
+                "max_over_time(deriv(rate(x[1m])[5m:30s] offset 2m)[1h:]) / scalar(y) + 2 ^ 3 == bool 1".into(),
+            )],
         ),
         call(
             "exemplars",

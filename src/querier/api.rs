@@ -1,5 +1,6 @@
 //! The Prometheus HTTP API v1 (query, query_range, series, labels, label
-//! values, metadata, status/buildinfo), response-compatible with
+//! values, metadata, query_exemplars, status/buildinfo, format_query,
+//! parse_query, remote read), response-compatible with
 //! Prometheus: the same JSON shapes, the same error format
 //! (`{"status":"error","errorType":...,"error":...}`), under
 //! `/prometheus/api/v1/` and `/api/v1/`. Every request is scoped to its
@@ -47,6 +48,8 @@ pub fn routes(state: ApiState) -> Router {
         .route("/metadata", get(metadata))
         .route("/query_exemplars", get(exemplars).post(exemplars))
         .route("/status/buildinfo", get(buildinfo))
+        .route("/format_query", get(query_text).post(query_text))
+        .route("/parse_query", get(query_text).post(query_text))
         .route(
             "/read",
             axum::routing::post(super::remote_read::read).layer(
@@ -267,6 +270,39 @@ async fn query(
     let time = time_param(&params, "time", now_ms())?;
     let result = state.querier.instant(&tenant, expr, time).await?;
     Ok(axum::Json(result_json(&result)))
+}
+
+/// The `query` parameter parsed, or Prometheus's `bad_data` error.
+fn parsed_query(
+    method: &Method,
+    headers: &HeaderMap,
+    raw: &Option<String>,
+    body: &Bytes,
+) -> Result<promql_parser::parser::Expr, ApiError> {
+    let params = params(method, headers, raw, body);
+    let expr = params.get("query").unwrap_or("");
+    promql_parser::parser::parse(expr)
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))
+}
+
+/// `format_query` (the expression pretty-printed as Prometheus prints it)
+/// and `parse_query` (its tree, as Prometheus's UI reads it).
+async fn query_text(
+    Tenant(_tenant): Tenant,
+    uri: axum::http::Uri,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<axum::Json<Json>, ApiError> {
+    let expr = parsed_query(&method, &headers, &raw, &body)?;
+    Ok(axum::Json(success(
+        if uri.path().ends_with("/parse_query") {
+            super::ast_json::translate(&expr)
+        } else {
+            json!(expr.prettify())
+        },
+    )))
 }
 
 async fn query_range(

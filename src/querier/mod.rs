@@ -3,6 +3,7 @@
 //! HTTP API ([`api`]).
 
 pub mod api;
+pub mod ast_json;
 pub mod ingesters;
 pub mod params;
 pub mod remote_read;
