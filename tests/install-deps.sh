@@ -24,7 +24,9 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
 fi
 
-etcd --version | head -1
+# sed reads to the end: `head` could close the pipe early and, with
+# pipefail, fail the script on the writer's SIGPIPE.
+etcd --version | sed -n 1p
 
 # helm and kubeconform (built with Go, cached outside the clone) and the
 # Kubernetes JSON schemas kubeconform validates the chart against (from
@@ -112,4 +114,4 @@ POM
 fi
 
 "$tools/bin/helm" version --short
-"$tools/prometheus-3.16/prometheus" --version | head -1
+"$tools/prometheus-3.16/prometheus" --version | sed -n 1p
