@@ -440,6 +440,17 @@ fn prometheus_tsdb_bytes() -> anyhow::Result<Option<(usize, usize, usize)>> {
         .block_on(async {
             let client = reqwest::Client::new();
             let base = format!("http://127.0.0.1:{port}");
+            // An encoded protobuf, snappy-compressed, as remote `Write` or
+            // `Read` 0.1.0.
+            let post = |url: &str, kind: &str, message: Vec<u8>| {
+                let body = snap::raw::Encoder::new().compress_vec(&message);
+                let request = client
+                    .post(url)
+                    .header("Content-Type", "application/x-protobuf")
+                    .header("Content-Encoding", "snappy")
+                    .header(format!("X-Prometheus-Remote-{kind}-Version"), "0.1.0");
+                async move { Ok::<_, anyhow::Error>(request.body(body?).send().await?) }
+            };
             for _ in 0..300 {
                 if let Ok(r) = client.get(format!("{base}/-/ready")).send().await
                     && r.status() == 200
@@ -474,15 +485,12 @@ fn prometheus_tsdb_bytes() -> anyhow::Result<Option<(usize, usize, usize)>> {
                     }],
                     metadata: vec![],
                 };
-                let body = snap::raw::Encoder::new().compress_vec(&request.encode_to_vec())?;
-                let answer = client
-                    .post(format!("{base}/api/v1/write"))
-                    .header("Content-Type", "application/x-protobuf")
-                    .header("Content-Encoding", "snappy")
-                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                    .body(body)
-                    .send()
-                    .await?;
+                let answer = post(
+                    &format!("{base}/api/v1/write"),
+                    "Write",
+                    request.encode_to_vec(),
+                )
+                .await?;
                 anyhow::ensure!(answer.status().is_success(), "write: {}", answer.status());
             }
             let read = pb::ReadRequest {
@@ -500,14 +508,7 @@ fn prometheus_tsdb_bytes() -> anyhow::Result<Option<(usize, usize, usize)>> {
                     pb::read_request::ResponseType::StreamedXorChunks as i32,
                 ],
             };
-            let body = snap::raw::Encoder::new().compress_vec(&read.encode_to_vec())?;
-            let bytes = client
-                .post(format!("{base}/api/v1/read"))
-                .header("Content-Type", "application/x-protobuf")
-                .header("Content-Encoding", "snappy")
-                .header("X-Prometheus-Remote-Read-Version", "0.1.0")
-                .body(body)
-                .send()
+            let bytes = post(&format!("{base}/api/v1/read"), "Read", read.encode_to_vec())
                 .await?
                 .bytes()
                 .await?;

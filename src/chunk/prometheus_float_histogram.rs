@@ -131,15 +131,15 @@ fn counts_went_down(prev: &FloatHistogram, h: &FloatHistogram) -> bool {
 }
 
 /// A chunk being written.
-struct Builder {
+struct Builder<'a> {
     w: BitWriter,
     count: u16,
     min_time: i64,
     max_time: i64,
     /// The layout, from the first sample.
-    first: FloatHistogram,
+    first: &'a FloatHistogram,
     /// The last non-stale sample, for reset detection.
-    last: FloatHistogram,
+    last: &'a FloatHistogram,
     last_stale: bool,
     t_delta: i64,
     count_field: XorField,
@@ -148,8 +148,8 @@ struct Builder {
     buckets: Vec<XorField>,
 }
 
-impl Builder {
-    fn new(t: i64, h: &FloatHistogram, header: u8) -> Builder {
+impl<'a> Builder<'a> {
+    fn new(t: i64, h: &'a FloatHistogram, header: u8) -> Builder<'a> {
         let mut w = BitWriter::from_vec(vec![0, 0, header]);
         if h.zero_threshold == 0.0 {
             w.write_bits(0, 8);
@@ -186,8 +186,8 @@ impl Builder {
             count: 1,
             min_time: t,
             max_time: t,
-            first: h.clone(),
-            last: h.clone(),
+            first: h,
+            last: h,
             last_stale: is_stale(h),
             t_delta: 0,
             count_field,
@@ -199,7 +199,7 @@ impl Builder {
 
     /// Whether `h` can follow in this chunk.
     fn takes(&self, h: &FloatHistogram) -> bool {
-        if usize::from(self.count) >= MAX_SAMPLES || is_gauge(h) != is_gauge(&self.first) {
+        if usize::from(self.count) >= MAX_SAMPLES || is_gauge(h) != is_gauge(self.first) {
             return false;
         }
         if is_stale(h) {
@@ -207,14 +207,14 @@ impl Builder {
         }
         if self.last_stale
             || h.counter_reset_hint == CounterResetHint::CounterReset
-            || !same_layout(&self.first, h)
+            || !same_layout(self.first, h)
         {
             return false;
         }
-        is_gauge(h) || !counts_went_down(&self.last, h)
+        is_gauge(h) || !counts_went_down(self.last, h)
     }
 
-    fn append(&mut self, t: i64, h: &FloatHistogram) {
+    fn append(&mut self, t: i64, h: &'a FloatHistogram) {
         let delta = t - self.max_time;
         put_varbit_int(&mut self.w, delta - self.t_delta);
         self.t_delta = delta;
@@ -235,7 +235,7 @@ impl Builder {
         {
             field.write_xor(&mut self.w, b.to_bits());
         }
-        self.last = h.clone();
+        self.last = h;
     }
 
     fn finish(self) -> EncodedChunk {
@@ -253,7 +253,7 @@ impl Builder {
 /// float-histogram chunks.
 pub fn encode(points: &[HPoint]) -> Vec<EncodedChunk> {
     let mut out = Vec::new();
-    let mut current: Option<Builder> = None;
+    let mut current: Option<Builder<'_>> = None;
     for p in points {
         match current.as_mut() {
             Some(b) if b.takes(&p.h) => b.append(p.t, &p.h),
@@ -265,9 +265,9 @@ pub fn encode(points: &[HPoint]) -> Vec<EncodedChunk> {
                 } else if p.h.counter_reset_hint == CounterResetHint::CounterReset
                     || current.as_ref().is_some_and(|b| {
                         !b.last_stale
-                            && !is_gauge(&b.last)
+                            && !is_gauge(b.last)
                             && (b.last.count > p.h.count
-                                || (same_layout(&b.last, &p.h) && counts_went_down(&b.last, &p.h)))
+                                || (same_layout(b.last, &p.h) && counts_went_down(b.last, &p.h)))
                     })
                 {
                     COUNTER_RESET

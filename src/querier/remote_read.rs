@@ -150,13 +150,18 @@ pub async fn read(State(state): State<ApiState>, Tenant(tenant): Tenant, body: B
         }
     };
     let queryable = Arc::new(state.querier.queryable(&tenant));
-    let answered = negotiate(&request.accepted_response_types).map(|t| match t {
-        ResponseType::Samples => "samples",
-        ResponseType::StreamedXorChunks => "streamed_xor_chunks",
-    });
-    match respond(queryable, request).await {
-        Ok(response) => {
-            state.remote_read.count(answered.unwrap_or("error"));
+    let answered = match negotiate(&request.accepted_response_types) {
+        Ok(response_type) => respond_as(queryable, request, response_type)
+            .await
+            .map(|response| (response_type, response)),
+        Err(err) => Err(err),
+    };
+    match answered {
+        Ok((response_type, response)) => {
+            state.remote_read.count(match response_type {
+                ResponseType::Samples => "samples",
+                ResponseType::StreamedXorChunks => "streamed_xor_chunks",
+            });
             response
         }
         Err(err) => {
@@ -221,6 +226,19 @@ where
     Q: Queryable + 'static,
 {
     let response_type = negotiate(&request.accepted_response_types)?;
+    respond_as(queryable, request, response_type).await
+}
+
+/// Answers a decoded request from `queryable` in `response_type`, as
+/// [`negotiate`] chose it.
+async fn respond_as<Q>(
+    queryable: Arc<Q>,
+    request: pb::ReadRequest,
+    response_type: ResponseType,
+) -> Result<Response, ReadError>
+where
+    Q: Queryable + 'static,
+{
     tracing::debug!(
         queries = request.queries.len(),
         accepted = ?request.accepted_response_types,
