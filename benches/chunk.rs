@@ -1,18 +1,22 @@
 //! XOR chunk encoding: append and iterate throughput (per sample) on
 //! realistic series, 120 and 240 samples a chunk, and the bytes per sample
-//! each series type compresses to (Prometheus's typical figure is ~1.3).
+//! each series type compresses to (Prometheus's typical figure is ~1.3);
+//! the store's packed encoding (`chunk::packed`) beside it, also at 480
+//! samples (a 2-hour chunk window of 15 s scrapes), with its encode and
+//! decode throughput.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strata::chunk::{XorChunk, XorIterator};
+use strata::chunk::{XorChunk, XorIterator, packed};
+use strata::model::Sample;
 
 const START_MS: i64 = 1_700_000_000_000;
 const SCRAPE_INTERVAL_MS: i64 = 15_000;
 const JITTER_MS: i64 = 50;
-const CHUNK_SIZES: [usize; 2] = [120, 240];
+const CHUNK_SIZES: [usize; 3] = [120, 240, 480];
 
 #[derive(Clone, Copy)]
 enum Series {
@@ -109,21 +113,27 @@ fn chunk(c: &mut Criterion) {
         })
         .collect();
 
-    println!("bytes per sample (chunk bytes incl. 2-byte header / samples):");
+    println!("bytes per sample (chunk bytes incl. header / samples), XOR | packed:");
     for Input {
-        series, n, chunk, ..
+        series,
+        n,
+        chunk,
+        samples,
     } in &inputs
     {
         // The same series scraped on time, for comparison: a jittered
         // timestamp costs 16 bits ('10' + 14), an on-time one 1 bit.
-        let on_time = encode(&series.samples(*n, 0, &mut StdRng::seed_from_u64(42)));
+        let on_time_samples = series.samples(*n, 0, &mut StdRng::seed_from_u64(42));
+        let on_time = encode(&on_time_samples);
+        let per = |bytes: usize| bytes as f64 / *n as f64;
         println!(
-            "  {:<17} {n:>3} samples: {:>5} bytes, {:.2} bytes/sample (±{JITTER_MS} ms jitter); \
-             {:.2} bytes/sample on time",
+            "  {:<17} {n:>3} samples: XOR {:.2} (±{JITTER_MS} ms jitter), {:.2} on time | \
+             packed {:.2}, {:.2} on time",
             series.name(),
-            chunk.bytes().len(),
-            chunk.bytes().len() as f64 / *n as f64,
-            on_time.bytes().len() as f64 / *n as f64,
+            per(chunk.bytes().len()),
+            per(on_time.bytes().len()),
+            per(packed::encode(&to_samples(samples)).len()),
+            per(packed::encode(&to_samples(&on_time_samples)).len()),
         );
     }
 
@@ -164,6 +174,34 @@ fn chunk(c: &mut Criterion) {
         );
     }
     group.finish();
+
+    let mut group = c.benchmark_group("packed_encode");
+    for input in inputs.iter().filter(|i| i.n == 480) {
+        let samples = to_samples(&input.samples);
+        group.throughput(Throughput::Elements(input.n as u64));
+        group.bench_with_input(
+            BenchmarkId::new(input.series.name(), input.n),
+            &samples,
+            |b, samples| b.iter(|| packed::encode(black_box(samples))),
+        );
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("packed_decode");
+    for input in inputs.iter().filter(|i| i.n == 480) {
+        let bytes = packed::encode(&to_samples(&input.samples));
+        group.throughput(Throughput::Elements(input.n as u64));
+        group.bench_with_input(
+            BenchmarkId::new(input.series.name(), input.n),
+            &bytes,
+            |b, bytes| b.iter(|| packed::decode(black_box(bytes)).expect("decodes")),
+        );
+    }
+    group.finish();
+}
+
+fn to_samples(samples: &[(i64, f64)]) -> Vec<Sample> {
+    samples.iter().map(|&(t, v)| Sample { t, v }).collect()
 }
 
 criterion_group!(benches, chunk);

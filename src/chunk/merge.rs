@@ -98,6 +98,44 @@ pub fn merge_chunks(chunks: &[ChunkData], mint: i64, maxt: i64) -> Result<Vec<Sa
     Ok(out)
 }
 
+/// Runs of samples, each sorted with strictly increasing timestamps (a
+/// decoded chunk), merged as [`merge_chunks`] merges chunks: the samples
+/// inside `[mint, maxt]`, one per timestamp, the run listed first winning a
+/// timestamp.
+pub fn merge_runs(runs: &[Vec<Sample>], mint: i64, maxt: i64) -> Vec<Sample> {
+    let runs: Vec<&[Sample]> = runs
+        .iter()
+        .map(|run| {
+            let from = run.partition_point(|s| s.t < mint);
+            let to = run.partition_point(|s| s.t <= maxt);
+            &run[from..to.max(from)]
+        })
+        .filter(|run| !run.is_empty())
+        .collect();
+    let mut out: Vec<Sample> = Vec::with_capacity(runs.iter().map(|r| r.len()).sum());
+    if runs.windows(2).all(|w| w[0][w[0].len() - 1].t < w[1][0].t) {
+        for run in runs {
+            out.extend_from_slice(run);
+        }
+        return out;
+    }
+    // (timestamp, run, position in the run): ties go to the run listed first.
+    let mut heap: BinaryHeap<Reverse<(i64, usize, usize)>> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, run)| Reverse((run[0].t, i, 0)))
+        .collect();
+    while let Some(Reverse((t, i, pos))) = heap.pop() {
+        if out.last().is_none_or(|last| last.t < t) {
+            out.push(runs[i][pos]);
+        }
+        if let Some(next) = runs[i].get(pos + 1) {
+            heap.push(Reverse((next.t, i, pos + 1)));
+        }
+    }
+    out
+}
+
 /// One native histogram chunk ([`crate::chunk::histogram`]): integer or
 /// float, and the time range of its samples.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,6 +214,27 @@ fn check(it: &XorIterator<'_>) -> Result<(), ChunkError> {
 mod tests {
     use super::*;
     use crate::chunk::XorChunk;
+
+    fn run(samples: &[(i64, f64)]) -> Vec<Sample> {
+        samples.iter().map(|&(t, v)| Sample { t, v }).collect()
+    }
+
+    #[test]
+    fn runs_merge_one_sample_per_timestamp_first_run_wins() {
+        // In sequence: concatenated, clipped to the range.
+        let a = run(&[(1, 1.0), (2, 2.0)]);
+        let b = run(&[(3, 3.0), (4, 4.0)]);
+        assert_eq!(
+            merge_runs(&[a.clone(), Vec::new(), b.clone()], 2, 3),
+            run(&[(2, 2.0), (3, 3.0)])
+        );
+        // Overlapping (a replica's copy, an out-of-order run).
+        let c = run(&[(2, 20.0), (3, 30.0), (5, 50.0)]);
+        assert_eq!(
+            merge_runs(&[a, c, b], i64::MIN, i64::MAX),
+            run(&[(1, 1.0), (2, 2.0), (3, 30.0), (4, 4.0), (5, 50.0)])
+        );
+    }
 
     fn chunk(samples: &[(i64, f64)]) -> ChunkData {
         let mut c = XorChunk::new();

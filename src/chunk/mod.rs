@@ -99,6 +99,7 @@ pub mod bstream;
 mod fields;
 pub mod histogram;
 pub mod merge;
+pub mod packed;
 pub mod prometheus_float_histogram;
 pub mod xor;
 

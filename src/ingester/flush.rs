@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::head::{FlushChunk, FlushPolicy, Heads};
 use crate::metrics::Metrics;
 use crate::model::now_ms;
-use crate::store::{Store, StoreChunk, StoreError};
+use crate::store::{ChunkEncoding, Store, StoreChunk, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -158,14 +158,25 @@ impl Flusher {
         backoff.max(self.config.min_backoff)
     }
 
+    /// The chunk as the store keeps it: float chunks re-encoded as packed
+    /// decimals (`chunk::packed`) when that is smaller than their XOR bytes.
+    /// The encoding is a pure function of the samples, so replicas that cut
+    /// the same chunk still store the same bytes under the same name.
     fn to_store(c: &FlushChunk) -> StoreChunk {
+        let (encoding, data) = match c.encoding {
+            ChunkEncoding::Xor => match crate::chunk::packed::from_xor(&c.bytes) {
+                Ok(packed) if packed.len() < c.bytes.len() => (ChunkEncoding::Packed, packed),
+                _ => (ChunkEncoding::Xor, c.bytes.clone()),
+            },
+            encoding => (encoding, c.bytes.clone()),
+        };
         StoreChunk {
             labels: c.labels.clone(),
             fingerprint: c.fingerprint,
             from: c.min_t,
             through: c.max_t,
-            encoding: c.encoding,
-            data: c.bytes.clone(),
+            encoding,
+            data,
         }
     }
 

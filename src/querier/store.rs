@@ -14,8 +14,11 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 
 use super::ingesters::{IngesterQueryable, series_limit_message, union_sorted};
-use crate::chunk::merge::{ChunkData, HistogramChunkData, merge_chunks, merge_histogram_chunks};
-use crate::model::{HPoint, Labels, Matcher};
+use crate::chunk::merge::{
+    ChunkData, HistogramChunkData, merge_chunks, merge_histogram_chunks, merge_runs,
+};
+use crate::chunk::{ChunkError, packed};
+use crate::model::{HPoint, Labels, Matcher, Sample};
 use crate::promql::{Queryable, SeriesSamples};
 use crate::proto::prometheus::MetricMetadata;
 use crate::store::{ChunkEncoding, Store, StoreChunk};
@@ -39,8 +42,9 @@ pub fn decode_chunks(
     chunks: Vec<StoreChunk>,
     mint: i64,
     maxt: i64,
-) -> Result<(Vec<crate::model::Sample>, Vec<HPoint>), String> {
+) -> Result<(Vec<Sample>, Vec<HPoint>), String> {
     let mut floats = Vec::new();
+    let mut packed = Vec::new();
     let mut histograms = Vec::new();
     for c in chunks {
         let float = match c.encoding {
@@ -50,6 +54,10 @@ pub fn decode_chunks(
                     max_t: c.through,
                     bytes: c.data,
                 });
+                continue;
+            }
+            ChunkEncoding::Packed => {
+                packed.push((c.from, c.through, c.data));
                 continue;
             }
             ChunkEncoding::Histogram => false,
@@ -62,10 +70,27 @@ pub fn decode_chunks(
             bytes: c.data,
         });
     }
+    let chunk_error = |e: ChunkError| format!("series {labels}: stored chunk: {e}");
     floats.sort_by_key(|c| (c.min_t, c.max_t));
     histograms.sort_by_key(|c| (c.min_t, c.max_t));
-    let samples = merge_chunks(&floats, mint, maxt)
-        .map_err(|e| format!("series {labels}: stored chunk: {e}"))?;
+    let samples = if packed.is_empty() {
+        merge_chunks(&floats, mint, maxt).map_err(chunk_error)?
+    } else {
+        // Each chunk decoded to a run, the runs in time order.
+        let mut runs: Vec<(i64, i64, Vec<Sample>)> = Vec::new();
+        for c in floats.iter().filter(|c| c.overlaps(mint, maxt)) {
+            let run = merge_chunks(std::slice::from_ref(c), mint, maxt).map_err(chunk_error)?;
+            runs.push((c.min_t, c.max_t, run));
+        }
+        for (from, through, data) in packed {
+            if from <= maxt && through >= mint {
+                runs.push((from, through, packed::decode(&data).map_err(chunk_error)?));
+            }
+        }
+        runs.sort_by_key(|r| (r.0, r.1));
+        let runs: Vec<Vec<Sample>> = runs.into_iter().map(|r| r.2).collect();
+        merge_runs(&runs, mint, maxt)
+    };
     let histograms = merge_histogram_chunks(&histograms, mint, maxt)
         .map_err(|e| format!("series {labels}: stored histogram chunk: {e}"))?;
     Ok((samples, histograms))

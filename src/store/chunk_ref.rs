@@ -13,6 +13,9 @@ pub enum ChunkEncoding {
     Histogram = 2,
     /// Float native histograms (`chunk::histogram::FloatHistogramChunk`).
     FloatHistogram = 3,
+    /// Float samples as decimal integers and bit-packed deltas
+    /// (`chunk::packed`), what the flusher writes when it is the smaller.
+    Packed = 4,
 }
 
 impl ChunkEncoding {
@@ -21,6 +24,7 @@ impl ChunkEncoding {
             1 => Some(ChunkEncoding::Xor),
             2 => Some(ChunkEncoding::Histogram),
             3 => Some(ChunkEncoding::FloatHistogram),
+            4 => Some(ChunkEncoding::Packed),
             _ => None,
         }
     }

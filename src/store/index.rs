@@ -129,7 +129,7 @@ pub fn decode_labels(b: &[u8]) -> Option<Labels> {
 /// `from` through the schema, as the writer did.
 const COMPACT_LOCATION: u8 = 0xff;
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -137,7 +137,7 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_uvarint(b: &[u8], at: &mut usize) -> Option<u64> {
+pub(super) fn get_uvarint(b: &[u8], at: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *b.get(*at)?;

@@ -10,13 +10,16 @@
 //! pack:    ┌──────────────┬──────────┬──────────┬─────┐
 //!          │ "STRPACK1"   │ record 0 │ record 1 │ ... │
 //!          └──────────────┴──────────┴──────────┴─────┘
-//! record:  ┌───────────┬──────────┬──────────┬─────────────┬──────────────┬────────────────┬──────────┬──────────────┬───────────────┐
-//!          │ magic 0xC7│ fp <8 B> │ from <8B>│ through <8B>│ encoding <1B>│ labels         │ len <4 B>│ data <len B> │ crc32c <4 B>  │
-//!          └───────────┴──────────┴──────────┴─────────────┴──────────────┴────────────────┴──────────┴──────────────┴───────────────┘
-//! labels:  count <2 B>, then count × (name len <2 B>, name, value len <4 B>, value)
+//! record:  ┌───────────┬──────────┬────────────┬─────────────────────┬──────────────┬────────┬────────────┬──────────────┬──────────────┐
+//!          │ magic 0xC8│ fp <8 B> │ from <var> │ through - from <uv> │ encoding <1B>│ labels │ len <uv>   │ data <len B> │ crc32c <4 B> │
+//!          └───────────┴──────────┴────────────┴─────────────────────┴──────────────┴────────┴────────────┴──────────────┴──────────────┘
+//! labels:  count <uv>, then count × (name len <uv>, name, value len <uv>, value)
 //! ```
 //!
-//! Integers are big-endian. The CRC32C covers every byte of the record
+//! `<var>` is a zigzag varint, `<uv>` an unsigned varint (LEB128); the
+//! fingerprint, CRC and the magic are big-endian fixed fields. Records of the
+//! first layout (magic 0xC7: every integer fixed-size, big-endian, label
+//! name lengths in 2 bytes and value lengths in 4) are still read. The CRC32C covers every byte of the record
 //! before it; the chunk's checksum (in its [`ChunkRef`]) is the CRC32C of
 //! `data` alone. A reader checks both, and that the record's labels are the
 //! series' labels: a fingerprint collision can never mix two series.
@@ -24,10 +27,14 @@
 use xxhash_rust::xxh3::Xxh3;
 
 use super::chunk_ref::{ChunkEncoding, ChunkRef};
+use super::index::{get_uvarint, put_uvarint};
 use crate::model::{Label, Labels};
 
 pub const PACK_MAGIC: &[u8; 8] = b"STRPACK1";
-const RECORD_MAGIC: u8 = 0xC7;
+/// The record layout written now.
+const RECORD_MAGIC: u8 = 0xC8;
+/// The first record layout, with fixed-size integers.
+const RECORD_MAGIC_V1: u8 = 0xC7;
 
 /// One chunk to store, with everything its record carries.
 #[derive(Clone, Debug, PartialEq)]
@@ -141,17 +148,17 @@ fn encode_record(out: &mut Vec<u8>, c: &StoreChunk) {
     let start = out.len();
     out.push(RECORD_MAGIC);
     out.extend_from_slice(&c.fingerprint.to_be_bytes());
-    out.extend_from_slice(&c.from.to_be_bytes());
-    out.extend_from_slice(&c.through.to_be_bytes());
+    put_uvarint(out, ((c.from << 1) ^ (c.from >> 63)) as u64);
+    put_uvarint(out, c.through.wrapping_sub(c.from) as u64);
     out.push(c.encoding as u8);
-    out.extend_from_slice(&(c.labels.len() as u16).to_be_bytes());
+    put_uvarint(out, c.labels.len() as u64);
     for l in c.labels.iter() {
-        out.extend_from_slice(&(l.name.len() as u16).to_be_bytes());
+        put_uvarint(out, l.name.len() as u64);
         out.extend_from_slice(l.name.as_bytes());
-        out.extend_from_slice(&(l.value.len() as u32).to_be_bytes());
+        put_uvarint(out, l.value.len() as u64);
         out.extend_from_slice(l.value.as_bytes());
     }
-    out.extend_from_slice(&(c.data.len() as u32).to_be_bytes());
+    put_uvarint(out, c.data.len() as u64);
     out.extend_from_slice(&c.data);
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_be_bytes());
@@ -197,6 +204,21 @@ impl<'a> Cursor<'a> {
         Ok(a)
     }
 
+    fn uvarint(&mut self) -> Result<u64, RecordError> {
+        let at = self.at;
+        get_uvarint(self.b, &mut self.at).ok_or(RecordError::Truncated(at))
+    }
+
+    fn len(&mut self) -> Result<usize, RecordError> {
+        let at = self.at;
+        let n = self.uvarint()?;
+        // A length past the record's end is a truncation, whatever it says.
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= self.b.len())
+            .ok_or(RecordError::Truncated(at))
+    }
+
     fn string(&mut self, n: usize) -> Result<String, RecordError> {
         std::str::from_utf8(self.take(n)?)
             .map(str::to_string)
@@ -216,24 +238,50 @@ pub fn decode_record(bytes: &[u8]) -> Result<StoreChunk, RecordError> {
     }
     let mut c = Cursor { b: body, at: 0 };
     let [magic] = c.array::<1>()?;
-    if magic != RECORD_MAGIC {
-        return Err(RecordError::BadMagic(magic));
-    }
+    let v1 = match magic {
+        RECORD_MAGIC => false,
+        RECORD_MAGIC_V1 => true,
+        other => return Err(RecordError::BadMagic(other)),
+    };
     let fingerprint = u64::from_be_bytes(c.array()?);
-    let from = i64::from_be_bytes(c.array()?);
-    let through = i64::from_be_bytes(c.array()?);
+    let (from, through) = if v1 {
+        (
+            i64::from_be_bytes(c.array()?),
+            i64::from_be_bytes(c.array()?),
+        )
+    } else {
+        let z = c.uvarint()?;
+        let from = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        (from, from.wrapping_add(c.uvarint()? as i64))
+    };
     let [enc] = c.array::<1>()?;
     let encoding = ChunkEncoding::from_u8(enc).ok_or(RecordError::UnknownEncoding(enc))?;
-    let count = u16::from_be_bytes(c.array()?) as usize;
-    let mut labels = Vec::with_capacity(count);
+    let count = if v1 {
+        u16::from_be_bytes(c.array()?) as usize
+    } else {
+        c.len()?
+    };
+    let mut labels = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
-        let n = u16::from_be_bytes(c.array()?) as usize;
+        let n = if v1 {
+            u16::from_be_bytes(c.array()?) as usize
+        } else {
+            c.len()?
+        };
         let name = c.string(n)?;
-        let n = u32::from_be_bytes(c.array()?) as usize;
+        let n = if v1 {
+            u32::from_be_bytes(c.array()?) as usize
+        } else {
+            c.len()?
+        };
         let value = c.string(n)?;
         labels.push(Label { name, value });
     }
-    let n = u32::from_be_bytes(c.array()?) as usize;
+    let n = if v1 {
+        u32::from_be_bytes(c.array()?) as usize
+    } else {
+        c.len()?
+    };
     let data = c.take(n)?.to_vec();
     if c.at != body.len() {
         return Err(RecordError::Mismatch("trailing bytes after the chunk data"));
@@ -304,6 +352,51 @@ mod tests {
             assert_eq!(r, want_ref);
             let rec = &bytes[loc.offset as usize..loc.offset as usize + loc.len as usize];
             assert_eq!(&verify_record(rec, r, &want.labels).expect("valid"), want);
+        }
+    }
+
+    /// A record as the first layout wrote it.
+    fn encode_record_v1(c: &StoreChunk) -> Vec<u8> {
+        let mut out = vec![RECORD_MAGIC_V1];
+        out.extend_from_slice(&c.fingerprint.to_be_bytes());
+        out.extend_from_slice(&c.from.to_be_bytes());
+        out.extend_from_slice(&c.through.to_be_bytes());
+        out.push(c.encoding as u8);
+        out.extend_from_slice(&(c.labels.len() as u16).to_be_bytes());
+        for l in c.labels.iter() {
+            out.extend_from_slice(&(l.name.len() as u16).to_be_bytes());
+            out.extend_from_slice(l.name.as_bytes());
+            out.extend_from_slice(&(l.value.len() as u32).to_be_bytes());
+            out.extend_from_slice(l.value.as_bytes());
+        }
+        out.extend_from_slice(&(c.data.len() as u32).to_be_bytes());
+        out.extend_from_slice(&c.data);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn first_layout_records_still_read() {
+        let a = chunk("a", -5);
+        let v1 = encode_record_v1(&a);
+        assert_eq!(decode_record(&v1).expect("v1 decodes"), a);
+        let mut v2 = Vec::new();
+        encode_record(&mut v2, &a);
+        assert_eq!(decode_record(&v2).expect("v2 decodes"), a);
+        // Fixed-size integers become varints: 26 bytes less for two labels.
+        assert_eq!(v1.len() - v2.len(), 26);
+    }
+
+    #[test]
+    fn extreme_time_ranges_round_trip() {
+        let mut c = chunk("a", 0);
+        (c.from, c.through) = (i64::MIN, i64::MAX);
+        let mut v2 = Vec::new();
+        encode_record(&mut v2, &c);
+        assert_eq!(decode_record(&v2).expect("decodes"), c);
+        for cut in 0..v2.len() {
+            assert!(decode_record(&v2[..cut]).is_err());
         }
     }
 
