@@ -5,18 +5,27 @@
 //!   like mix of series, appended to a head and flushed every 2 hours of
 //!   data, as an ingester does; the packs and the index file measured on
 //!   disk;
+//!   beside it, what Prometheus's TSDB blocks spend on the same samples'
+//!   chunks: XOR chunks of 120 samples (our XOR encoder is Prometheus's, bit
+//!   for bit), each framed in the block's chunk file by a length varint, an
+//!   encoding byte and a CRC32, and referenced from the block index by
+//!   about 6 bytes of delta-encoded chunk meta (its label index comes on
+//!   top and is not counted);
 //! - **requests per million samples flushed**, from the backends' own
 //!   request counters;
 //! - **query latency of a 7-day range query** read from the store alone
 //!   (criterion), through the PromQL engine.
 //!
-//! `STORE_SERIES` sets the number of series (default 1000).
+//! `STORE_SERIES` sets the number of series (default 1000),
+//! `STORE_CHUNK_WINDOW_HOURS` the ingesters' `chunk_window` (default 2, as
+//! the ingester's default): one stored chunk per series and window.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use strata::chunk::XorChunk;
 use strata::ingester::flush::{FlushConfig, Flusher};
 use strata::ingester::head::{HeadConfig, Heads};
 use strata::limits::Limits;
@@ -30,8 +39,6 @@ use strata::tenant::TenantId;
 const STEP_MS: i64 = 15_000;
 const DAY_MS: i64 = 86_400_000;
 const DAYS: i64 = 7;
-/// Data appended between flushes: an ingester's max chunk age.
-const FLUSH_EVERY_MS: i64 = 2 * 3_600_000;
 
 /// A small deterministic generator.
 struct Lcg(u64);
@@ -105,6 +112,43 @@ fn kinds(series: usize) -> Vec<(Labels, Kind)> {
 struct State {
     value: f64,
     rng: Lcg,
+    /// The series' open chunk as Prometheus would cut it.
+    prometheus: XorChunk,
+}
+
+/// Prometheus's head cuts a chunk at 120 samples.
+const PROMETHEUS_CHUNK_SAMPLES: usize = 120;
+/// A chunk in a block's chunk file: length varint (2 bytes at these sizes),
+/// encoding byte and CRC32 around the data; its meta in the index (ref,
+/// min and max time as deltas) about 6 more.
+const PROMETHEUS_CHUNK_OVERHEAD: usize = 2 + 1 + 4 + 6;
+
+impl State {
+    /// Appends to the Prometheus model; returns the bytes of a chunk it
+    /// completes.
+    fn prometheus_append(&mut self, t: i64, v: f64) -> usize {
+        let full = self.prometheus.num_samples() == PROMETHEUS_CHUNK_SAMPLES;
+        let done = if full {
+            std::mem::replace(&mut self.prometheus, XorChunk::new())
+                .bytes()
+                .len()
+                + PROMETHEUS_CHUNK_OVERHEAD
+        } else {
+            0
+        };
+        self.prometheus
+            .appender()
+            .append(t, v)
+            .expect("increasing timestamps");
+        done
+    }
+
+    fn prometheus_rest(&self) -> usize {
+        match self.prometheus.num_samples() {
+            0 => 0,
+            _ => self.prometheus.bytes().len() + PROMETHEUS_CHUNK_OVERHEAD,
+        }
+    }
 }
 
 impl State {
@@ -177,7 +221,17 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
         store.clone(),
         &metrics,
     );
-    let heads = Heads::new(HeadConfig::default());
+    let window_hours: u64 = std::env::var("STORE_CHUNK_WINDOW_HOURS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    // Data appended between flushes: one chunk window, which the flusher
+    // writes once the series moves on to the next.
+    let flush_every_ms = window_hours as i64 * 3_600_000;
+    let heads = Heads::new(HeadConfig {
+        chunk_window: Duration::from_secs(window_hours * 3600),
+        ..HeadConfig::default()
+    });
     let head = heads.get_or_create("bench");
     let limits = Limits {
         max_series_per_tenant: 0,
@@ -189,6 +243,7 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
         .map(|i| State {
             value: (i * 1000) as f64,
             rng: Lcg(i as u64 + 1),
+            prometheus: XorChunk::new(),
         })
         .collect();
     // Whole days, ending at the last midnight.
@@ -198,22 +253,25 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
         .as_millis() as i64;
     let end = now / DAY_MS * DAY_MS;
     let start = end - DAYS * DAY_MS;
-    let points_per_block = FLUSH_EVERY_MS / STEP_MS;
+    let points_per_block = flush_every_ms / STEP_MS;
     let mut samples_total = 0u64;
+    let mut prometheus_bytes = 0usize;
     let (mut index_rows, mut index_row_bytes) = (0usize, 0u64);
     let started = Instant::now();
     let mut t0 = start;
     while t0 < end {
         let mut blocks: Vec<Vec<Sample>> = Vec::with_capacity(series);
         for (s, (_, kind)) in states.iter_mut().zip(&all) {
-            blocks.push(
-                (0..points_per_block)
-                    .map(|i| Sample {
-                        t: t0 + i * STEP_MS,
-                        v: s.step(*kind),
-                    })
-                    .collect(),
-            );
+            let block: Vec<Sample> = (0..points_per_block)
+                .map(|i| Sample {
+                    t: t0 + i * STEP_MS,
+                    v: s.step(*kind),
+                })
+                .collect();
+            for sample in &block {
+                prometheus_bytes += s.prometheus_append(sample.t, sample.v);
+            }
+            blocks.push(block);
         }
         let batch: Vec<(&Labels, &[Sample])> = all
             .iter()
@@ -222,7 +280,7 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
             .collect();
         head.append_batch(&batch, &limits);
         samples_total += (series as i64 * points_per_block) as u64;
-        t0 += FLUSH_EVERY_MS;
+        t0 += flush_every_ms;
         let report = rt
             .block_on(flusher.flush_round(&heads, false))
             .expect("flush");
@@ -233,6 +291,7 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
         .block_on(flusher.flush_round(&heads, true))
         .expect("flush");
     let elapsed = started.elapsed();
+    prometheus_bytes += states.iter().map(State::prometheus_rest).sum::<usize>();
     let pack_bytes = dir_bytes(&dir.path().join("chunks"));
     let index_bytes = std::fs::metadata(dir.path().join("index.redb"))
         .map(|m| m.len())
@@ -243,7 +302,7 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
     let index_queries = requests.get("embedded", "query");
     let per_million = |n: u64| n as f64 * 1e6 / samples_total as f64;
     println!(
-        "store: {series} series x {DAYS} days of {}s samples = {samples_total} samples, appended and flushed in {elapsed:.1?} (last round: {report:?})",
+        "store: {series} series x {DAYS} days of {}s samples = {samples_total} samples, {window_hours} h chunk window, appended and flushed in {elapsed:.1?} (last round: {report:?})",
         STEP_MS / 1000
     );
     println!(
@@ -251,6 +310,10 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
         pack_bytes as f64 / samples_total as f64,
         index_bytes as f64 / samples_total as f64,
         (pack_bytes + index_bytes) as f64 / samples_total as f64
+    );
+    println!(
+        "store: Prometheus blocks, same samples: chunks {prometheus_bytes} B = {:.3} B/sample (XOR chunks of {PROMETHEUS_CHUNK_SAMPLES} samples, their framing and index meta; label index not counted)",
+        prometheus_bytes as f64 / samples_total as f64
     );
     println!(
         "store: index rows written: {index_rows} rows, {index_row_bytes} B of keys and values = {:.3} B/sample (what a Cassandra or DynamoDB index holds before its own overhead)",

@@ -299,4 +299,52 @@ mod tests {
             .collect();
         assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
+
+    fn flush_chunk(values: impl Iterator<Item = f64>) -> FlushChunk {
+        let mut chunk = crate::chunk::XorChunk::new();
+        let mut app = chunk.appender();
+        let mut last = 0;
+        for (i, v) in values.enumerate() {
+            last = 1_700_000_000_000 + i as i64 * 15_000;
+            app.append(last, v).expect("increasing timestamps");
+        }
+        FlushChunk {
+            series_ref: crate::ingester::head::SeriesRef(1),
+            fingerprint: 7,
+            labels: crate::model::Labels::from_pairs([("__name__", "x")]),
+            min_t: 1_700_000_000_000,
+            max_t: last,
+            encoding: ChunkEncoding::Xor,
+            bytes: chunk.into_bytes(),
+            sources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn float_chunks_are_stored_packed_when_that_is_smaller() {
+        // Two decimals: packed, and every sample comes back bit for bit.
+        let decimals = flush_chunk((0..480).map(|i| f64::from(2000 + i % 37) / 100.0));
+        let stored = Flusher::to_store(&decimals);
+        assert_eq!(stored.encoding, ChunkEncoding::Packed);
+        assert!(stored.data.len() * 4 < decimals.bytes.len());
+        let want: Vec<(i64, f64)> = crate::chunk::XorIterator::new(&decimals.bytes).collect();
+        assert_eq!(want.len(), 480);
+        let got: Vec<(i64, f64)> = crate::chunk::packed::decode(&stored.data)
+            .expect("decodes")
+            .into_iter()
+            .map(|s| (s.t, s.v))
+            .collect();
+        assert_eq!(got, want);
+        // Arbitrary floats: XOR stays.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise = flush_chunk((0..480).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            f64::from_bits(x >> 2)
+        }));
+        let stored = Flusher::to_store(&noise);
+        assert_eq!(stored.encoding, ChunkEncoding::Xor);
+        assert_eq!(stored.data, noise.bytes);
+    }
 }
