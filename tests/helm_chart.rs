@@ -65,10 +65,23 @@ fn chart_lints_and_renders_valid_objects() -> Result<()> {
             summary.contains("Invalid: 0, Errors: 0"),
             "{mode}: {summary}"
         );
+        // single: config, service, statefulset. microservices: config, the
+        // ingesters' statefulset, headless service and disruption budget,
+        // and a deployment each for distributors, queriers and the table
+        // manager, with services for the first two.
+        let objects = if mode == "single" { 3 } else { 9 };
         ensure!(
-            summary.contains("Valid: 3"),
-            "{mode}: three objects: {summary}"
+            summary.contains(&format!("Valid: {objects},")),
+            "{mode}: {objects} objects: {summary}"
         );
+        if mode == "microservices" {
+            for role in ["ingester", "distributor", "querier", "table-manager"] {
+                ensure!(
+                    rendered.contains(&format!("- --target={role}\n")),
+                    "a workload runs {role}: {rendered}"
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -78,6 +91,9 @@ fn rendered_strata_config_is_accepted_by_strata() -> Result<()> {
     for (mode, target, store) in [
         ("single", "all", "memory"),
         ("microservices", "ingester", "etcd"),
+        ("microservices", "distributor", "etcd"),
+        ("microservices", "querier", "etcd"),
+        ("microservices", "table-manager", "etcd"),
     ] {
         let rendered = render(mode)?;
         // The ConfigMap's strata.yaml block, unindented.
@@ -101,12 +117,18 @@ fn rendered_strata_config_is_accepted_by_strata() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("strata.yaml");
         std::fs::write(&file, &config)?;
-        let printed = run(Command::new(common::strata_bin())
+        let mut command = Command::new(common::strata_bin());
+        command
             .env("POD_NAME", "strata-ingester-0")
             .env("POD_NAMESPACE", "monitoring")
             .arg(format!("--config.file={}", file.display()))
             .arg("--config.expand-env")
-            .arg("--print-config"))?;
+            .arg("--print-config");
+        if mode == "microservices" {
+            // As the workload's args pass it.
+            command.arg(format!("--target={target}"));
+        }
+        let printed = run(&mut command)?;
         ensure!(
             printed.contains(&format!("target: {target}")),
             "{mode}: {printed}"
@@ -117,6 +139,9 @@ fn rendered_strata_config_is_accepted_by_strata() -> Result<()> {
         );
         if mode == "microservices" {
             ensure!(printed.contains("id: strata-ingester-0"), "{printed}");
+            // Every role shares the chart's long-term store.
+            ensure!(printed.contains("keyspace: strata"), "{printed}");
+            ensure!(printed.contains("chunks: cassandra"), "{printed}");
         }
     }
     Ok(())
