@@ -253,7 +253,11 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 }
 
 fn write_deltas(w: &mut BitWriter, deltas: &[i64]) {
-    let g = deltas.iter().fold(0, |g, d| gcd(g, d.unsigned_abs()));
+    let mut g = deltas.iter().fold(0, |g, d| gcd(g, d.unsigned_abs()));
+    if g > i64::MAX as u64 {
+        // 2^63: every delta is 0 or i64::MIN, which no divisor helps.
+        g = 1;
+    }
     write_varbits(w, g);
     if g == 0 {
         return;
@@ -499,6 +503,22 @@ mod tests {
     }
 
     #[test]
+    fn deltas_of_minus_two_to_the_63() {
+        // Wrapping differences of exactly i64::MIN, in time and in value.
+        let input = vec![
+            Sample {
+                t: -(1 << 62),
+                v: -4.611_686_018_427_388e18,
+            },
+            Sample {
+                t: 1 << 62,
+                v: 4.611_686_018_427_388e18,
+            },
+        ];
+        assert_round_trip(&input);
+    }
+
+    #[test]
     fn corrupt_and_truncated_bytes_are_errors() {
         let mut v = 0.0;
         let input = samples(
@@ -551,6 +571,21 @@ mod tests {
                     None => break,
                 }
             }
+            assert_round_trip(&input);
+        }
+
+        #[test]
+        fn any_timestamps_and_integers_round_trip(
+            mut times in prop::collection::vec(any::<i64>(), 0..200),
+            values in prop::collection::vec(any::<i64>(), 200),
+        ) {
+            times.sort_unstable();
+            times.dedup();
+            let input: Vec<Sample> = times
+                .iter()
+                .zip(&values)
+                .map(|(&t, &m)| Sample { t, v: m as f64 })
+                .collect();
             assert_round_trip(&input);
         }
     }
