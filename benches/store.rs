@@ -366,12 +366,17 @@ fn store_queries(c: &mut Criterion) {
             "avg(avg_over_time(node_memory_MemAvailable_bytes[1h]))",
         ),
     ] {
+        // The first run reads the packs (the chunk cache is cold).
+        let reads_before = loaded.store.requests().get("filesystem", "get_range");
+        let started = Instant::now();
         let result = rt
             .block_on(engine.range(&queryable, query, start, end, 3_600_000))
             .expect("query runs");
         println!(
-            "store: {name}: {} series in the answer",
-            series_count(&result)
+            "store: {name}: {} series in the answer; cold: {:.1?}, {} object reads",
+            series_count(&result),
+            started.elapsed(),
+            loaded.store.requests().get("filesystem", "get_range") - reads_before
         );
         group.bench_function(name, |b| {
             b.iter(|| {

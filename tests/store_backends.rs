@@ -545,6 +545,10 @@ async fn count_flush_requests(s: &Store, pair: &str) -> Result<Vec<(String, u64)
         total as f64 * 1e6 / samples as f64
     );
     ensure!(stats.chunks == SERIES, "{stats:?}");
+    let object_reads =
+        || s.requests().get("s3", "get_range") + s.requests().get("cassandra", "get_range");
+    let reads_before = object_reads();
+    let started = Instant::now();
     let read = s
         .select(
             "load",
@@ -553,6 +557,17 @@ async fn count_flush_requests(s: &Store, pair: &str) -> Result<Vec<(String, u64)
             T0 + DAY,
         )
         .await?;
+    let reads = object_reads() - reads_before;
+    println!(
+        "{pair}: reading the {SERIES} chunks back took {:?} and {reads} object reads",
+        started.elapsed()
+    );
+    // One read per span of a pack, not one per chunk.
+    ensure!(
+        reads as usize <= stats.packs,
+        "{reads} object reads for {} packs",
+        stats.packs
+    );
     ensure!(
         read.len() == SERIES,
         "{} of {SERIES} series read back",

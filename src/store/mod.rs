@@ -138,6 +138,47 @@ pub struct WriteStats {
 
 /// A series read back from the store with its chunks overlapping the
 /// query range, each verified against the series' labels.
+/// Records of one pack whose gap is at most this are read together: one
+/// request instead of several, for a few bytes more.
+const SPAN_GAP_BYTES: u64 = 256 << 10;
+
+/// A chunk a query reads from a pack.
+struct Wanted {
+    series: usize,
+    chunk: ChunkRef,
+    loc: ChunkLocation,
+}
+
+/// Splits a pack's wanted records (in offset order) where the gap to the
+/// next is over [`SPAN_GAP_BYTES`]: each part is read with one request.
+fn split_spans(wanted: Vec<Wanted>) -> Vec<Vec<Wanted>> {
+    let mut spans: Vec<Vec<Wanted>> = Vec::new();
+    for w in wanted {
+        let joins = spans.last().and_then(|s| s.last()).is_some_and(|prev| {
+            w.loc.offset <= prev.loc.offset + u64::from(prev.loc.len) + SPAN_GAP_BYTES
+        });
+        match spans.last_mut() {
+            Some(span) if joins => span.push(w),
+            _ => spans.push(vec![w]),
+        }
+    }
+    spans
+}
+
+fn verify(
+    bytes: &[u8],
+    r: &ChunkRef,
+    loc: &ChunkLocation,
+    labels: &Labels,
+) -> Result<StoreChunk, StoreError> {
+    pack::verify_record(bytes, r, labels).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "chunk {}:{} of {}: {e}",
+            loc.key, loc.offset, labels
+        ))
+    })
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredSeries {
     pub labels: Labels,
@@ -614,20 +655,6 @@ impl Store {
         maxt: i64,
     ) -> Result<Vec<StoredSeries>, StoreError> {
         let refs = self.select_refs(tenant, matchers, mint, maxt).await?;
-        let fetches: Vec<(usize, ChunkRef, ChunkLocation)> = refs
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (_, chunks))| chunks.iter().map(move |(r, l)| (i, r.clone(), l.clone())))
-            .collect();
-        let labels: Vec<&Labels> = refs.iter().map(|(l, _)| l).collect();
-        let fetched: Vec<(usize, StoreChunk)> = stream::iter(fetches)
-            .map(|(i, r, loc)| {
-                let labels = labels[i];
-                async move { Ok::<_, StoreError>((i, self.fetch_chunk(&r, &loc, labels).await?)) }
-            })
-            .buffered(self.config.concurrency.max(1))
-            .try_collect()
-            .await?;
         let mut out: Vec<StoredSeries> = refs
             .iter()
             .map(|(labels, _)| StoredSeries {
@@ -635,38 +662,94 @@ impl Store {
                 chunks: Vec::new(),
             })
             .collect();
-        for (i, c) in fetched {
-            out[i].chunks.push(c);
+        // Cached records first; the rest grouped by pack, in offset order.
+        let mut by_pack: HashMap<(usize, &str, &str), Vec<Wanted>> = HashMap::new();
+        for (i, (labels, chunks)) in refs.iter().enumerate() {
+            for (r, loc) in chunks {
+                let key = (loc.table.clone(), loc.key.clone(), loc.offset);
+                match self.chunk_cache.get(&key) {
+                    Some(bytes) => out[i].chunks.push(verify(&bytes, r, loc, labels)?),
+                    None => by_pack
+                        .entry((self.schema.period_index(r.from), &loc.table, &loc.key))
+                        .or_default()
+                        .push(Wanted {
+                            series: i,
+                            chunk: r.clone(),
+                            loc: loc.clone(),
+                        }),
+                }
+            }
+        }
+        let spans: Vec<(usize, Vec<Wanted>)> = by_pack
+            .into_iter()
+            .flat_map(|((period, _, _), mut wanted)| {
+                wanted.sort_by_key(|w| w.loc.offset);
+                split_spans(wanted)
+                    .into_iter()
+                    .map(move |span| (period, span))
+            })
+            .collect();
+        let read: Vec<Vec<(usize, StoreChunk)>> = stream::iter(spans)
+            .map(|(period, span)| {
+                let refs = &refs;
+                async move { self.read_span(period, &span, refs).await }
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .try_collect()
+            .await?;
+        for (i, chunk) in read.into_iter().flatten() {
+            out[i].chunks.push(chunk);
+        }
+        for series in &mut out {
+            series
+                .chunks
+                .sort_by_key(|c| (c.from, c.through, crc32c::crc32c(&c.data)));
         }
         Ok(out)
     }
 
-    async fn fetch_chunk(
+    /// Reads the records of one span of a pack with one request, caches
+    /// and verifies each.
+    async fn read_span(
         &self,
-        r: &ChunkRef,
-        loc: &ChunkLocation,
-        labels: &Labels,
-    ) -> Result<StoreChunk, StoreError> {
-        let key = (loc.table.clone(), loc.key.clone(), loc.offset);
-        let bytes = match self.chunk_cache.get(&key) {
-            Some(b) => b,
-            None => {
-                let period = self.schema.period_index(r.from);
-                let b = Arc::new(
-                    self.objects[period]
-                        .get_range(&loc.table, &loc.key, loc.offset, loc.len)
-                        .await?,
-                );
-                self.chunk_cache.insert(key, b.clone());
-                b
-            }
+        period: usize,
+        span: &[Wanted],
+        refs: &[(Labels, Vec<(ChunkRef, ChunkLocation)>)],
+    ) -> Result<Vec<(usize, StoreChunk)>, StoreError> {
+        let (Some(first), Some(last)) = (span.first(), span.last()) else {
+            return Ok(Vec::new());
         };
-        pack::verify_record(&bytes, r, labels).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "chunk {}:{} of {}: {e}",
-                loc.key, loc.offset, labels
-            ))
-        })
+        let start = first.loc.offset;
+        let end = last.loc.offset + u64::from(last.loc.len);
+        let len = u32::try_from(end - start).map_err(|_| {
+            StoreError::Corrupt(format!("a span of pack {} is over 4 GiB", first.loc.key))
+        })?;
+        let bytes = self.objects[period]
+            .get_range(&first.loc.table, &first.loc.key, start, len)
+            .await?;
+        let mut out = Vec::with_capacity(span.len());
+        for w in span {
+            let at = (w.loc.offset - start) as usize;
+            let record = bytes
+                .get(at..at + w.loc.len as usize)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "pack {} ends before chunk {}:{}",
+                        w.loc.key, w.loc.key, w.loc.offset
+                    ))
+                })?
+                .to_vec();
+            let record = Arc::new(record);
+            self.chunk_cache.insert(
+                (w.loc.table.clone(), w.loc.key.clone(), w.loc.offset),
+                record.clone(),
+            );
+            out.push((
+                w.series,
+                verify(&record, &w.chunk, &w.loc, &refs[w.series].0)?,
+            ));
+        }
+        Ok(out)
     }
 
     /// Label names of the tenant's series in `[mint, maxt]`; with matchers,

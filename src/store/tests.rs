@@ -4,6 +4,10 @@ const DAY: i64 = 86_400_000;
 const T0: i64 = 1_700_000_000_000;
 
 fn store(dir: &std::path::Path) -> Store {
+    store_with(dir, 300)
+}
+
+fn store_with(dir: &std::path::Path, max_pack_bytes: usize) -> Store {
     let config = StorageConfig {
         filesystem: FilesystemConfig {
             directory: dir.join("chunks"),
@@ -11,7 +15,7 @@ fn store(dir: &std::path::Path) -> Store {
         embedded: EmbeddedConfig {
             path: dir.join("index.redb"),
         },
-        max_pack_bytes: 300,
+        max_pack_bytes,
         ..StorageConfig::default()
     };
     Store::new(&config, &SchemaConfig::default(), &Metrics::new()).expect("store opens")
@@ -230,4 +234,62 @@ async fn a_corrupt_object_is_an_error_not_wrong_data() {
         .await
         .expect_err("corruption is detected");
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_query_reads_a_pack_once_per_span_of_wanted_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store_with(dir.path(), 64 << 20);
+    let mut chunks: Vec<StoreChunk> = (0..50)
+        .map(|i| {
+            chunk(
+                &[("__name__", "up"), ("job", &format!("j{i:02}"))],
+                T0,
+                T0 + 1000,
+                i as u8,
+            )
+        })
+        .collect();
+    // A big chunk between two small ones of another metric.
+    let mut big = chunk(&[("__name__", "big"), ("job", "b")], T0, T0 + 1000, 9);
+    big.data = vec![9; 400 << 10];
+    chunks.push(chunk(
+        &[("__name__", "edge"), ("job", "a")],
+        T0,
+        T0 + 1000,
+        7,
+    ));
+    chunks.push(big);
+    chunks.push(chunk(
+        &[("__name__", "edge"), ("job", "c")],
+        T0,
+        T0 + 1000,
+        8,
+    ));
+    let stats = s.write_chunks("t", &chunks).await.expect("write");
+    assert_eq!(stats.packs, 1);
+    let reads = || s.requests().get("filesystem", "get_range");
+
+    let got = s
+        .select("t", &[eq("__name__", "up")], T0, T0 + 1000)
+        .await
+        .expect("select");
+    assert_eq!(got.len(), 50);
+    assert!(got.iter().all(|g| g.chunks.len() == 1));
+    assert_eq!(reads(), 1, "50 records of one pack, one read");
+    // Cached now.
+    s.select("t", &[eq("__name__", "up")], T0, T0 + 1000)
+        .await
+        .expect("select");
+    assert_eq!(reads(), 1);
+
+    // Two records 400 KiB apart: two reads, not the big chunk between them.
+    let edges = s
+        .select("t", &[eq("__name__", "edge")], T0, T0 + 1000)
+        .await
+        .expect("select");
+    assert_eq!(edges.len(), 2);
+    assert_eq!(edges[0].chunks[0].data, vec![7; 100]);
+    assert_eq!(edges[1].chunks[0].data, vec![8; 100]);
+    assert_eq!(reads(), 3);
 }
