@@ -216,6 +216,26 @@ async fn object_contract(objects: &dyn ObjectClient, tables_are_real: bool) -> R
         objects.get_range("chunks_1", "u/big", end, 1000).await? == big[end as usize..],
         "range at the end of a big object"
     );
+    // Ranges across the 64 KiB pieces Cassandra stores a pack in.
+    for (at, len) in [(65_536 - 10, 20u32), (65_536 * 2 - 1, 65_538), (0, 200_000)] {
+        ensure!(
+            objects.get_range("chunks_1", "u/big", at, len).await?
+                == big[at as usize..at as usize + len as usize],
+            "range of {len} at {at}"
+        );
+    }
+    // Replaced by a shorter object: its own bytes, nothing of the old one.
+    objects
+        .put("chunks_1", "u/big", (0u8..10).collect())
+        .await?;
+    ensure!(objects.get_range("chunks_1", "u/big", 0, 10).await? == (0u8..10).collect::<Vec<_>>());
+    ensure!(
+        objects
+            .get_range("chunks_1", "u/big", 65_536, 10)
+            .await
+            .is_err(),
+        "a range past the replaced object's end"
+    );
     let none = objects.get_range("chunks_1", "t/none", 0, 1).await;
     ensure!(
         matches!(none, Err(StoreError::NotFound { .. })),
@@ -480,6 +500,7 @@ const OPERATIONS: &[(&str, &[&str])] = &[
             "query",
             "put",
             "get_range",
+            "describe_table",
             "list_tables",
             "delete_table",
         ],
@@ -639,11 +660,30 @@ async fn cassandra_objects_contract() -> Result<()> {
         4,
         strata::store::RequestCounter::default(),
     )?;
-    object_contract(
-        &strata::store::backend::cassandra::CassandraObjects(c),
-        true,
-    )
-    .await
+    let objects = strata::store::backend::cassandra::CassandraObjects(c);
+    object_contract(&objects, true).await?;
+    // A chunk table of the first layout, one blob per pack, is still read
+    // and written.
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(format!("127.0.0.1:{port}"))
+        .build()
+        .await?;
+    session
+        .query_unpaged(
+            "CREATE TABLE objects_contract.chunks_old (k text PRIMARY KEY, v blob)",
+            &[],
+        )
+        .await?;
+    let pack: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    objects.put("chunks_old", "t/p", pack.clone()).await?;
+    ensure!(objects.get_range("chunks_old", "t/p", 70_000, 100).await? == pack[70_000..70_100]);
+    let rows = session
+        .query_unpaged("SELECT k FROM objects_contract.chunks_old", &[])
+        .await?
+        .into_rows_result()?
+        .rows_num();
+    ensure!(rows == 1, "one row per pack in the first layout: {rows}");
+    Ok(())
 }
 
 #[tokio::test]

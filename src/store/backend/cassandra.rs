@@ -7,8 +7,15 @@
 //!   UNLOGGED batches of bounded size (a single-partition batch is applied
 //!   atomically by the replica, without the batch log); a query reads
 //!   `WHERE h = ? AND r >= ?` page by page;
-//! - chunk tables: `(k text PRIMARY KEY, v blob)`, one row per pack;
-//!   `get_range` reads the blob and slices it.
+//! - chunk tables: `(k text, p int, n bigint static, v blob, PRIMARY KEY
+//!   (k, p))`: a pack is split into pieces of [`PIECE_BYTES`], one row each
+//!   (written concurrently, before any index row names the pack), with its
+//!   length `n` in the partition's static column; `get_range` reads just
+//!   the pieces its range covers. A cell stays far below Cassandra's
+//!   mutation limits, and a query for a few series reads a few pieces of a
+//!   pack, not all of it. Tables of the first layout, `(k text PRIMARY KEY,
+//!   v blob)` with one blob per pack, are still read and written as they
+//!   are.
 //!
 //! Index and chunk tables share the keyspace; each client lists only its
 //! own kind (by the key column: `h` or `k`). The session is opened on
@@ -38,6 +45,9 @@ use super::{
 };
 
 const BACKEND: &str = "cassandra";
+
+/// The bytes of a pack in one row of a chunk table.
+pub const PIECE_BYTES: usize = 64 << 10;
 
 /// Rows of one batch, at most.
 const BATCH_ROWS: usize = 200;
@@ -123,6 +133,9 @@ enum Statement {
     IndexQuery,
     ObjectInsert,
     ObjectGet,
+    /// The first chunk-table layout: one blob per pack.
+    WholeInsert,
+    WholeGet,
 }
 
 /// One connection to a Cassandra cluster, shared by the index and chunk
@@ -133,6 +146,8 @@ pub struct Cassandra {
     requests: RequestCounter,
     session: OnceCell<Session>,
     prepared: Mutex<HashMap<(String, Statement), PreparedStatement>>,
+    /// Chunk tables' layouts: pieces (true) or one blob per pack.
+    layouts: Mutex<HashMap<String, bool>>,
 }
 
 fn err(operation: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
@@ -188,6 +203,7 @@ impl Cassandra {
             requests,
             session: OnceCell::new(),
             prepared: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -251,8 +267,14 @@ impl Cassandra {
             Statement::IndexQuery => {
                 format!("SELECT r, v FROM {ks}.{table} WHERE h = ? AND r >= ?")
             }
-            Statement::ObjectInsert => format!("INSERT INTO {ks}.{table} (k, v) VALUES (?, ?)"),
-            Statement::ObjectGet => format!("SELECT v FROM {ks}.{table} WHERE k = ?"),
+            Statement::ObjectInsert => {
+                format!("INSERT INTO {ks}.{table} (k, p, n, v) VALUES (?, ?, ?, ?)")
+            }
+            Statement::ObjectGet => {
+                format!("SELECT n, p, v FROM {ks}.{table} WHERE k = ? AND p >= ? AND p <= ?")
+            }
+            Statement::WholeInsert => format!("INSERT INTO {ks}.{table} (k, v) VALUES (?, ?)"),
+            Statement::WholeGet => format!("SELECT v FROM {ks}.{table} WHERE k = ?"),
         };
         let session = self.session().await?;
         self.requests.inc(BACKEND, "prepare");
@@ -327,6 +349,7 @@ impl Cassandra {
     async fn drop_table(&self, name: &str) -> Result<(), StoreError> {
         let name = checked(name)?;
         self.prepared.lock().retain(|(t, _), _| t != name);
+        self.layouts.lock().remove(name);
         self.ddl(
             "delete_table",
             format!("DROP TABLE IF EXISTS {}.{name}", self.config.keyspace),
@@ -498,7 +521,12 @@ impl TableClient for CassandraObjects {
     }
 
     async fn create_table(&self, name: &str, _desc: &TableDesc) -> Result<(), StoreError> {
-        self.0.create(name, "k text PRIMARY KEY, v blob").await
+        self.0
+            .create(
+                name,
+                "k text, p int, n bigint static, v blob, PRIMARY KEY (k, p)",
+            )
+            .await
     }
 
     async fn delete_table(&self, name: &str) -> Result<(), StoreError> {
@@ -506,26 +534,95 @@ impl TableClient for CassandraObjects {
     }
 }
 
+impl CassandraObjects {
+    /// Whether `table` has the pieces layout (else the first, one blob per
+    /// pack), from the schema; remembered per table.
+    async fn pieced(&self, table: &str) -> Result<bool, StoreError> {
+        let c = &self.0;
+        if let Some(&p) = c.layouts.lock().get(table) {
+            return Ok(p);
+        }
+        let session = c.session().await?;
+        c.requests.inc(BACKEND, "describe_table");
+        let result = session
+            .query_unpaged(
+                "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+                (c.config.keyspace.as_str(), table),
+            )
+            .await
+            .map_err(|e| err("describe_table")(&e))?
+            .into_rows_result()
+            .map_err(|e| err("describe_table")(&e))?;
+        let mut columns = Vec::new();
+        for row in result
+            .rows::<(String,)>()
+            .map_err(|e| err("describe_table")(&e))?
+        {
+            columns.push(row.map_err(|e| err("describe_table")(&e))?.0);
+        }
+        if columns.is_empty() {
+            return Err(StoreError::NoSuchTable {
+                backend: BACKEND,
+                table: table.to_string(),
+            });
+        }
+        let pieced = columns.iter().any(|c| c == "p");
+        c.layouts.lock().insert(table.to_string(), pieced);
+        Ok(pieced)
+    }
+
+    fn missing<'a>(
+        table: &'a str,
+        operation: &'static str,
+    ) -> impl Fn(&dyn std::fmt::Display) -> StoreError + 'a {
+        move |e| {
+            if missing_table(&e) {
+                StoreError::NoSuchTable {
+                    backend: BACKEND,
+                    table: table.to_string(),
+                }
+            } else {
+                err(operation)(e)
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ObjectClient for CassandraObjects {
     async fn put(&self, table: &str, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
         let c = &self.0;
+        if !self.pieced(checked(table)?).await? {
+            let insert = c.prepared(table, Statement::WholeInsert).await?;
+            let session = c.session().await?;
+            c.requests.inc(BACKEND, "put");
+            session
+                .execute_unpaged(&insert, (key, data))
+                .await
+                .map_err(|e| Self::missing(table, "put")(&e))?;
+            return Ok(());
+        }
         let insert = c.prepared(table, Statement::ObjectInsert).await?;
         let session = c.session().await?;
-        c.requests.inc(BACKEND, "put");
-        session
-            .execute_unpaged(&insert, (key, data))
-            .await
-            .map_err(|e| {
-                if missing_table(&e) {
-                    StoreError::NoSuchTable {
-                        backend: BACKEND,
-                        table: table.to_string(),
-                    }
-                } else {
-                    err("put")(&e)
-                }
-            })?;
+        let total = data.len() as i64;
+        let (insert, session) = (&insert, &session);
+        let pieces: Vec<(i32, Vec<u8>)> = data
+            .chunks(PIECE_BYTES)
+            .enumerate()
+            .map(|(p, piece)| (p as i32, piece.to_vec()))
+            .collect();
+        stream::iter(pieces)
+            .map(|(p, piece)| async move {
+                c.requests.inc(BACKEND, "put");
+                session
+                    .execute_unpaged(insert, (key, p, total, piece))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Self::missing(table, "put")(&e))
+            })
+            .buffer_unordered(c.concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 
@@ -542,40 +639,80 @@ impl ObjectClient for CassandraObjects {
             table: table.to_string(),
             key: key.to_string(),
         };
-        let select = match c.prepared(table, Statement::ObjectGet).await {
+        let pieced = match self.pieced(checked(table)?).await {
             Err(StoreError::NoSuchTable { .. }) => return Err(not_found()),
             other => other?,
         };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(len as usize);
+        let out_of_range = |have: usize| {
+            StoreError::Corrupt(format!(
+                "{table}/{key}: {have} bytes, wanted {len} at {offset}"
+            ))
+        };
         let session = c.session().await?;
+        if !pieced {
+            let select = c.prepared(table, Statement::WholeGet).await?;
+            c.requests.inc(BACKEND, "get_range");
+            let result = session
+                .execute_unpaged(&select, (key,))
+                .await
+                .map_err(|e| err("get_range")(&e))?
+                .into_rows_result()
+                .map_err(|e| err("get_range")(&e))?;
+            let Some((blob,)) = result
+                .maybe_first_row::<(Option<Vec<u8>>,)>()
+                .map_err(|e| err("get_range")(&e))?
+            else {
+                return Err(not_found());
+            };
+            let blob = blob.unwrap_or_default();
+            return blob
+                .get(start..end)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| out_of_range(blob.len()));
+        }
+        let select = c.prepared(table, Statement::ObjectGet).await?;
+        let first = start / PIECE_BYTES;
+        let last = end.saturating_sub(1).max(start) / PIECE_BYTES;
+        let (Ok(first_p), Ok(last_p)) = (i32::try_from(first), i32::try_from(last)) else {
+            return Err(out_of_range(0));
+        };
         c.requests.inc(BACKEND, "get_range");
         let result = session
-            .execute_unpaged(&select, (key,))
+            .execute_unpaged(&select, (key, first_p, last_p))
             .await
-            .map_err(|e| {
-                if missing_table(&e) {
-                    not_found()
-                } else {
-                    err("get_range")(&e)
-                }
-            })?
+            .map_err(|e| err("get_range")(&e))?
             .into_rows_result()
             .map_err(|e| err("get_range")(&e))?;
-        let Some((blob,)) = result
-            .maybe_first_row::<(Option<Vec<u8>>,)>()
+        let mut bytes = Vec::with_capacity((last - first + 1) * PIECE_BYTES);
+        let mut total = None;
+        let mut next = first;
+        for row in result
+            .rows::<(Option<i64>, i32, Option<Vec<u8>>)>()
             .map_err(|e| err("get_range")(&e))?
-        else {
+        {
+            let (n, p, v) = row.map_err(|e| err("get_range")(&e))?;
+            if p as usize != next {
+                return Err(StoreError::Corrupt(format!(
+                    "{table}/{key}: piece {next} is missing"
+                )));
+            }
+            next += 1;
+            total = total.or(n);
+            bytes.extend_from_slice(&v.unwrap_or_default());
+        }
+        let Some(total) = total else {
             return Err(not_found());
         };
-        let blob = blob.unwrap_or_default();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        blob.get(start..start.saturating_add(len as usize))
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "{table}/{key}: {} bytes, wanted {len} at {offset}",
-                    blob.len()
-                ))
-            })
+        // Only the pack's own bytes: a longer pack it replaced may have
+        // left pieces past its end.
+        let total = usize::try_from(total).unwrap_or(0);
+        if end > total || next != last + 1 {
+            return Err(out_of_range(total));
+        }
+        let at = start - first * PIECE_BYTES;
+        Ok(bytes[at..at + len as usize].to_vec())
     }
 }
 
