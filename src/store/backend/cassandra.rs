@@ -306,29 +306,38 @@ impl Cassandra {
         Ok(())
     }
 
-    /// Tables of the keyspace whose key column is `key_column`.
-    async fn tables_with(&self, key_column: &str) -> Result<Vec<String>, StoreError> {
+    /// Every table and column of the keyspace, from its schema.
+    async fn columns(&self, operation: &'static str) -> Result<Vec<(String, String)>, StoreError> {
         let session = self.session().await?;
-        self.requests.inc(BACKEND, "list_tables");
+        self.requests.inc(BACKEND, operation);
         let result = session
             .query_unpaged(
                 "SELECT table_name, column_name FROM system_schema.columns WHERE keyspace_name = ?",
                 (self.config.keyspace.as_str(),),
             )
             .await
-            .map_err(|e| err("list_tables")(&e))?
+            .map_err(|e| err(operation)(&e))?
             .into_rows_result()
-            .map_err(|e| err("list_tables")(&e))?;
+            .map_err(|e| err(operation)(&e))?;
         let mut out = Vec::new();
         for row in result
             .rows::<(String, String)>()
-            .map_err(|e| err("list_tables")(&e))?
+            .map_err(|e| err(operation)(&e))?
         {
-            let (table, column) = row.map_err(|e| err("list_tables")(&e))?;
-            if column == key_column {
-                out.push(table);
-            }
+            out.push(row.map_err(|e| err(operation)(&e))?);
         }
+        Ok(out)
+    }
+
+    /// Tables of the keyspace whose key column is `key_column`.
+    async fn tables_with(&self, key_column: &str) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = self
+            .columns("list_tables")
+            .await?
+            .into_iter()
+            .filter(|(_, column)| column == key_column)
+            .map(|(table, _)| table)
+            .collect();
         out.sort();
         out.dedup();
         Ok(out)
@@ -542,24 +551,13 @@ impl CassandraObjects {
         if let Some(&p) = c.layouts.lock().get(table) {
             return Ok(p);
         }
-        let session = c.session().await?;
-        c.requests.inc(BACKEND, "describe_table");
-        let result = session
-            .query_unpaged(
-                "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
-                (c.config.keyspace.as_str(), table),
-            )
-            .await
-            .map_err(|e| err("describe_table")(&e))?
-            .into_rows_result()
-            .map_err(|e| err("describe_table")(&e))?;
-        let mut columns = Vec::new();
-        for row in result
-            .rows::<(String,)>()
-            .map_err(|e| err("describe_table")(&e))?
-        {
-            columns.push(row.map_err(|e| err("describe_table")(&e))?.0);
-        }
+        let columns: Vec<String> = c
+            .columns("describe_table")
+            .await?
+            .into_iter()
+            .filter(|(t, _)| t == table)
+            .map(|(_, column)| column)
+            .collect();
         if columns.is_empty() {
             return Err(StoreError::NoSuchTable {
                 backend: BACKEND,
