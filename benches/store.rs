@@ -16,7 +16,10 @@
 //! - **query latency of a 7-day range query** read from the store alone
 //!   (criterion), through the PromQL engine.
 //!
-//! `STORE_SERIES` sets the number of series (default 1000),
+//! `STORE_BACKEND=cassandra` runs it all against a real Apache Cassandra
+//! (chunks and index), started as the integration tests start theirs
+//! (`tests/install-deps.sh` installs it); the default is local files and
+//! the embedded index. `STORE_SERIES` sets the number of series (default 1000),
 //! `STORE_CHUNK_WINDOW_HOURS` the ingesters' `chunk_window` (default 2, as
 //! the ingester's default): one stored chunk per series and window.
 
@@ -33,8 +36,12 @@ use strata::metrics::Metrics;
 use strata::model::{Labels, Sample};
 use strata::promql::{Engine, EngineConfig};
 use strata::querier::store::StoreQueryable;
+use strata::store::{CassandraConfig, ChunkBackend, IndexBackend, PeriodConfig};
 use strata::store::{EmbeddedConfig, FilesystemConfig, SchemaConfig, StorageConfig, Store};
 use strata::tenant::TenantId;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const STEP_MS: i64 = 15_000;
 const DAY_MS: i64 = 86_400_000;
@@ -196,12 +203,37 @@ fn dir_bytes(path: &Path) -> u64 {
 struct Loaded {
     store: Arc<Store>,
     end: i64,
+    backend: Backend,
     _dir: tempfile::TempDir,
 }
 
-fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
+/// Where the bench stores: local files and the embedded index, or a real
+/// Cassandra for both (its native port).
+#[derive(Clone, Copy)]
+enum Backend {
+    Local,
+    Cassandra(u16),
+}
+
+impl Backend {
+    fn objects(self) -> &'static str {
+        match self {
+            Backend::Local => "filesystem",
+            Backend::Cassandra(_) => "cassandra",
+        }
+    }
+
+    fn index(self) -> &'static str {
+        match self {
+            Backend::Local => "embedded",
+            Backend::Cassandra(_) => "cassandra",
+        }
+    }
+}
+
+fn load(rt: &tokio::runtime::Runtime, series: usize, backend: Backend) -> Loaded {
     let dir = tempfile::tempdir().expect("tempdir");
-    let storage = StorageConfig {
+    let mut storage = StorageConfig {
         filesystem: FilesystemConfig {
             directory: dir.path().join("chunks"),
         },
@@ -210,9 +242,23 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
         },
         ..StorageConfig::default()
     };
+    let mut schema = SchemaConfig::default();
+    if let Backend::Cassandra(port) = backend {
+        storage.cassandra = CassandraConfig {
+            addresses: vec!["127.0.0.1".to_string()],
+            port,
+            keyspace: "store_bench".to_string(),
+            replication_factor: 1,
+            ..CassandraConfig::default()
+        };
+        schema.periods = vec![PeriodConfig {
+            chunks: ChunkBackend::Cassandra,
+            index: IndexBackend::Cassandra,
+            ..PeriodConfig::default()
+        }];
+    }
     let metrics = Metrics::new();
-    let store =
-        Arc::new(Store::new(&storage, &SchemaConfig::default(), &metrics).expect("store opens"));
+    let store = Arc::new(Store::new(&storage, &schema, &metrics).expect("store opens"));
     let flusher = Flusher::new(
         FlushConfig {
             retain_period: Duration::ZERO,
@@ -257,6 +303,7 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
     let mut samples_total = 0u64;
     let mut prometheus_bytes = 0usize;
     let (mut index_rows, mut index_row_bytes) = (0usize, 0u64);
+    let mut packed_bytes = 0u64;
     let started = Instant::now();
     let mut t0 = start;
     while t0 < end {
@@ -286,21 +333,45 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
             .expect("flush");
         index_rows += report.index_rows;
         index_row_bytes += report.index_bytes;
+        packed_bytes += report.bytes;
     }
     let report = rt
         .block_on(flusher.flush_round(&heads, true))
         .expect("flush");
     let elapsed = started.elapsed();
     prometheus_bytes += states.iter().map(State::prometheus_rest).sum::<usize>();
+    let requests = store.requests();
+    let puts = requests.get(backend.objects(), "put");
+    let index_writes = requests.get(backend.index(), "write");
+    let index_queries = requests.get(backend.index(), "query");
+    let per_million = |n: u64| n as f64 * 1e6 / samples_total as f64;
+    let Backend::Local = backend else {
+        println!(
+            "store: {series} series x {DAYS} days of {}s samples = {samples_total} samples into Cassandra, {window_hours} h chunk window, appended and flushed in {elapsed:.1?}",
+            STEP_MS / 1000
+        );
+        println!(
+            "store: packs {packed_bytes} B = {:.3} B/sample, index rows {index_rows} = {index_row_bytes} B = {:.3} B/sample",
+            packed_bytes as f64 / samples_total as f64,
+            index_row_bytes as f64 / samples_total as f64,
+        );
+        println!(
+            "store: per million samples flushed: {:.1} piece writes, {:.1} index write batches, {:.1} index queries",
+            per_million(puts),
+            per_million(index_writes),
+            per_million(index_queries)
+        );
+        return Loaded {
+            store,
+            end,
+            backend,
+            _dir: dir,
+        };
+    };
     let pack_bytes = dir_bytes(&dir.path().join("chunks"));
     let index_bytes = std::fs::metadata(dir.path().join("index.redb"))
         .map(|m| m.len())
         .unwrap_or(0);
-    let requests = store.requests();
-    let puts = requests.get("filesystem", "put");
-    let index_writes = requests.get("embedded", "write");
-    let index_queries = requests.get("embedded", "query");
-    let per_million = |n: u64| n as f64 * 1e6 / samples_total as f64;
     println!(
         "store: {series} series x {DAYS} days of {}s samples = {samples_total} samples, {window_hours} h chunk window, appended and flushed in {elapsed:.1?} (last round: {report:?})",
         STEP_MS / 1000
@@ -328,6 +399,7 @@ fn load(rt: &tokio::runtime::Runtime, series: usize) -> Loaded {
     Loaded {
         store,
         end,
+        backend,
         _dir: dir,
     }
 }
@@ -345,7 +417,14 @@ fn store_queries(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let loaded = load(&rt, series);
+    let backend = match std::env::var("STORE_BACKEND").as_deref() {
+        Ok("cassandra") => Backend::Cassandra(
+            rt.block_on(common::Cassandra::shared())
+                .expect("cassandra starts (tests/install-deps.sh installs it)"),
+        ),
+        _ => Backend::Local,
+    };
+    let loaded = load(&rt, series, backend);
     let queryable = StoreQueryable {
         tenant: TenantId::parse("bench").expect("valid tenant"),
         store: loaded.store.clone(),
@@ -367,7 +446,13 @@ fn store_queries(c: &mut Criterion) {
         ),
     ] {
         // The first run reads the packs (the chunk cache is cold).
-        let reads_before = loaded.store.requests().get("filesystem", "get_range");
+        let reads = || {
+            loaded
+                .store
+                .requests()
+                .get(loaded.backend.objects(), "get_range")
+        };
+        let reads_before = reads();
         let started = Instant::now();
         let result = rt
             .block_on(engine.range(&queryable, query, start, end, 3_600_000))
@@ -376,7 +461,7 @@ fn store_queries(c: &mut Criterion) {
             "store: {name}: {} series in the answer; cold: {:.1?}, {} object reads",
             series_count(&result),
             started.elapsed(),
-            loaded.store.requests().get("filesystem", "get_range") - reads_before
+            reads() - reads_before
         );
         group.bench_function(name, |b| {
             b.iter(|| {
