@@ -351,6 +351,10 @@ pub const FIELDS: &[(&str, &str)] = &[
         "Index rows are cached only for buckets that ended longer ago than this (newer ones still change).",
     ),
     (
+        "storage.index_cache_ttl",
+        "How long a cached index result is used before it is read again (rows a flush delayed by a store outage adds to an old bucket show within this).",
+    ),
+    (
         "storage.concurrency",
         "Backend requests one query or flush makes at once, at most.",
     ),

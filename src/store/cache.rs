@@ -1,9 +1,12 @@
 //! In-process caches of the store, sized in bytes, with hit and miss
 //! counters: chunk records (immutable, so cached until evicted) and index
-//! query results of buckets old enough that ingesters no longer add rows.
+//! query results of buckets old enough that ingesters no longer add rows
+//! (as a rule: a flush delayed by a long store outage still adds some, so
+//! those entries also expire after a time to live).
 
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -53,16 +56,19 @@ impl Sized for Vec<u8> {
 #[derive(Clone)]
 struct ByBytes;
 
-impl<K, V: Sized> Weighter<K, Arc<V>> for ByBytes {
-    fn weight(&self, _key: &K, val: &Arc<V>) -> u64 {
-        val.bytes().max(1)
+impl<K, V: Sized> Weighter<K, (Instant, Arc<V>)> for ByBytes {
+    fn weight(&self, _key: &K, val: &(Instant, Arc<V>)) -> u64 {
+        val.1.bytes().max(1)
     }
 }
 
-/// A cache holding at most about `capacity` bytes of values.
+/// A cache holding at most about `capacity` bytes of values, each for at
+/// most its time to live.
 pub struct ByteCache<K, V: Sized> {
     name: &'static str,
-    inner: Option<Cache<K, Arc<V>, ByBytes>>,
+    /// Values with the time they were inserted.
+    inner: Option<Cache<K, (Instant, Arc<V>), ByBytes>>,
+    ttl: Option<Duration>,
     metrics: CacheMetrics,
 }
 
@@ -77,19 +83,29 @@ impl<K: Eq + Hash + Clone, V: Sized> ByteCache<K, V> {
         ByteCache {
             name,
             inner,
+            ttl: None,
             metrics,
         }
+    }
+
+    /// Values older than `ttl` are misses (and dropped).
+    pub fn with_ttl(mut self, ttl: Duration) -> ByteCache<K, V> {
+        self.ttl = Some(ttl);
+        self
     }
 
     pub fn get(&self, key: &K) -> Option<Arc<V>> {
         let inner = self.inner.as_ref()?;
         let labels = CacheLabels { cache: self.name };
         match inner.get(key) {
-            Some(v) => {
+            Some((at, v)) if self.ttl.is_none_or(|ttl| at.elapsed() <= ttl) => {
                 self.metrics.hits.get_or_create(&labels).inc();
                 Some(v)
             }
-            None => {
+            expired => {
+                if expired.is_some() {
+                    inner.remove(key);
+                }
                 self.metrics.misses.get_or_create(&labels).inc();
                 None
             }
@@ -98,7 +114,7 @@ impl<K: Eq + Hash + Clone, V: Sized> ByteCache<K, V> {
 
     pub fn insert(&self, key: K, value: Arc<V>) {
         if let Some(inner) = &self.inner {
-            inner.insert(key, value);
+            inner.insert(key, (Instant::now(), value));
         }
     }
 }
@@ -127,5 +143,19 @@ mod tests {
         let off: ByteCache<u32, Vec<u8>> = ByteCache::new("off", 0, CacheMetrics::default());
         off.insert(1, Arc::new(vec![1]));
         assert!(off.get(&1).is_none());
+    }
+
+    #[test]
+    fn values_expire_after_their_time_to_live() {
+        let metrics = CacheMetrics::default();
+        let cache: ByteCache<u32, Vec<u8>> =
+            ByteCache::new("index", 10_000, metrics.clone()).with_ttl(Duration::ZERO);
+        cache.insert(1, Arc::new(vec![1]));
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(cache.get(&1).is_none(), "expired");
+        let lasting: ByteCache<u32, Vec<u8>> =
+            ByteCache::new("index", 10_000, metrics).with_ttl(Duration::from_secs(3600));
+        lasting.insert(1, Arc::new(vec![1]));
+        assert_eq!(lasting.get(&1).as_deref(), Some(&vec![1]));
     }
 }

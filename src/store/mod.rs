@@ -71,6 +71,10 @@ pub struct StorageConfig {
     /// newer ones still change as ingesters flush.
     #[serde(with = "humantime_serde")]
     pub index_cache_after: Duration,
+    /// How long a cached index result is used: rows a flush delayed by a
+    /// long store outage adds to an old bucket show within this.
+    #[serde(with = "humantime_serde")]
+    pub index_cache_ttl: Duration,
     /// Backend requests a query or a flush makes at once, at most.
     pub concurrency: usize,
 }
@@ -87,6 +91,7 @@ impl Default for StorageConfig {
             chunk_cache_bytes: 256 << 20,
             index_cache_bytes: 64 << 20,
             index_cache_after: Duration::from_secs(12 * 3600),
+            index_cache_ttl: Duration::from_secs(15 * 60),
             concurrency: 16,
         }
     }
@@ -300,7 +305,8 @@ impl Store {
             indexes,
             objects,
             chunk_cache: ByteCache::new("chunks", config.chunk_cache_bytes, cache_metrics.clone()),
-            index_cache: ByteCache::new("index", config.index_cache_bytes, cache_metrics),
+            index_cache: ByteCache::new("index", config.index_cache_bytes, cache_metrics)
+                .with_ttl(config.index_cache_ttl),
             config: config.clone(),
             requests,
         })
