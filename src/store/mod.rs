@@ -15,6 +15,10 @@
 //! things. Before writing, a flush reads the series' index rows and skips
 //! chunks already stored, so RF=3 stores one copy of each chunk that the
 //! replicas cut alike.
+//!
+//! Reading groups the records a query needs by pack and reads each span of
+//! records at most [`SPAN_GAP_BYTES`] apart with one request: a 7-day query
+//! costs a request per pack it touches, not one per chunk.
 
 pub mod backend;
 pub mod cache;
@@ -145,7 +149,7 @@ pub struct WriteStats {
 /// query range, each verified against the series' labels.
 /// Records of one pack whose gap is at most this are read together: one
 /// request instead of several, for a few bytes more.
-const SPAN_GAP_BYTES: u64 = 256 << 10;
+pub const SPAN_GAP_BYTES: u64 = 256 << 10;
 
 /// A chunk a query reads from a pack.
 struct Wanted {

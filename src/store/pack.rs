@@ -4,7 +4,8 @@
 //! A pack is immutable and named after its content (see [`pack_key`]), so
 //! writing it again — a retried flush — writes the same bytes under the
 //! same name. Each chunk is a self-contained record: a reader fetches just
-//! its byte range (from the index's [`ChunkLocation`]) and verifies it.
+//! its byte range (from the index's [`ChunkLocation`]), or one range
+//! holding several records, and verifies each.
 //!
 //! ```text
 //! pack:    ┌──────────────┬──────────┬──────────┬─────┐
