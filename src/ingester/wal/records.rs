@@ -364,41 +364,47 @@ pub fn decode_histograms_into(
     rec: &[u8],
     out: &mut Vec<HistogramRecord>,
 ) -> Result<(), RecordError> {
-    decode_histogram_record(rec, RecordType::Histograms, out, |d, series_ref, t| {
-        let (counter_reset_hint, schema, zero_threshold) = d.histogram_head()?;
-        let zero_count = d.uvarint("zero count")?;
-        let count = d.uvarint("count")?;
-        let sum = d.f64("sum")?;
-        let positive_spans = d.spans()?;
-        let negative_spans = d.spans()?;
-        let mut sides = [Vec::new(), Vec::new()];
-        for side in &mut sides {
-            let n = d.count("bucket deltas", 1)?;
-            side.reserve(n);
-            for _ in 0..n {
-                side.push(d.varint("bucket delta")?);
+    decode_delta_record(
+        rec,
+        RecordType::Histograms,
+        ("histograms", MIN_HISTOGRAM_LEN),
+        out,
+        |d, series_ref, t| {
+            let (counter_reset_hint, schema, zero_threshold) = d.histogram_head()?;
+            let zero_count = d.uvarint("zero count")?;
+            let count = d.uvarint("count")?;
+            let sum = d.f64("sum")?;
+            let positive_spans = d.spans()?;
+            let negative_spans = d.spans()?;
+            let mut sides = [Vec::new(), Vec::new()];
+            for side in &mut sides {
+                let n = d.count("bucket deltas", 1)?;
+                side.reserve(n);
+                for _ in 0..n {
+                    side.push(d.varint("bucket delta")?);
+                }
             }
-        }
-        let [positive_buckets, negative_buckets] = sides;
-        let custom_values = d.floats("custom values")?;
-        Ok(HistogramRecord {
-            series_ref,
-            t,
-            h: Histogram {
-                counter_reset_hint,
-                schema,
-                zero_threshold,
-                zero_count,
-                count,
-                sum,
-                positive_spans,
-                negative_spans,
-                positive_buckets,
-                negative_buckets,
-                custom_values,
-            },
-        })
-    })
+            let [positive_buckets, negative_buckets] = sides;
+            let custom_values = d.floats("custom values")?;
+            Ok(HistogramRecord {
+                series_ref,
+                t,
+                h: Histogram {
+                    counter_reset_hint,
+                    schema,
+                    zero_threshold,
+                    zero_count,
+                    count,
+                    sum,
+                    positive_spans,
+                    negative_spans,
+                    positive_buckets,
+                    negative_buckets,
+                    custom_values,
+                },
+            })
+        },
+    )
 }
 
 /// Decodes a float histograms record, appending to `out`.
@@ -406,44 +412,55 @@ pub fn decode_float_histograms_into(
     rec: &[u8],
     out: &mut Vec<FloatHistogramRecord>,
 ) -> Result<(), RecordError> {
-    decode_histogram_record(rec, RecordType::FloatHistograms, out, |d, series_ref, t| {
-        let (counter_reset_hint, schema, zero_threshold) = d.histogram_head()?;
-        let zero_count = d.f64("zero count")?;
-        let count = d.f64("count")?;
-        let sum = d.f64("sum")?;
-        let positive_spans = d.spans()?;
-        let negative_spans = d.spans()?;
-        let positive_buckets = d.floats("positive buckets")?;
-        let negative_buckets = d.floats("negative buckets")?;
-        let custom_values = d.floats("custom values")?;
-        Ok(FloatHistogramRecord {
-            series_ref,
-            t,
-            h: FloatHistogram {
-                counter_reset_hint,
-                schema,
-                zero_threshold,
-                zero_count,
-                count,
-                sum,
-                positive_spans,
-                negative_spans,
-                positive_buckets,
-                negative_buckets,
-                custom_values,
-            },
-        })
-    })
+    decode_delta_record(
+        rec,
+        RecordType::FloatHistograms,
+        ("histograms", MIN_HISTOGRAM_LEN),
+        out,
+        |d, series_ref, t| {
+            let (counter_reset_hint, schema, zero_threshold) = d.histogram_head()?;
+            let zero_count = d.f64("zero count")?;
+            let count = d.f64("count")?;
+            let sum = d.f64("sum")?;
+            let positive_spans = d.spans()?;
+            let negative_spans = d.spans()?;
+            let positive_buckets = d.floats("positive buckets")?;
+            let negative_buckets = d.floats("negative buckets")?;
+            let custom_values = d.floats("custom values")?;
+            Ok(FloatHistogramRecord {
+                series_ref,
+                t,
+                h: FloatHistogram {
+                    counter_reset_hint,
+                    schema,
+                    zero_threshold,
+                    zero_count,
+                    count,
+                    sum,
+                    positive_spans,
+                    negative_spans,
+                    positive_buckets,
+                    negative_buckets,
+                    custom_values,
+                },
+            })
+        },
+    )
 }
 
-fn decode_histogram_record<R>(
+/// Decodes a record of entries that each start with a series ref and a
+/// timestamp as deltas from the record's base ones (samples, exemplars,
+/// histograms); `one` reads the rest of an entry. `count` names the entries
+/// and gives their minimum encoded length.
+fn decode_delta_record<R>(
     rec: &[u8],
     typ: RecordType,
+    count: (&'static str, usize),
     out: &mut Vec<R>,
     one: impl Fn(&mut Decoder<'_>, u64, i64) -> Result<R, RecordError>,
 ) -> Result<(), RecordError> {
     let mut d = Decoder::new(rec, typ)?;
-    let n = d.count("histograms", MIN_HISTOGRAM_LEN)?;
+    let n = d.count(count.0, count.1)?;
     if n == 0 {
         return d.finish();
     }
@@ -478,46 +495,37 @@ pub fn decode_series_into(rec: &[u8], out: &mut Vec<SeriesRecord>) -> Result<(),
 
 /// Decodes a samples record, appending to `out` (a buffer to reuse).
 pub fn decode_samples_into(rec: &[u8], out: &mut Vec<SampleRecord>) -> Result<(), RecordError> {
-    let mut d = Decoder::new(rec, RecordType::Samples)?;
-    let n = d.count("samples", MIN_SAMPLE_LEN)?;
-    if n == 0 {
-        return d.finish();
-    }
-    let base_ref = d.uvarint("base series ref")?;
-    let base_t = d.varint("base timestamp")?;
-    out.reserve(n);
-    for _ in 0..n {
-        let series_ref = base_ref.wrapping_add(d.varint("series ref delta")? as u64);
-        let t = base_t.wrapping_add(d.varint("timestamp delta")?);
-        let v = f64::from_bits(u64::from_be_bytes(d.array("value")?));
-        out.push(SampleRecord { series_ref, t, v });
-    }
-    d.finish()
+    decode_delta_record(
+        rec,
+        RecordType::Samples,
+        ("samples", MIN_SAMPLE_LEN),
+        out,
+        |d, series_ref, t| {
+            Ok(SampleRecord {
+                series_ref,
+                t,
+                v: d.f64("value")?,
+            })
+        },
+    )
 }
 
 /// Decodes an exemplars record, appending to `out` (a buffer to reuse).
 pub fn decode_exemplars_into(rec: &[u8], out: &mut Vec<ExemplarRecord>) -> Result<(), RecordError> {
-    let mut d = Decoder::new(rec, RecordType::Exemplars)?;
-    let n = d.count("exemplars", MIN_EXEMPLAR_LEN)?;
-    if n == 0 {
-        return d.finish();
-    }
-    let base_ref = d.uvarint("base series ref")?;
-    let base_t = d.varint("base timestamp")?;
-    out.reserve(n);
-    for _ in 0..n {
-        let series_ref = base_ref.wrapping_add(d.varint("series ref delta")? as u64);
-        let t = base_t.wrapping_add(d.varint("timestamp delta")?);
-        let v = d.f64("value")?;
-        let labels = d.labels()?;
-        out.push(ExemplarRecord {
-            series_ref,
-            t,
-            v,
-            labels,
-        });
-    }
-    d.finish()
+    decode_delta_record(
+        rec,
+        RecordType::Exemplars,
+        ("exemplars", MIN_EXEMPLAR_LEN),
+        out,
+        |d, series_ref, t| {
+            Ok(ExemplarRecord {
+                series_ref,
+                t,
+                v: d.f64("value")?,
+                labels: d.labels()?,
+            })
+        },
+    )
 }
 
 fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
