@@ -216,6 +216,13 @@ enum Backend {
 }
 
 impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Local => "local files and the embedded index",
+            Backend::Cassandra(_) => "Cassandra",
+        }
+    }
+
     fn objects(self) -> &'static str {
         match self {
             Backend::Local => "filesystem",
@@ -345,43 +352,29 @@ fn load(rt: &tokio::runtime::Runtime, series: usize, backend: Backend) -> Loaded
     let index_writes = requests.get(backend.index(), "write");
     let index_queries = requests.get(backend.index(), "query");
     let per_million = |n: u64| n as f64 * 1e6 / samples_total as f64;
-    let Backend::Local = backend else {
-        println!(
-            "store: {series} series x {DAYS} days of {}s samples = {samples_total} samples into Cassandra, {window_hours} h chunk window, appended and flushed in {elapsed:.1?}",
-            STEP_MS / 1000
-        );
-        println!(
-            "store: packs {packed_bytes} B = {:.3} B/sample, index rows {index_rows} = {index_row_bytes} B = {:.3} B/sample",
-            packed_bytes as f64 / samples_total as f64,
-            index_row_bytes as f64 / samples_total as f64,
-        );
-        println!(
-            "store: per million samples flushed: {:.1} piece writes, {:.1} index write batches, {:.1} index queries",
-            per_million(puts),
-            per_million(index_writes),
-            per_million(index_queries)
-        );
-        return Loaded {
-            store,
-            end,
-            backend,
-            _dir: dir,
-        };
-    };
-    let pack_bytes = dir_bytes(&dir.path().join("chunks"));
-    let index_bytes = std::fs::metadata(dir.path().join("index.redb"))
-        .map(|m| m.len())
-        .unwrap_or(0);
     println!(
-        "store: {series} series x {DAYS} days of {}s samples = {samples_total} samples, {window_hours} h chunk window, appended and flushed in {elapsed:.1?} (last round: {report:?})",
-        STEP_MS / 1000
+        "store: {series} series x {DAYS} days of {}s samples = {samples_total} samples into {}, {window_hours} h chunk window, appended and flushed in {elapsed:.1?} (last round: {report:?})",
+        STEP_MS / 1000,
+        backend.name()
     );
-    println!(
-        "store: packs {pack_bytes} B = {:.3} B/sample; embedded index file {index_bytes} B = {:.3} B/sample; total {:.3} B/sample",
-        pack_bytes as f64 / samples_total as f64,
-        index_bytes as f64 / samples_total as f64,
-        (pack_bytes + index_bytes) as f64 / samples_total as f64
-    );
+    match backend {
+        Backend::Local => {
+            let pack_bytes = dir_bytes(&dir.path().join("chunks"));
+            let index_bytes = std::fs::metadata(dir.path().join("index.redb"))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            println!(
+                "store: packs {pack_bytes} B = {:.3} B/sample; embedded index file {index_bytes} B = {:.3} B/sample; total {:.3} B/sample",
+                pack_bytes as f64 / samples_total as f64,
+                index_bytes as f64 / samples_total as f64,
+                (pack_bytes + index_bytes) as f64 / samples_total as f64
+            );
+        }
+        Backend::Cassandra(_) => println!(
+            "store: packs {packed_bytes} B = {:.3} B/sample (as written; Cassandra's files are not measured)",
+            packed_bytes as f64 / samples_total as f64
+        ),
+    }
     println!(
         "store: Prometheus blocks, same samples: chunks {prometheus_bytes} B = {:.3} B/sample (XOR chunks of {PROMETHEUS_CHUNK_SAMPLES} samples, their framing and index meta; label index not counted)",
         prometheus_bytes as f64 / samples_total as f64
@@ -391,7 +384,7 @@ fn load(rt: &tokio::runtime::Runtime, series: usize, backend: Backend) -> Loaded
         index_row_bytes as f64 / samples_total as f64
     );
     println!(
-        "store: per million samples flushed: {:.1} object puts, {:.1} index write batches, {:.1} index queries (de-duplication lookups)",
+        "store: per million samples flushed: {:.1} object puts (Cassandra: 64 KiB pieces), {:.1} index write batches, {:.1} index queries (de-duplication lookups)",
         per_million(puts),
         per_million(index_writes),
         per_million(index_queries)
