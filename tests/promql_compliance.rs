@@ -22,12 +22,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use serde::Deserialize;
 
+use common::http;
 use common::promql::{
-    Api, Lcg, Mode, Prometheus, STALE_NAN, Series, compare, labels, requests, seconds,
-    wait_for_last_sample, write_both,
+    Api, Lcg, Mode, STALE_NAN, Series, compare, labels, requests, seconds,
+    start_strata_and_prometheus, wait_for_last_sample, write_both,
 };
 use common::rw::now_ms;
-use common::{Strata, http};
 
 /// Queries whose answers differ from Prometheus 3.16 by intent, each with
 /// its verified reason (none today).
@@ -347,19 +347,7 @@ async fn compliance_queries_match_prometheus() -> Result<()> {
         queries.len()
     );
     let workdir = tempfile::tempdir()?;
-    let args: Vec<String> = vec![
-        "--ring.replication-factor=1".into(),
-        "--limits.reject-old-samples=false".into(),
-        "--limits.ingestion-rate=100000000".into(),
-        "--limits.ingestion-burst-size=100000000".into(),
-    ];
-    let mut strata = Strata::spawn_in("strata", workdir.path(), &args)?;
-    let (ready, prometheus) = tokio::join!(
-        strata.wait_ready(),
-        Prometheus::start(&["--web.enable-remote-write-receiver"])
-    );
-    ready?;
-    let prometheus = prometheus?;
+    let (strata, prometheus) = start_strata_and_prometheus(workdir.path(), &[]).await?;
 
     // The last sample a few minutes ago, on a 5 s grid of whole seconds.
     let end = (now_ms() - 3 * 60_000) / INTERVAL_MS * INTERVAL_MS;

@@ -30,8 +30,9 @@ use anyhow::{Result, ensure};
 use serde_json::Value as Json;
 
 use common::promql::{
-    Api, HistogramSeries, Lcg, Mode, Outcome, Prometheus, STALE_NAN, Series, classic_histogram,
-    compare, labels, requests_with_histograms, seconds, wait_for_last_sample, write_both,
+    Api, HistogramSeries, Lcg, Mode, Outcome, STALE_NAN, Series, classic_histogram, compare,
+    labels, requests_with_histograms, seconds, start_strata_and_prometheus, wait_for_last_sample,
+    write_both,
 };
 use common::rw::now_ms;
 use common::{Cassandra, Moto, Strata, http};
@@ -650,11 +651,7 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
     println!("=== store: {backends}");
     let workdir = tempfile::tempdir()?;
     let mut args: Vec<String> = vec![
-        "--ring.replication-factor=1".into(),
         "--auth.enabled=false".into(),
-        "--limits.reject-old-samples=false".into(),
-        "--limits.ingestion-rate=100000000".into(),
-        "--limits.ingestion-burst-size=100000000".into(),
         // Flushes only when asked; flushed chunks leave memory at once, so
         // the later rounds read them from the store alone.
         "--ingester.flush.period=0s".into(),
@@ -666,13 +663,7 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
         std::fs::write(&file, yaml)?;
         args.push(format!("--config.file={}", file.display()));
     }
-    let mut strata = Strata::spawn_in("strata", workdir.path(), &args)?;
-    let (ready, prometheus) = tokio::join!(
-        strata.wait_ready(),
-        Prometheus::start(&["--web.enable-remote-write-receiver"])
-    );
-    ready?;
-    let prometheus = prometheus?;
+    let (mut strata, prometheus) = start_strata_and_prometheus(workdir.path(), &args).await?;
 
     // The last sample a few minutes ago, at a whole second + 200 ms.
     let end = (now_ms() - 4 * 60_000) / 1000 * 1000 + 200;

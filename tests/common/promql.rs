@@ -15,7 +15,7 @@ use strata::proto::histogram::int_to_proto;
 use strata::proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 
 use super::rw;
-use super::{Guard, free_port, http};
+use super::{Guard, Strata, free_port, http};
 
 /// The staleness marker Prometheus writes when a series disappears.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -227,6 +227,28 @@ pub struct Prometheus {
     _dir: tempfile::TempDir,
 }
 
+/// A `strata` in `workdir` that takes a test's bulk-loaded history (one
+/// replica, no age or rate limits), with `extra` flags, and a Prometheus
+/// 3.16 receiving remote writes, started side by side.
+pub async fn start_strata_and_prometheus(
+    workdir: &std::path::Path,
+    extra: &[String],
+) -> Result<(Strata, Prometheus)> {
+    let mut args: Vec<String> = vec![
+        "--ring.replication-factor=1".into(),
+        "--limits.reject-old-samples=false".into(),
+        "--limits.ingestion-rate=100000000".into(),
+        "--limits.ingestion-burst-size=100000000".into(),
+    ];
+    args.extend_from_slice(extra);
+    let mut strata = Strata::spawn_in("strata", workdir, &args)?;
+    let (ready, prometheus) = tokio::join!(
+        strata.wait_ready(),
+        Prometheus::start(&["--web.enable-remote-write-receiver"])
+    );
+    ready?;
+    Ok((strata, prometheus?))
+}
 impl Prometheus {
     /// Prometheus 3.16 with no scrape jobs and the flags `extra` (e.g.
     /// `--web.enable-remote-write-receiver`).
