@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value as Json;
 
-use common::promql::{Prometheus, seconds};
+use common::promql::{Prometheus, seconds, sender_config};
 use common::rw::now_ms;
 use common::{Strata, http};
 
@@ -398,16 +398,14 @@ async fn grafana_calls_answer_as_prometheus_does() -> Result<()> {
     let prometheus = Prometheus::start_with(
         "prometheus",
         |port| {
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_native_histograms: true\n\
-                 scrape_configs:\n\
-                 \x20 - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n\
-                 \x20 - job_name: strata\n    static_configs: [{{targets: ['{target}']}}]\n\
-                 remote_write:\n\
-                 \x20 - url: {push}\n    headers: {{X-Scope-OrgID: {TENANT}}}\n\
-                 \x20   protobuf_message: io.prometheus.write.v2.Request\n\
-                 \x20   send_native_histograms: true\n\
-                 \x20   queue_config: {{batch_send_deadline: 1s}}\n"
+            sender_config(
+                port,
+                &format!("['{target}']"),
+                &push,
+                TENANT,
+                "    protobuf_message: io.prometheus.write.v2.Request\n    \
+                 send_native_histograms: true\n    \
+                 queue_config: {batch_send_deadline: 1s}\n",
             )
         },
         // Remote write 2.0 carries metadata only with this.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value as Json;
 
-use common::promql::{Prometheus, seconds};
+use common::promql::{Prometheus, seconds, sender_config};
 use common::rw::now_ms;
 use common::{Etcd, Strata, eventually, http};
 
@@ -175,15 +175,15 @@ async fn sender_and_reader(tenant: &'static str, protobuf_message: Option<&str>)
     let sender = Prometheus::start_with(
         "sender",
         |port| {
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_native_histograms: true\n\
-                 scrape_configs:\n\
-                 \x20 - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n\
-                 \x20 - job_name: strata\n    static_configs: [{{targets: {targets}}}]\n\
-                 remote_write:\n\
-                 \x20 - url: {push}\n    headers: {{X-Scope-OrgID: {tenant}}}\n{message}\
-                 \x20   send_native_histograms: true\n\
-                 \x20   queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 1s}}\n"
+            sender_config(
+                port,
+                &targets,
+                &push,
+                tenant,
+                &format!(
+                    "{message}    send_native_histograms: true\n    \
+                     queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 1s}}\n"
+                ),
             )
         },
         &[],

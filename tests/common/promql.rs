@@ -227,6 +227,27 @@ pub struct Prometheus {
     _dir: tempfile::TempDir,
 }
 
+/// A Prometheus config scraping itself (on `port`) and `targets` (a YAML
+/// list) every second, native histograms included, and remote-writing to
+/// `push` for `tenant`; `remote_write_extra` adds lines to the remote-write
+/// entry (each `    key: value\n`).
+pub fn sender_config(
+    port: u16,
+    targets: &str,
+    push: &str,
+    tenant: &str,
+    remote_write_extra: &str,
+) -> String {
+    format!(
+        "global:\n  scrape_interval: 1s\n  scrape_native_histograms: true\n\
+         scrape_configs:\n\
+         \x20 - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n\
+         \x20 - job_name: strata\n    static_configs: [{{targets: {targets}}}]\n\
+         remote_write:\n\
+         \x20 - url: {push}\n    headers: {{X-Scope-OrgID: {tenant}}}\n{remote_write_extra}"
+    )
+}
+
 /// A `strata` in `workdir` that takes a test's bulk-loaded history (one
 /// replica, no age or rate limits), with `extra` flags, and a Prometheus
 /// 3.16 receiving remote writes, started side by side.
