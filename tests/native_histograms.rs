@@ -435,22 +435,6 @@ async fn histograms_round_trip_through_remote_read_and_wal_replay() -> Result<()
     Ok(())
 }
 
-async fn discarded(strata: &Strata, reason: &str, tenant: &str) -> Result<f64> {
-    let text = http()
-        .get(strata.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let needle =
-        format!("strata_discarded_samples_total{{reason=\"{reason}\",tenant=\"{tenant}\"}} ");
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(&needle))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_histograms_get_a_precise_400_and_are_counted() -> Result<()> {
     let mut strata = Strata::spawn("strata", &args())?;
@@ -546,7 +530,7 @@ async fn invalid_histograms_get_a_precise_400_and_are_counted() -> Result<()> {
             answer.body
         );
         ensure!(
-            discarded(&strata, reason, "team-x").await? == 1.0,
+            strata.discarded(reason, "team-x").await? == 1.0,
             "{name}: {reason} counted"
         );
     }
@@ -636,8 +620,18 @@ async fn invalid_histograms_get_a_precise_400_and_are_counted() -> Result<()> {
         "{}",
         answer.body
     );
-    ensure!(discarded(&strata, "max_native_histogram_buckets", "team-x").await? == 1.0);
-    ensure!(discarded(&strata, "new_value_for_timestamp", "team-x").await? == 1.0);
+    ensure!(
+        strata
+            .discarded("max_native_histogram_buckets", "team-x")
+            .await?
+            == 1.0
+    );
+    ensure!(
+        strata
+            .discarded("new_value_for_timestamp", "team-x")
+            .await?
+            == 1.0
+    );
 
     // What was valid is stored: the good histogram of each case, the
     // reduced one, the float sample.

@@ -195,17 +195,9 @@ async fn restarted_ingester_keeps_its_tokens_and_etcd_outage_keeps_the_ring() ->
         "heartbeat failures counted",
         Duration::from_secs(30),
         || async {
-            let text = http()
-                .get(second.url("/metrics"))
-                .send()
-                .await?
-                .text()
+            let failures = second
+                .metric_sum("strata_ring_heartbeat_failures_total", "")
                 .await?;
-            let failures = text
-                .lines()
-                .find_map(|l| l.strip_prefix("strata_ring_heartbeat_failures_total "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(0.0);
             Ok((failures >= 1.0).then_some(()))
         },
     )

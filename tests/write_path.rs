@@ -6,8 +6,8 @@
 mod common;
 
 use anyhow::{Result, ensure};
+use common::Strata;
 use common::rw::{self, eq, now_ms, query_ingester, series};
-use common::{Strata, http};
 use prost::Message;
 use strata::proto::prometheus::{MetricMetadata, WriteRequest};
 use strata::proto::write_v2;
@@ -20,22 +20,6 @@ fn single(extra: &[&str]) -> Result<Strata> {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     Strata::spawn("strata", &args)
-}
-
-async fn discarded(strata: &Strata, reason: &str, tenant: &str) -> Result<f64> {
-    let text = http()
-        .get(strata.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let needle =
-        format!("strata_discarded_samples_total{{reason=\"{reason}\",tenant=\"{tenant}\"}} ");
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(&needle))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,8 +325,8 @@ async fn bad_requests_get_the_spec_status_and_lose_nothing() -> Result<()> {
             "{name} stored despite its bad neighbours"
         );
     }
-    ensure!(discarded(&strata, "missing_metric_name", "t").await? == 1.0);
-    ensure!(discarded(&strata, "greater_than_max_sample_age", "t").await? == 1.0);
+    ensure!(strata.discarded("missing_metric_name", "t").await? == 1.0);
+    ensure!(strata.discarded("greater_than_max_sample_age", "t").await? == 1.0);
 
     // Refused by the ingester: out of order, duplicate with another value, series limit.
     let answer = rw::push(
@@ -411,8 +395,8 @@ async fn bad_requests_get_the_spec_status_and_lose_nothing() -> Result<()> {
         limited.len() == 2,
         "the two series within the limit are stored"
     );
-    ensure!(discarded(&strata, "sample_out_of_order", "t").await? == 1.0);
-    ensure!(discarded(&strata, "per_metric_series_limit", "t").await? == 1.0);
+    ensure!(strata.discarded("sample_out_of_order", "t").await? == 1.0);
+    ensure!(strata.discarded("per_metric_series_limit", "t").await? == 1.0);
 
     // The first sample is still the only one of `good`.
     let stored = query_ingester(
@@ -484,7 +468,7 @@ async fn rate_limit_answers_429_with_retry_after() -> Result<()> {
         "a request larger than the burst can never pass: {}",
         too_big.status
     );
-    ensure!(discarded(&strata, "rate_limited", "t").await? == 40.0);
+    ensure!(strata.discarded("rate_limited", "t").await? == 40.0);
     Ok(())
 }
 

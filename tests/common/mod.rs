@@ -351,6 +351,15 @@ impl Strata {
             .fold(0.0, |sum, v| sum + v))
     }
 
+    /// `strata_discarded_samples_total` of `reason` and `tenant`.
+    pub async fn discarded(&self, reason: &str, tenant: &str) -> Result<f64> {
+        self.metric_sum(
+            "strata_discarded_samples_total",
+            &format!("{{reason=\"{reason}\",tenant=\"{tenant}\"}} "),
+        )
+        .await
+    }
+
     /// Waits until this process's view of the ring shows `count` ACTIVE
     /// members.
     pub async fn wait_active(&self, count: usize) -> Result<()> {
