@@ -153,7 +153,9 @@ pub const SPAN_GAP_BYTES: u64 = 256 << 10;
 
 /// A chunk a query reads from a pack.
 struct Wanted {
-    series: usize,
+    /// The series' position in the query's answer, and the chunk's in the
+    /// series' chunks.
+    slot: (usize, usize),
     chunk: ChunkRef,
     loc: ChunkLocation,
 }
@@ -665,25 +667,23 @@ impl Store {
         maxt: i64,
     ) -> Result<Vec<StoredSeries>, StoreError> {
         let refs = self.select_refs(tenant, matchers, mint, maxt).await?;
-        let mut out: Vec<StoredSeries> = refs
+        // Each series' chunks in the order `select_refs` gives them.
+        let mut slots: Vec<Vec<Option<StoreChunk>>> = refs
             .iter()
-            .map(|(labels, _)| StoredSeries {
-                labels: labels.clone(),
-                chunks: Vec::new(),
-            })
+            .map(|(_, chunks)| vec![None; chunks.len()])
             .collect();
         // Cached records first; the rest grouped by pack, in offset order.
         let mut by_pack: HashMap<(usize, &str, &str), Vec<Wanted>> = HashMap::new();
         for (i, (labels, chunks)) in refs.iter().enumerate() {
-            for (r, loc) in chunks {
+            for (j, (r, loc)) in chunks.iter().enumerate() {
                 let key = (loc.table.clone(), loc.key.clone(), loc.offset);
                 match self.chunk_cache.get(&key) {
-                    Some(bytes) => out[i].chunks.push(verify(&bytes, r, loc, labels)?),
+                    Some(bytes) => slots[i][j] = Some(verify(&bytes, r, loc, labels)?),
                     None => by_pack
                         .entry((self.schema.period_index(r.from), &loc.table, &loc.key))
                         .or_default()
                         .push(Wanted {
-                            series: i,
+                            slot: (i, j),
                             chunk: r.clone(),
                             loc: loc.clone(),
                         }),
@@ -699,7 +699,7 @@ impl Store {
                     .map(move |span| (period, span))
             })
             .collect();
-        let read: Vec<Vec<(usize, StoreChunk)>> = stream::iter(spans)
+        let read: Vec<Vec<((usize, usize), StoreChunk)>> = stream::iter(spans)
             .map(|(period, span)| {
                 let refs = &refs;
                 async move { self.read_span(period, &span, refs).await }
@@ -707,15 +707,17 @@ impl Store {
             .buffer_unordered(self.config.concurrency.max(1))
             .try_collect()
             .await?;
-        for (i, chunk) in read.into_iter().flatten() {
-            out[i].chunks.push(chunk);
+        for ((i, j), chunk) in read.into_iter().flatten() {
+            slots[i][j] = Some(chunk);
         }
-        for series in &mut out {
-            series
-                .chunks
-                .sort_by_key(|c| (c.from, c.through, crc32c::crc32c(&c.data)));
-        }
-        Ok(out)
+        Ok(refs
+            .into_iter()
+            .zip(slots)
+            .map(|((labels, _), chunks)| StoredSeries {
+                labels,
+                chunks: chunks.into_iter().flatten().collect(),
+            })
+            .collect())
     }
 
     /// Reads the records of one span of a pack with one request, caches
@@ -725,7 +727,7 @@ impl Store {
         period: usize,
         span: &[Wanted],
         refs: &[(Labels, Vec<(ChunkRef, ChunkLocation)>)],
-    ) -> Result<Vec<(usize, StoreChunk)>, StoreError> {
+    ) -> Result<Vec<((usize, usize), StoreChunk)>, StoreError> {
         let (Some(first), Some(last)) = (span.first(), span.last()) else {
             return Ok(Vec::new());
         };
@@ -755,8 +757,8 @@ impl Store {
                 record.clone(),
             );
             out.push((
-                w.series,
-                verify(&record, &w.chunk, &w.loc, &refs[w.series].0)?,
+                w.slot,
+                verify(&record, &w.chunk, &w.loc, &refs[w.slot.0].0)?,
             ));
         }
         Ok(out)
