@@ -16,6 +16,10 @@
 //! - **query latency of a 7-day range query** read from the store alone
 //!   (criterion), through the PromQL engine.
 //!
+//! Then the compactor rewrites each day into one chunk per series, as it
+//! does by default once a day has ended, and the sizes are measured again;
+//! the queries read the compacted days (`STORE_COMPACT=0` skips this).
+//!
 //! `STORE_BACKEND=cassandra` runs it all against a real Apache Cassandra
 //! (chunks and index), started as the integration tests start theirs
 //! (`tests/install-deps.sh` installs it); the default is local files and
@@ -36,6 +40,7 @@ use strata::metrics::Metrics;
 use strata::model::{Labels, Sample};
 use strata::promql::{Engine, EngineConfig};
 use strata::querier::store::StoreQueryable;
+use strata::store::compactor::{Compactor, CompactorConfig};
 use strata::store::{CassandraConfig, ChunkBackend, IndexBackend, PeriodConfig};
 use strata::store::{EmbeddedConfig, FilesystemConfig, SchemaConfig, StorageConfig, Store};
 use strata::tenant::TenantId;
@@ -357,24 +362,25 @@ fn load(rt: &tokio::runtime::Runtime, series: usize, backend: Backend) -> Loaded
         STEP_MS / 1000,
         backend.name()
     );
-    match backend {
+    let sizes = |packed: u64| match backend {
         Backend::Local => {
             let pack_bytes = dir_bytes(&dir.path().join("chunks"));
             let index_bytes = std::fs::metadata(dir.path().join("index.redb"))
                 .map(|m| m.len())
                 .unwrap_or(0);
-            println!(
-                "store: packs {pack_bytes} B = {:.3} B/sample; embedded index file {index_bytes} B = {:.3} B/sample; total {:.3} B/sample",
+            format!(
+                "packs {pack_bytes} B = {:.3} B/sample; embedded index file {index_bytes} B = {:.3} B/sample; total {:.3} B/sample",
                 pack_bytes as f64 / samples_total as f64,
                 index_bytes as f64 / samples_total as f64,
                 (pack_bytes + index_bytes) as f64 / samples_total as f64
-            );
+            )
         }
-        Backend::Cassandra(_) => println!(
-            "store: packs {packed_bytes} B = {:.3} B/sample (as written; Cassandra's files are not measured)",
-            packed_bytes as f64 / samples_total as f64
+        Backend::Cassandra(_) => format!(
+            "packs {packed} B = {:.3} B/sample (as written; Cassandra's files are not measured)",
+            packed as f64 / samples_total as f64
         ),
-    }
+    };
+    println!("store: as flushed: {}", sizes(packed_bytes));
     println!(
         "store: Prometheus blocks, same samples: chunks {prometheus_bytes} B = {:.3} B/sample (XOR chunks of {PROMETHEUS_CHUNK_SAMPLES} samples, their framing and index meta; label index not counted)",
         prometheus_bytes as f64 / samples_total as f64
@@ -389,6 +395,45 @@ fn load(rt: &tokio::runtime::Runtime, series: usize, backend: Backend) -> Loaded
         per_million(index_writes),
         per_million(index_queries)
     );
+    if std::env::var("STORE_COMPACT").as_deref() != Ok("0") {
+        // The compactor as it runs by default, once every day has ended
+        // `min_age` ago; a second pass deletes the retired packs (no
+        // deletion delay here).
+        let compactor = Compactor::new(
+            CompactorConfig {
+                deletion_delay: Duration::ZERO,
+                ..CompactorConfig::default()
+            },
+            store.clone(),
+            &metrics,
+        );
+        let started = Instant::now();
+        let now = end + 7 * 3_600_000;
+        let r = rt.block_on(compactor.run(now)).expect("compaction");
+        let compacted_in = started.elapsed();
+        let deleted = rt.block_on(compactor.run(now)).expect("deletion pass");
+        let packed = packed_bytes + r.bytes_written - r.retired_bytes;
+        let rows = index_row_bytes + r.row_bytes_written - r.row_bytes_deleted;
+        println!(
+            "store: compacted {} tenant-days in {compacted_in:.1?} ({:.1} M samples/s): {} chunks read ({} B) into {} chunks ({} B) in {} packs; {} packs retired ({} B), {} deleted by the next pass",
+            r.buckets,
+            samples_total as f64 / compacted_in.as_secs_f64() / 1e6,
+            r.chunks_read,
+            r.bytes_read,
+            r.chunks_written,
+            r.bytes_written,
+            r.packs_written,
+            r.packs_retired,
+            r.retired_bytes,
+            deleted.packs_deleted
+        );
+        println!("store: after compaction: {}", sizes(packed));
+        println!(
+            "store: after compaction: index rows {rows} B of keys and values = {:.3} B/sample; packs + index rows = {:.3} B/sample (Cassandra / DynamoDB)",
+            rows as f64 / samples_total as f64,
+            (packed + rows) as f64 / samples_total as f64
+        );
+    }
     Loaded {
         store,
         end,

@@ -25,6 +25,7 @@ use crate::ring::{INGESTER_RING_KEY, http as ring_http};
 use crate::server::push::{self, PushState};
 use crate::server::{AdminState, Listeners, Servers, admin_routes};
 use crate::service::ServiceManager;
+use crate::store::compactor::Compactor;
 use crate::store::table_manager::TableManager;
 use crate::store::{Store, TableDesc};
 
@@ -41,10 +42,11 @@ pub enum Role {
     QueryFrontend,
     Ruler,
     TableManager,
+    Compactor,
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::All,
         Role::Distributor,
         Role::Ingester,
@@ -52,6 +54,7 @@ impl Role {
         Role::QueryFrontend,
         Role::Ruler,
         Role::TableManager,
+        Role::Compactor,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Role {
             Role::QueryFrontend => "query-frontend",
             Role::Ruler => "ruler",
             Role::TableManager => "table-manager",
+            Role::Compactor => "compactor",
         }
     }
 
@@ -70,7 +74,12 @@ impl Role {
     pub fn available(self) -> bool {
         matches!(
             self,
-            Role::All | Role::Ingester | Role::Distributor | Role::Querier | Role::TableManager
+            Role::All
+                | Role::Ingester
+                | Role::Distributor
+                | Role::Querier
+                | Role::TableManager
+                | Role::Compactor
         )
     }
 }
@@ -258,7 +267,8 @@ impl App {
 
         // The long-term store, for the roles that write or read it.
         let runs_table_manager = config.target.runs(Role::TableManager);
-        let store = if runs_ingester || runs_querier || runs_table_manager {
+        let runs_compactor = config.target.runs(Role::Compactor);
+        let store = if runs_ingester || runs_querier || runs_table_manager || runs_compactor {
             Some(Arc::new(Store::new(
                 &config.storage,
                 &config.schema,
@@ -273,6 +283,13 @@ impl App {
                 config.table_manager.clone(),
                 store.clone(),
                 TableDesc::default(),
+            )));
+        }
+        if runs_compactor && let Some(store) = &store {
+            services.add(Arc::new(Compactor::new(
+                config.compactor.clone(),
+                store.clone(),
+                &metrics,
             )));
         }
 

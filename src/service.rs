@@ -3,6 +3,7 @@
 //! their states for `/services` and `/ready`, and stops them in reverse.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
@@ -25,6 +26,27 @@ impl BackgroundTask {
     {
         let handle = tokio::spawn(run(self.cancel.clone()));
         *self.handle.lock() = Some(handle);
+    }
+
+    /// Runs `tick` every `period`, the first time `first` from now, until
+    /// stopped. A tick that runs long delays the next ones (no burst of
+    /// catch-up ticks); a stop waits for a running tick to end.
+    pub fn spawn_every<F, Fut>(&self, first: Duration, period: Duration, mut tick: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        self.spawn(|cancel| async move {
+            let start = tokio::time::Instant::now() + first;
+            let mut ticker = tokio::time::interval_at(start, period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = ticker.tick() => tick().await,
+                }
+            }
+        });
     }
 
     /// Cancels the task and waits for it to finish.

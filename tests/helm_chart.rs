@@ -67,15 +67,21 @@ fn chart_lints_and_renders_valid_objects() -> Result<()> {
         );
         // single: config, service, statefulset. microservices: config, the
         // ingesters' statefulset, headless service and disruption budget,
-        // and a deployment each for distributors, queriers and the table
-        // manager, with services for the first two.
-        let objects = if mode == "single" { 3 } else { 9 };
+        // and a deployment each for distributors, queriers, the table
+        // manager and the compactor, with services for the first two.
+        let objects = if mode == "single" { 3 } else { 10 };
         ensure!(
             summary.contains(&format!("Valid: {objects},")),
             "{mode}: {objects} objects: {summary}"
         );
         if mode == "microservices" {
-            for role in ["ingester", "distributor", "querier", "table-manager"] {
+            for role in [
+                "ingester",
+                "distributor",
+                "querier",
+                "table-manager",
+                "compactor",
+            ] {
                 ensure!(
                     rendered.contains(&format!("- --target={role}\n")),
                     "a workload runs {role}: {rendered}"
@@ -94,6 +100,7 @@ fn rendered_strata_config_is_accepted_by_strata() -> Result<()> {
         ("microservices", "distributor", "etcd"),
         ("microservices", "querier", "etcd"),
         ("microservices", "table-manager", "etcd"),
+        ("microservices", "compactor", "etcd"),
     ] {
         let rendered = render(mode)?;
         // The ConfigMap's strata.yaml block, unindented.

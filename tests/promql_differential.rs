@@ -35,7 +35,7 @@ use common::promql::{
     write_both,
 };
 use common::rw::now_ms;
-use common::{Cassandra, Moto, Strata, http};
+use common::{Cassandra, Moto, Strata, eventually, http};
 use strata::model::histogram::{CounterResetHint, Histogram, Span as HistogramSpan};
 
 /// Queries whose answers differ from Prometheus 3.16 by intent, each with
@@ -619,7 +619,7 @@ fn dataset(end: i64) -> Vec<Series> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promql_answers_match_prometheus() -> Result<()> {
-    round_trip("local files and embedded index", None).await
+    round_trip("local files and embedded index", "", "").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,26 +627,39 @@ async fn promql_answers_match_prometheus_from_s3_and_dynamodb() -> Result<()> {
     let moto = Moto::start().await?;
     moto.create_bucket("strata").await?;
     let endpoint = moto.endpoint();
-    let config = format!(
-        "storage:\n  s3: {{bucket: strata, endpoint: \"{endpoint}\", region: us-east-1, force_path_style: true, access_key_id: test, secret_access_key: test}}\n  dynamodb: {{endpoint: \"{endpoint}\", region: us-east-1, access_key_id: test, secret_access_key: test}}\nschema:\n  periods:\n    - {{from: \"2020-01-01\", chunks: s3, index: dynamodb}}\n"
+    let storage = format!(
+        "  s3: {{bucket: strata, endpoint: \"{endpoint}\", region: us-east-1, force_path_style: true, access_key_id: test, secret_access_key: test}}\n  dynamodb: {{endpoint: \"{endpoint}\", region: us-east-1, access_key_id: test, secret_access_key: test}}\n"
     );
-    round_trip("S3 (moto) and DynamoDB (moto)", Some(config)).await
+    round_trip(
+        "S3 (moto) and DynamoDB (moto)",
+        &storage,
+        ", chunks: s3, index: dynamodb",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promql_answers_match_prometheus_from_cassandra() -> Result<()> {
     let port = Cassandra::shared().await?;
-    let config = format!(
-        "storage:\n  cassandra: {{addresses: [127.0.0.1], port: {port}, keyspace: differential, replication_factor: 1, consistency: one}}\n  max_pack_bytes: 1048576\nschema:\n  periods:\n    - {{from: \"2020-01-01\", chunks: cassandra, index: cassandra}}\n"
+    let storage = format!(
+        "  cassandra: {{addresses: [127.0.0.1], port: {port}, keyspace: differential, replication_factor: 1, consistency: one}}\n  max_pack_bytes: 1048576\n"
     );
-    round_trip("Cassandra (chunks and index)", Some(config)).await
+    round_trip(
+        "Cassandra (chunks and index)",
+        &storage,
+        ", chunks: cassandra, index: cassandra",
+    )
+    .await
 }
 
 /// Loads the data set into Prometheus 3.16 and Strata, compares every
-/// query; flushes Strata to its store and compares again; restarts it with
-/// its WAL deleted and compares a third time. `store` is the YAML of the
-/// `storage:` and `schema:` sections (None: local files, embedded index).
-async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
+/// query; flushes Strata to its store and compares again; waits for the
+/// compactor to rewrite the hours that ended and delete the packs it
+/// replaced, and compares again; restarts it with its WAL deleted and
+/// compares a last time. `storage` is the YAML of the `storage:` section's
+/// fields, `period` the backends of the schema period (both empty: local
+/// files, embedded index).
+async fn round_trip(backends: &str, storage: &str, period: &str) -> Result<()> {
     let started = Instant::now();
     println!("=== store: {backends}");
     let workdir = tempfile::tempdir()?;
@@ -656,13 +669,30 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
         // the later rounds read them from the store alone.
         "--ingester.flush.period=0s".into(),
         "--ingester.flush.retain-period=0s".into(),
+        // Index buckets of an hour, chunk windows of half of one: the two
+        // hours of data fill at least one bucket that has ended, which the
+        // compactor (every second, as soon as a bucket ended) rewrites
+        // into one chunk per series; the packs it replaced are deleted 10 s
+        // later.
+        "--ingester.head.chunk-window=30m".into(),
+        "--compactor.interval=1s".into(),
+        "--compactor.min-age=0s".into(),
+        "--compactor.deletion-delay=10s".into(),
     ];
-    let local = store.is_none();
-    if let Some(yaml) = store {
-        let file = workdir.path().join("store.yaml");
-        std::fs::write(&file, yaml)?;
-        args.push(format!("--config.file={}", file.display()));
-    }
+    let local = storage.is_empty();
+    let storage = if local {
+        String::new()
+    } else {
+        format!("storage:\n{storage}")
+    };
+    let file = workdir.path().join("store.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{storage}schema:\n  periods:\n    - {{from: \"2020-01-01\", bucket: 1h{period}}}\n"
+        ),
+    )?;
+    args.push(format!("--config.file={}", file.display()));
     let (mut strata, prometheus) = start_strata_and_prometheus(workdir.path(), &args).await?;
 
     // The last sample a few minutes ago, at a whole second + 200 ms.
@@ -720,6 +750,33 @@ async fn round_trip(backends: &str, store: Option<String>) -> Result<()> {
         &prometheus_api,
         end,
         "from the store",
+        local,
+    )
+    .await?;
+
+    // The compactor rewrites the hours that ended and, 10 s later, deletes
+    // the packs it replaced: every answer stays the same.
+    let compacted = eventually(
+        "the compactor rewrote the ended hours and deleted their packs",
+        Duration::from_secs(120),
+        || async {
+            let buckets = strata
+                .metric_sum("strata_compactor_buckets_compacted_total", "")
+                .await?;
+            let deleted = strata
+                .metric_sum("strata_compactor_packs_deleted_total", "")
+                .await?;
+            Ok((buckets >= 1.0 && deleted >= 1.0).then_some((buckets, deleted)))
+        },
+    )
+    .await?;
+    println!("compacted: {compacted:?} (buckets, packs deleted)");
+    compare_all(
+        &client,
+        &strata_api,
+        &prometheus_api,
+        end,
+        "after compaction",
         local,
     )
     .await?;

@@ -117,6 +117,7 @@ async fn admin_endpoints_and_graceful_sigterm() -> Result<()> {
             == vec![
                 ("runtime-config".to_string(), "Running".to_string()),
                 ("table-manager".to_string(), "Running".to_string()),
+                ("compactor".to_string(), "Running".to_string()),
                 ("ingester-ring".to_string(), "Running".to_string()),
                 ("ingester".to_string(), "Running".to_string())
             ],
@@ -145,6 +146,7 @@ fn help_lists_roles_and_flags() -> Result<()> {
         "distributor",
         "query-frontend",
         "table-manager",
+        "compactor",
         "--target",
         "--config.file",
         "--config.expand-env",

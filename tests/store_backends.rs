@@ -11,16 +11,18 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use common::{Cassandra, Moto};
 use strata::metrics::Metrics;
 use strata::model::{Labels, MatchOp, Matcher};
+use strata::store::compactor::{Compactor, CompactorConfig};
 use strata::store::{
     CassandraConfig, CassandraConsistency, ChunkBackend, ChunkEncoding, DynamoDbConfig,
-    IndexBackend, IndexClient, IndexEntry, IndexQuery, ObjectClient, PeriodConfig, S3Config,
-    SchemaConfig, StorageConfig, Store, StoreChunk, StoreError, TableClient, TableDesc,
+    IndexBackend, IndexClient, IndexEntry, IndexKey, IndexQuery, ObjectClient, PeriodConfig,
+    S3Config, SchemaConfig, StorageConfig, Store, StoreChunk, StoreError, TableClient, TableDesc,
 };
 
 const DAY: i64 = 86_400_000;
@@ -151,6 +153,34 @@ async fn index_contract(idx: &dyn IndexClient) -> Result<()> {
         idx.list_tables().await?.contains(&"t1".to_string()),
         "t1 listed"
     );
+    // Deleting rows: by key, missing ones too, in batches past the limits.
+    let key = |h: &str, r: &[u8]| IndexKey {
+        hash: h.to_string(),
+        range: r.to_vec(),
+    };
+    idx.write("t1", &[entry("d", b"1", b""), entry("d", b"2", b"v")])
+        .await?;
+    idx.delete("t1", &[key("d", b"1"), key("d", b"9"), key("nope", b"1")])
+        .await?;
+    let left = idx.query("t1", &IndexQuery::hash("d".to_string())).await?;
+    ensure!(
+        left.len() == 1 && left[0].range == b"2",
+        "one row deleted, one left: {left:?}"
+    );
+    let many: Vec<IndexEntry> = (0..300u32)
+        .map(|i| entry("dd", &i.to_be_bytes(), b"x"))
+        .collect();
+    idx.write("t1", &many).await?;
+    let keys: Vec<IndexKey> = (0..300u32)
+        .filter(|i| i % 3 != 0)
+        .map(|i| key("dd", &i.to_be_bytes()))
+        .collect();
+    idx.delete("t1", &keys).await?;
+    let left = idx.query("t1", &IndexQuery::hash("dd".to_string())).await?;
+    ensure!(left.len() == 100, "{} of 100 rows left", left.len());
+    idx.delete("t_missing", &keys)
+        .await
+        .context("deleting from a missing table succeeds")?;
     idx.delete_table("t1").await?;
     ensure!(
         !idx.list_tables().await?.contains(&"t1".to_string()),
@@ -236,6 +266,30 @@ async fn object_contract(objects: &dyn ObjectClient, tables_are_real: bool) -> R
             .is_err(),
         "a range past the replaced object's end"
     );
+    // Sizes and deletes, of present and missing objects.
+    objects.put("chunks_1", "t/del", vec![7; 70_000]).await?;
+    ensure!(objects.size("chunks_1", "t/del").await? == Some(70_000));
+    ensure!(objects.size("chunks_1", "u/big").await? == Some(10));
+    ensure!(objects.size("chunks_1", "t/none").await?.is_none());
+    ensure!(objects.size("chunks_9", "t/none").await?.is_none());
+    objects.delete("chunks_1", "t/del").await?;
+    ensure!(
+        objects.size("chunks_1", "t/del").await?.is_none(),
+        "deleted"
+    );
+    let deleted = objects.get_range("chunks_1", "t/del", 0, 1).await;
+    ensure!(
+        matches!(deleted, Err(StoreError::NotFound { .. })),
+        "a deleted object: {deleted:?}"
+    );
+    objects
+        .delete("chunks_1", "t/del")
+        .await
+        .context("deleting a missing object succeeds")?;
+    objects
+        .delete("chunks_9", "t/del")
+        .await
+        .context("deleting from a missing table succeeds")?;
     let none = objects.get_range("chunks_1", "t/none", 0, 1).await;
     ensure!(
         matches!(none, Err(StoreError::NotFound { .. })),
@@ -335,6 +389,37 @@ fn schema(chunks: ChunkBackend, index: IndexBackend) -> SchemaConfig {
             ..PeriodConfig::default()
         }],
     }
+}
+
+/// A store on S3 and DynamoDB, both served by `moto`.
+async fn moto_store(moto: &Moto, dir: &std::path::Path) -> Result<Store> {
+    moto.create_bucket("strata-chunks").await?;
+    let config = storage(
+        dir,
+        s3_config(moto, "strata-chunks"),
+        dynamodb_config(moto),
+        CassandraConfig::default(),
+    );
+    Ok(Store::new(
+        &config,
+        &schema(ChunkBackend::S3, IndexBackend::Dynamodb),
+        &Metrics::new(),
+    )?)
+}
+
+/// A store on Cassandra alone, in `keyspace`.
+fn cassandra_store(port: u16, keyspace: &str, dir: &std::path::Path) -> Result<Store> {
+    let config = storage(
+        dir,
+        S3Config::default(),
+        DynamoDbConfig::default(),
+        cassandra_config(port, keyspace),
+    );
+    Ok(Store::new(
+        &config,
+        &schema(ChunkBackend::Cassandra, IndexBackend::Cassandra),
+        &Metrics::new(),
+    )?)
 }
 
 fn chunk(tenant: &str, pairs: &[(&str, &str)], from: i64, through: i64, fill: u8) -> StoreChunk {
@@ -689,19 +774,8 @@ async fn cassandra_objects_contract() -> Result<()> {
 #[tokio::test]
 async fn store_over_s3_and_dynamodb() -> Result<()> {
     let moto = Moto::start().await?;
-    moto.create_bucket("strata-chunks").await?;
     let dir = tempfile::tempdir()?;
-    let config = storage(
-        dir.path(),
-        s3_config(&moto, "strata-chunks"),
-        dynamodb_config(&moto),
-        CassandraConfig::default(),
-    );
-    let s = Store::new(
-        &config,
-        &schema(ChunkBackend::S3, IndexBackend::Dynamodb),
-        &Metrics::new(),
-    )?;
+    let s = moto_store(&moto, dir.path()).await?;
     store_contract(&s, ("s3", "dynamodb")).await?;
     let counts = count_flush_requests(&s, "s3+dynamodb").await?;
     ensure!(!counts.is_empty());
@@ -712,17 +786,7 @@ async fn store_over_s3_and_dynamodb() -> Result<()> {
 async fn store_over_cassandra() -> Result<()> {
     let port = Cassandra::shared().await?;
     let dir = tempfile::tempdir()?;
-    let config = storage(
-        dir.path(),
-        S3Config::default(),
-        DynamoDbConfig::default(),
-        cassandra_config(port, "store_pair"),
-    );
-    let s = Store::new(
-        &config,
-        &schema(ChunkBackend::Cassandra, IndexBackend::Cassandra),
-        &Metrics::new(),
-    )?;
+    let s = cassandra_store(port, "store_pair", dir.path())?;
     store_contract(&s, ("cassandra", "cassandra")).await?;
     let counts = count_flush_requests(&s, "cassandra").await?;
     ensure!(!counts.is_empty());
@@ -884,4 +948,360 @@ async fn cassandra_outage_fails_fast_and_restart_keeps_the_data() -> Result<()> 
         "a write after the restart is read by the other store"
     );
     Ok(())
+}
+
+/// The local backends (filesystem objects, embedded index) against the
+/// same contracts as the servers.
+#[tokio::test]
+async fn local_backends_contract() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let requests = strata::store::RequestCounter::default();
+    let idx = strata::store::backend::embedded::EmbeddedIndex::open(
+        &dir.path().join("index.redb"),
+        requests.clone(),
+    )?;
+    index_contract(&idx).await?;
+    let objects = strata::store::backend::filesystem::FilesystemObjects::new(
+        dir.path().join("chunks"),
+        requests,
+    );
+    object_contract(&objects, true).await
+}
+
+const HOUR: i64 = 3_600_000;
+
+fn xor_bytes(samples: &[(i64, f64)]) -> Vec<u8> {
+    let mut c = strata::chunk::XorChunk::new();
+    let mut app = c.appender();
+    for &(t, v) in samples {
+        app.append(t, v).expect("samples fit one chunk");
+    }
+    c.into_bytes()
+}
+
+fn histogram_bytes(samples: &[(i64, u64)]) -> Vec<u8> {
+    use strata::model::histogram::{Histogram, Span};
+    let mut c = strata::chunk::histogram::HistogramChunk::new();
+    let mut app = c.appender();
+    for &(t, n) in samples {
+        let h = Histogram {
+            schema: 1,
+            zero_threshold: 1e-128,
+            count: 3 * n,
+            sum: 1.5 * n as f64,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 2,
+            }],
+            positive_buckets: vec![n as i64, n as i64],
+            zero_count: n,
+            ..Histogram::default()
+        };
+        app.append(t, &h).expect("histogram appends");
+    }
+    c.into_bytes()
+}
+
+fn stored(
+    tenant: &str,
+    pairs: &[(&str, &str)],
+    encoding: ChunkEncoding,
+    from: i64,
+    through: i64,
+    data: Vec<u8>,
+) -> StoreChunk {
+    let labels = Labels::from_pairs(pairs.iter().copied());
+    StoreChunk {
+        fingerprint: strata::model::fingerprint(tenant, labels.as_slice()),
+        labels,
+        from,
+        through,
+        encoding,
+        data,
+    }
+}
+
+/// Every series of a tenant in `[mint, maxt]`, decoded as a query decodes
+/// them: labels, float samples (as bits, so NaN compares) and histograms.
+type Decoded = Vec<(Labels, Vec<(i64, u64)>, Vec<strata::model::HPoint>)>;
+
+async fn decoded(s: &Store, tenant: &str, mint: i64, maxt: i64) -> Result<Decoded> {
+    let all = [m(MatchOp::RegexMatch, "__name__", ".+")];
+    let mut out = Vec::new();
+    for series in s.select(tenant, &all, mint, maxt).await? {
+        let (floats, histograms) =
+            strata::querier::store::decode_chunks(&series.labels, series.chunks, mint, maxt)
+                .map_err(anyhow::Error::msg)?;
+        let floats = floats.iter().map(|s| (s.t, s.v.to_bits())).collect();
+        out.push((series.labels, floats, histograms));
+    }
+    Ok(out)
+}
+
+/// Both tenants read back as `before` (t's series, then u's).
+async fn reads_as_before(
+    s: &Store,
+    before: &[Decoded; 2],
+    (mint, maxt): (i64, i64),
+    when: &str,
+) -> Result<()> {
+    for (tenant, want) in ["t", "u"].into_iter().zip(before) {
+        ensure!(
+            &decoded(s, tenant, mint, maxt).await? == want,
+            "{tenant} reads as before {when}"
+        );
+    }
+    Ok(())
+}
+
+/// Chunks of a tenant's series of `metric` in `[mint, maxt]`, per series.
+async fn chunk_counts(
+    s: &Store,
+    tenant: &str,
+    metric: &str,
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<usize>> {
+    Ok(s.select_refs(tenant, &[eq("__name__", metric)], mint, maxt)
+        .await?
+        .iter()
+        .map(|(_, chunks)| chunks.len())
+        .collect())
+}
+
+/// The compactor over a pair of backends. Tenant `t` flushes a day of 8
+/// float series in 12 two-hour windows (one series also has a replica's
+/// overlapping chunk), a native histogram series, a chunk spanning
+/// midnight and a chunk of the next day; tenant `u` a series of the same
+/// labels. After compaction every series reads back sample for sample as
+/// before, each float series has one chunk for the day, each flush's pack
+/// is retired and, after the deletion delay, deleted, and nothing of one
+/// tenant shows in the other. A rerun (as after a crash before its last
+/// step) rewrites the same packs and retires none of them.
+async fn compaction_scenario(s: Arc<Store>) -> Result<()> {
+    const STEP: i64 = 15_000;
+    let d0 = (T0.div_euclid(DAY) + 1) * DAY;
+    let (mint, maxt) = (d0 - DAY, d0 + 2 * DAY);
+    let mut old_packs = Vec::new();
+    for w in 0..12i64 {
+        let (start, end) = (d0 + w * 2 * HOUR, d0 + (w + 1) * 2 * HOUR);
+        let mut batch = Vec::new();
+        for i in 0..8i64 {
+            let instance = format!("i{i}");
+            let samples: Vec<(i64, f64)> = (start + i * 1000..end)
+                .step_by(STEP as usize)
+                .map(|t| (t, ((t - d0) / STEP * (i + 1)) as f64 * 0.25))
+                .collect();
+            let pairs = [
+                ("__name__", "requests_total"),
+                ("instance", instance.as_str()),
+            ];
+            batch.push(stored(
+                "t",
+                &pairs,
+                ChunkEncoding::Xor,
+                samples[0].0,
+                samples[samples.len() - 1].0,
+                xor_bytes(&samples),
+            ));
+            if i == 0 && w == 5 {
+                // A replica that cut the window at another sample.
+                let tail = &samples[100..];
+                batch.push(stored(
+                    "t",
+                    &pairs,
+                    ChunkEncoding::Xor,
+                    tail[0].0,
+                    tail[tail.len() - 1].0,
+                    xor_bytes(tail),
+                ));
+            }
+        }
+        let h: Vec<(i64, u64)> = (0..4)
+            .map(|k| (start + k * 60_000, (w * 4 + k) as u64))
+            .collect();
+        batch.push(stored(
+            "t",
+            &[("__name__", "latency")],
+            ChunkEncoding::Histogram,
+            h[0].0,
+            h[3].0,
+            histogram_bytes(&h),
+        ));
+        if w == 11 {
+            let span: Vec<(i64, f64)> = (0..8)
+                .map(|k| (d0 + 23 * HOUR + k * 900_000, k as f64))
+                .collect();
+            batch.push(stored(
+                "t",
+                &[("__name__", "span")],
+                ChunkEncoding::Xor,
+                span[0].0,
+                span[7].0,
+                xor_bytes(&span),
+            ));
+            let next: Vec<(i64, f64)> = (0..8).map(|k| (d0 + DAY + k * 60_000, 1.0)).collect();
+            batch.push(stored(
+                "t",
+                &[("__name__", "requests_total"), ("instance", "i0")],
+                ChunkEncoding::Xor,
+                next[0].0,
+                next[7].0,
+                xor_bytes(&next),
+            ));
+        }
+        if w < 4 {
+            let samples: Vec<(i64, f64)> =
+                (start..end).step_by(60_000).map(|t| (t, -1.0)).collect();
+            let u = stored(
+                "u",
+                &[("__name__", "requests_total"), ("instance", "i0")],
+                ChunkEncoding::Xor,
+                samples[0].0,
+                samples[samples.len() - 1].0,
+                xor_bytes(&samples),
+            );
+            s.write_chunks("u", &[u]).await?;
+        }
+        s.write_chunks("t", &batch).await?;
+    }
+    for (_, chunks) in s
+        .select_refs("t", &[eq("__name__", "requests_total")], d0, d0 + DAY - 1)
+        .await?
+    {
+        old_packs.extend(
+            chunks
+                .into_iter()
+                .filter(|(c, _)| c.through < d0 + DAY)
+                .map(|(_, loc)| (loc.table, loc.key)),
+        );
+    }
+    old_packs.sort();
+    old_packs.dedup();
+    ensure!(
+        old_packs.len() == 12,
+        "one pack per flush: {}",
+        old_packs.len()
+    );
+    let before = [
+        decoded(&s, "t", mint, maxt).await?,
+        decoded(&s, "u", mint, maxt).await?,
+    ];
+    ensure!(before[0].len() == 10 && before[1].len() == 1);
+    ensure!(
+        chunk_counts(&s, "t", "requests_total", d0, d0 + DAY - 1)
+            .await?
+            .iter()
+            .sum::<usize>()
+            == 8 * 12 + 1
+    );
+
+    let metrics = Metrics::new();
+    let compactor = Compactor::new(
+        CompactorConfig {
+            deletion_delay: Duration::from_secs(3600),
+            batch_series: 3,
+            ..CompactorConfig::default()
+        },
+        s.clone(),
+        &metrics,
+    );
+    // The day ended 7 h ago (min_age 6 h); the next one has not.
+    let now = d0 + DAY + 7 * HOUR;
+    let r = compactor.run(now).await?;
+    ensure!(r.buckets == 2 && r.failed == 0, "{r:?}");
+    // t: 8 float series, 12 histogram chunks copied; u: 1 series.
+    ensure!(r.chunks_written == 8 + 12 + 1, "{r:?}");
+    ensure!(r.chunks_read == 8 * 12 + 1 + 12 + 4, "{r:?}");
+    ensure!(
+        r.packs_retired == 12 + 4,
+        "every flush's pack retired: {r:?}"
+    );
+    ensure!(r.bytes_written < r.bytes_read, "{r:?}");
+    reads_as_before(&s, &before, (mint, maxt), "after compaction").await?;
+    let counts = chunk_counts(&s, "t", "requests_total", d0, d0 + DAY - 1).await?;
+    ensure!(
+        counts == vec![1; 8],
+        "one chunk a series for the day: {counts:?}"
+    );
+    ensure!(
+        chunk_counts(&s, "t", "requests_total", d0 + DAY, d0 + 2 * DAY).await? == vec![1],
+        "the next day's chunk stays"
+    );
+    ensure!(
+        chunk_counts(&s, "t", "span", d0, d0 + DAY).await? == vec![1],
+        "the spanning chunk stays"
+    );
+    let objects = s.table_clients()[0].objects.clone();
+    for (table, key) in &old_packs {
+        ensure!(
+            objects.size(table, key).await?.is_some(),
+            "kept until the delay is over"
+        );
+    }
+
+    // Nothing more to do until the delay is over.
+    let again = compactor.run(now + 60_000).await?;
+    ensure!(again.buckets == 0 && again.packs_deleted == 0, "{again:?}");
+
+    // A rerun of t's bucket, as after a crash before its `compacted` row.
+    let index = s.table_clients()[0].index.clone();
+    let table = s.schema().period(d0).index_table(d0);
+    index
+        .delete(
+            &table,
+            &[IndexKey {
+                hash: strata::store::index::bucket_key(d0 / DAY),
+                range: strata::store::index::compacted_range("t"),
+            }],
+        )
+        .await?;
+    let rerun = compactor.run(now + 120_000).await?;
+    ensure!(
+        rerun.buckets == 1 && rerun.packs_retired == 0,
+        "the run's own packs are kept: {rerun:?}"
+    );
+    reads_as_before(&s, &before, (mint, maxt), "after the rerun").await?;
+
+    let late = compactor.run(now + 2 * 3_600_000).await?;
+    ensure!(late.packs_deleted == 12 + 4, "{late:?}");
+    for (table, key) in &old_packs {
+        ensure!(objects.size(table, key).await?.is_none(), "{key} deleted");
+    }
+    reads_as_before(&s, &before, (mint, maxt), "after the deletes").await?;
+    let done = compactor.run(now + 3 * 3_600_000).await?;
+    ensure!(
+        done == strata::store::compactor::CompactionReport::default(),
+        "{done:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn compaction_over_local_files_and_embedded_index() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = storage(
+        dir.path(),
+        S3Config::default(),
+        DynamoDbConfig::default(),
+        CassandraConfig::default(),
+    );
+    let s = Store::new(&config, &SchemaConfig::default(), &Metrics::new())?;
+    compaction_scenario(Arc::new(s)).await
+}
+
+#[tokio::test]
+async fn compaction_over_s3_and_dynamodb() -> Result<()> {
+    let moto = Moto::start().await?;
+    let dir = tempfile::tempdir()?;
+    let s = moto_store(&moto, dir.path()).await?;
+    compaction_scenario(Arc::new(s)).await
+}
+
+#[tokio::test]
+async fn compaction_over_cassandra() -> Result<()> {
+    let port = Cassandra::shared().await?;
+    let dir = tempfile::tempdir()?;
+    let s = cassandra_store(port, "compaction", dir.path())?;
+    compaction_scenario(Arc::new(s)).await
 }

@@ -5,7 +5,7 @@
 pub const FIELDS: &[(&str, &str)] = &[
     (
         "target",
-        "Roles to run, `all` or a comma list of: all, distributor, ingester, querier, query-frontend, ruler, table-manager.",
+        "Roles to run, `all` or a comma list of: all, distributor, ingester, querier, query-frontend, ruler, table-manager, compactor.",
     ),
     (
         "auth.enabled",
@@ -377,6 +377,22 @@ pub const FIELDS: &[(&str, &str)] = &[
     (
         "table_manager.poll_interval",
         "How often the table manager checks the tables.",
+    ),
+    (
+        "compactor.interval",
+        "How often the compactor looks for index buckets to compact and retired packs to delete.",
+    ),
+    (
+        "compactor.min_age",
+        "An index bucket is compacted (one chunk per series instead of one per chunk window) once it ended this long ago.",
+    ),
+    (
+        "compactor.deletion_delay",
+        "Packs whose chunks a compaction rewrote are deleted this long later; keep it above any query's duration and storage.index_cache_ttl.",
+    ),
+    (
+        "compactor.batch_series",
+        "Series a compaction rewrites at once (bounds its memory).",
     ),
     (
         "limits.ingestion_rate",

@@ -24,7 +24,7 @@ fn command(defaults: &serde_json::Value) -> Command {
              One binary runs any role, or all of them (the default).",
         )
         .after_help(
-            "Roles (--target): all, distributor, ingester, querier, query-frontend, ruler, table-manager.\n\
+            "Roles (--target): all, distributor, ingester, querier, query-frontend, ruler, table-manager, compactor.\n\
              Every configuration field is also a flag; flags override the config file.",
         )
         .arg(
@@ -282,6 +282,7 @@ mod tests {
             "query-frontend",
             "ruler",
             "table-manager",
+            "compactor",
         ] {
             assert!(help.contains(role), "help must list role {role}");
         }

@@ -24,6 +24,7 @@ use crate::logging::LogConfig;
 use crate::querier::QuerierConfig;
 use crate::ring::{KvBackend, RingConfig};
 use crate::server::ServerConfig;
+use crate::store::compactor::CompactorConfig;
 use crate::store::table_manager::TableManagerConfig;
 use crate::store::{SchemaConfig, StorageConfig};
 use crate::tenant::AuthConfig;
@@ -47,6 +48,8 @@ pub struct Config {
     pub schema: SchemaConfig,
     /// Creating and deleting the store's periodic tables.
     pub table_manager: TableManagerConfig,
+    /// Compacting finished index buckets into one chunk per series.
+    pub compactor: CompactorConfig,
     /// Per-tenant limits: the defaults for every tenant.
     pub limits: Limits,
     /// Per-tenant overrides of `limits`, re-read without restart.

@@ -357,26 +357,23 @@ impl Service for Ingester {
         let idle_for = self.config.series_idle_timeout;
         if !idle_for.is_zero() {
             let state = self.state.clone();
-            self.idle_gc.spawn(|cancel| async move {
-                let mut ticker = tokio::time::interval(Duration::from_secs(60).min(idle_for));
-                ticker.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = ticker.tick() => {
-                            let flushing = state.flusher.is_some();
-                            for (tenant, head) in state.heads.all() {
-                                // Only series with nothing to lose: all flushed, or no samples.
-                                let released = head.gc_idle(idle_for, |s| {
-                                    s.time_range.is_none() || (flushing && !s.unflushed)
-                                });
-                                if released > 0 {
-                                    tracing::info!(tenant, released, "released idle series whose samples are all in the store");
-                                }
-                            }
-                        }
+            let every = Duration::from_secs(60).min(idle_for);
+            self.idle_gc.spawn_every(every, every, move || {
+                let flushing = state.flusher.is_some();
+                for (tenant, head) in state.heads.all() {
+                    // Only series with nothing to lose: all flushed, or no samples.
+                    let released = head.gc_idle(idle_for, |s| {
+                        s.time_range.is_none() || (flushing && !s.unflushed)
+                    });
+                    if released > 0 {
+                        tracing::info!(
+                            tenant,
+                            released,
+                            "released idle series whose samples are all in the store"
+                        );
                     }
                 }
+                std::future::ready(())
             });
         }
         if let Some(flusher) = self.state.flusher.clone()
@@ -398,17 +395,11 @@ impl Service for Ingester {
         let period = self.config.wal.checkpoint_period;
         if !period.is_zero() {
             let state = self.state.clone();
-            self.checkpointer.spawn(|cancel| async move {
-                let mut ticker = tokio::time::interval(period);
-                ticker.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = ticker.tick() => {
-                            if let Err(err) = checkpoint(&state).await {
-                                tracing::error!(error = %err, "WAL checkpoint failed; the segments stay");
-                            }
-                        }
+            self.checkpointer.spawn_every(period, period, move || {
+                let state = state.clone();
+                async move {
+                    if let Err(err) = checkpoint(&state).await {
+                        tracing::error!(error = %err, "WAL checkpoint failed; the segments stay");
                     }
                 }
             });

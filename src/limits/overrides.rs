@@ -203,15 +203,9 @@ impl Service for Overrides {
         }
         let state = self.state.clone();
         let period = self.state.config.period.max(Duration::from_millis(100));
-        self.task.spawn(|cancel| async move {
-            let mut ticker = tokio::time::interval(period);
-            ticker.tick().await;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = ticker.tick() => state.reload_and_report(),
-                }
-            }
+        self.task.spawn_every(period, period, move || {
+            state.reload_and_report();
+            std::future::ready(())
         });
         Ok(())
     }

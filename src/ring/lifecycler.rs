@@ -203,16 +203,9 @@ impl Lifecycler {
         tracing::info!(instance = %id, state = "JOINING", "registered in the ring");
         let inner = self.inner.clone();
         let period = self.heartbeat_period;
-        self.heartbeat.spawn(|cancel| async move {
-            let mut ticker = tokio::time::interval(period);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = ticker.tick() => inner.heartbeat().await,
-                }
-            }
+        self.heartbeat.spawn_every(period, period, move || {
+            let inner = inner.clone();
+            async move { inner.heartbeat().await }
         });
         Ok(())
     }

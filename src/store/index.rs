@@ -10,6 +10,9 @@
 //! | `T:B:n`                           | label name                |               | label names                    |
 //! | `T:B:s:<series id hex>`           | `l`                       | labels        | the series' labels             |
 //! | `T:B:s:<series id hex>`           | chunk range key (`c`...)  | location      | its chunks, by `through`       |
+//! | `:B:tenants`                      | `t` tenant                |               | the tenants with series in B   |
+//! | `:B:tenants`                      | `c` tenant                | when (ms)     | compacted (see `compactor`)    |
+//! | `:B:tenants`                      | `x` tenant 0 table 0 key  | when (ms)     | a pack the compactor retired   |
 //!
 //! `T` is the tenant, `B` the bucket number, `h` a 64-bit hash of
 //! length-prefixed strings (so any metric or label name fits in a key), the
@@ -72,6 +75,81 @@ pub fn series_key(tenant: &str, bucket: i64, id: &SeriesId) -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+/// The partition of a bucket's bookkeeping, shared by its tenants (no
+/// tenant id has a `:`, so no tenant's key starts with one).
+pub fn bucket_key(bucket: i64) -> String {
+    format!(":{bucket}:tenants")
+}
+
+/// Range-key tags in [`bucket_key`]'s partition.
+pub const TENANT_TAG: u8 = b't';
+pub const COMPACTED_TAG: u8 = b'c';
+pub const RETIRED_TAG: u8 = b'x';
+
+fn tagged(tag: u8, tenant: &str) -> Vec<u8> {
+    let mut r = Vec::with_capacity(1 + tenant.len());
+    r.push(tag);
+    r.extend_from_slice(tenant.as_bytes());
+    r
+}
+
+/// The row saying `tenant` has series in `bucket`.
+pub fn tenant_entry(tenant: &str, bucket: i64) -> IndexEntry {
+    IndexEntry {
+        hash: bucket_key(bucket),
+        range: tagged(TENANT_TAG, tenant),
+        value: Vec::new(),
+    }
+}
+
+/// The range key of the row saying the compactor finished `tenant`'s part
+/// of a bucket.
+pub fn compacted_range(tenant: &str) -> Vec<u8> {
+    tagged(COMPACTED_TAG, tenant)
+}
+
+/// The range key of a pack the compactor retired: deleted once its grace
+/// period is over.
+pub fn retired_range(tenant: &str, table: &str, key: &str) -> Vec<u8> {
+    let mut r = tagged(RETIRED_TAG, tenant);
+    r.push(0);
+    r.extend_from_slice(table.as_bytes());
+    r.push(0);
+    r.extend_from_slice(key.as_bytes());
+    r
+}
+
+/// What a row of [`bucket_key`]'s partition says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BucketRow {
+    Tenant(String),
+    Compacted(String),
+    Retired {
+        tenant: String,
+        table: String,
+        key: String,
+    },
+}
+
+pub fn parse_bucket_row(range: &[u8]) -> Option<BucketRow> {
+    let (&tag, rest) = range.split_first()?;
+    let rest = std::str::from_utf8(rest).ok()?;
+    match tag {
+        TENANT_TAG => Some(BucketRow::Tenant(rest.to_string())),
+        COMPACTED_TAG => Some(BucketRow::Compacted(rest.to_string())),
+        RETIRED_TAG => {
+            let mut parts = rest.splitn(3, '\0');
+            let (tenant, table, key) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(BucketRow::Retired {
+                tenant: tenant.to_string(),
+                table: table.to_string(),
+                key: key.to_string(),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// The range key of the labels row in a series' partition.
@@ -294,6 +372,23 @@ mod tests {
             decode_location(&bytes[..bytes.len() - 1], "team-a", "x"),
             None
         );
+        for row in [
+            BucketRow::Tenant("team-a".to_string()),
+            BucketRow::Compacted("team-a".to_string()),
+            BucketRow::Retired {
+                tenant: "team-a".to_string(),
+                table: "chunks_2900".to_string(),
+                key: "team-a/00ff".to_string(),
+            },
+        ] {
+            let range = match &row {
+                BucketRow::Tenant(t) => tenant_entry(t, 3).range,
+                BucketRow::Compacted(t) => compacted_range(t),
+                BucketRow::Retired { tenant, table, key } => retired_range(tenant, table, key),
+            };
+            assert_eq!(parse_bucket_row(&range), Some(row));
+        }
+        assert_eq!(parse_bucket_row(b"q"), None);
         let mut r = value_prefix("v:1");
         r.extend_from_slice(&series_id(&labels));
         assert_eq!(split_value_range(&r), Some(("v:1", series_id(&labels))));

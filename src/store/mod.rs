@@ -23,6 +23,7 @@
 pub mod backend;
 pub mod cache;
 pub mod chunk_ref;
+pub mod compactor;
 pub mod index;
 pub mod pack;
 pub mod schema;
@@ -45,8 +46,8 @@ use self::backend::filesystem::FilesystemObjects;
 pub use self::backend::s3::S3Config;
 use self::backend::s3::S3Objects;
 pub use self::backend::{
-    IndexClient, IndexEntry, IndexQuery, IndexRow, ObjectClient, RequestCounter, StoreError,
-    TableClient, TableDesc,
+    IndexClient, IndexEntry, IndexKey, IndexQuery, IndexRow, ObjectClient, RequestCounter,
+    StoreError, TableClient, TableDesc,
 };
 use self::cache::{ByteCache, CacheMetrics};
 pub use self::chunk_ref::{ChunkEncoding, ChunkRef};
@@ -145,8 +146,15 @@ pub struct WriteStats {
     pub index_bytes: u64,
 }
 
-/// A series read back from the store with its chunks overlapping the
-/// query range, each verified against the series' labels.
+/// What [`Store::put_packs`] wrote.
+pub(crate) struct PutPacks {
+    /// Each chunk's reference and location, in the order given.
+    pub located: Vec<(ChunkRef, ChunkLocation)>,
+    /// (period, chunk table, key) of each pack.
+    pub packs: Vec<(usize, String, String)>,
+    pub bytes: u64,
+}
+
 /// Records of one pack whose gap is at most this are read together: one
 /// request instead of several, for a few bytes more.
 pub const SPAN_GAP_BYTES: u64 = 256 << 10;
@@ -190,6 +198,8 @@ fn verify(
     })
 }
 
+/// A series read back from the store with its chunks overlapping the
+/// query range, each verified against the series' labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredSeries {
     pub labels: Labels,
@@ -384,9 +394,7 @@ impl Store {
             .try_collect()
             .await?;
 
-        // Pack what is not stored yet, per chunk table.
-        let mut packs: BTreeMap<(usize, String), Vec<PackBuilder>> = BTreeMap::new();
-        let mut written: Vec<(usize, ChunkRef, Option<ChunkLocation>)> = Vec::new();
+        let mut todo: Vec<usize> = Vec::new();
         for (i, (c, (id, buckets))) in chunks.iter().zip(&chunk_buckets).enumerate() {
             let key = c.chunk_ref().range_key();
             let stored = buckets.iter().all(|b| {
@@ -396,31 +404,93 @@ impl Store {
             });
             if stored {
                 stats.already_stored += 1;
-                continue;
+            } else {
+                todo.push(i);
             }
+        }
+        let to_write: Vec<&StoreChunk> = todo.iter().map(|&i| &chunks[i]).collect();
+        let packed = self.put_packs(tenant, &to_write).await?;
+        stats.packs += packed.packs.len();
+        stats.pack_bytes += packed.bytes;
+
+        // Index rows, per index table.
+        let mut rows: BTreeMap<(usize, String), Vec<IndexEntry>> = BTreeMap::new();
+        for ((id, bucket), (bref, labels)) in &partitions {
+            let has_labels = existing.get(&(*id, *bucket)).is_some_and(|(l, _)| *l);
+            if !has_labels {
+                let out = rows.entry((bref.period, bref.table.clone())).or_default();
+                index::series_entries(tenant, *bucket, labels, out);
+                // A new series in the bucket: the compactor finds the
+                // tenant there.
+                out.push(index::tenant_entry(tenant, *bucket));
+            }
+        }
+        for (&i, (r, loc)) in todo.iter().zip(&packed.located) {
+            let (id, buckets) = &chunk_buckets[i];
+            for b in buckets {
+                rows.entry((b.period, b.table.clone()))
+                    .or_default()
+                    .push(index::chunk_entry(tenant, b.bucket, id, r, loc));
+            }
+            stats.chunks += 1;
+        }
+        let (n, bytes) = self.write_rows(rows).await?;
+        stats.index_rows += n;
+        stats.index_bytes += bytes;
+        Ok(stats)
+    }
+
+    /// Packs chunks of one tenant into objects and writes them: one
+    /// group of packs per chunk table and span of index buckets, so a
+    /// pack never holds chunks of two buckets unless each of them spans
+    /// both (the compactor retires a bucket's packs whole). Returns each
+    /// chunk's reference and location, in order.
+    pub(crate) async fn put_packs(
+        &self,
+        tenant: &str,
+        chunks: &[&StoreChunk],
+    ) -> Result<PutPacks, StoreError> {
+        // (period, chunk table, first bucket, last bucket) -> packs, each
+        // with the positions of its chunks.
+        type Group = (usize, String, i64, i64);
+        let mut packs: BTreeMap<Group, Vec<(PackBuilder, Vec<usize>)>> = BTreeMap::new();
+        for (i, c) in chunks.iter().enumerate() {
             let period = self.schema.period_index(c.from);
-            let table = self.schema.periods()[period].chunk_table(c.from);
-            let builders = packs.entry((period, table)).or_default();
+            let p = &self.schema.periods()[period];
+            let group = (
+                period,
+                p.chunk_table(c.from),
+                p.bucket(c.from),
+                p.bucket(c.through),
+            );
+            let builders = packs.entry(group).or_default();
             if builders
                 .last()
-                .is_none_or(|b| b.len() + c.data.len() > self.config.max_pack_bytes)
+                .is_none_or(|(b, _)| b.len() + c.data.len() > self.config.max_pack_bytes)
             {
-                builders.push(PackBuilder::new());
+                builders.push((PackBuilder::new(), Vec::new()));
             }
-            let r = builders
+            let (builder, members) = builders
                 .last_mut()
-                .expect("a builder was pushed when there was none")
-                .add(c);
-            written.push((i, r, None));
+                .expect("a builder was pushed when there was none");
+            builder.add(c);
+            members.push(i);
         }
-        let mut locations: HashMap<ChunkRef, ChunkLocation> = HashMap::new();
+        let mut slots: Vec<Option<(ChunkRef, ChunkLocation)>> = vec![None; chunks.len()];
+        let mut out = PutPacks {
+            located: Vec::new(),
+            packs: Vec::new(),
+            bytes: 0,
+        };
         let mut puts = Vec::new();
-        for ((period, table), builders) in packs {
-            for b in builders {
+        for ((period, table, _, _), builders) in packs {
+            for (b, members) in builders {
                 let (key, bytes, located) = b.finish(tenant, &table);
-                stats.packs += 1;
-                stats.pack_bytes += bytes.len() as u64;
-                locations.extend(located);
+                out.bytes += bytes.len() as u64;
+                out.packs.push((period, table.clone(), key.clone()));
+                for (i, loc) in members.into_iter().zip(located) {
+                    slots[i] = Some(loc);
+                }
                 puts.push((period, table.clone(), key, bytes));
             }
         }
@@ -438,33 +508,25 @@ impl Store {
             .buffer_unordered(self.config.concurrency.max(1))
             .try_collect::<Vec<()>>()
             .await?;
+        out.located = slots
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| StoreError::Corrupt("a packed chunk has no location".to_string()))?;
+        Ok(out)
+    }
 
-        // Index rows, per index table.
-        let mut rows: BTreeMap<(usize, String), Vec<IndexEntry>> = BTreeMap::new();
-        for ((id, bucket), (bref, labels)) in &partitions {
-            let has_labels = existing.get(&(*id, *bucket)).is_some_and(|(l, _)| *l);
-            if !has_labels {
-                let out = rows.entry((bref.period, bref.table.clone())).or_default();
-                index::series_entries(tenant, *bucket, labels, out);
-            }
-        }
-        for (i, r, _) in &mut written {
-            let loc = locations
-                .get(r)
-                .ok_or_else(|| StoreError::Corrupt("a packed chunk has no location".to_string()))?;
-            let (id, buckets) = &chunk_buckets[*i];
-            for b in buckets {
-                rows.entry((b.period, b.table.clone()))
-                    .or_default()
-                    .push(index::chunk_entry(tenant, b.bucket, id, r, loc));
-            }
-            stats.chunks += 1;
-        }
+    /// Writes index rows per (period, table), creating a missing table;
+    /// returns the rows and bytes written.
+    pub(crate) async fn write_rows(
+        &self,
+        rows: BTreeMap<(usize, String), Vec<IndexEntry>>,
+    ) -> Result<(usize, u64), StoreError> {
+        let (mut n, mut bytes) = (0, 0);
         for ((period, table), mut entries) in rows {
             entries.sort_by(|a, b| (&a.hash, &a.range).cmp(&(&b.hash, &b.range)));
             entries.dedup_by(|a, b| a.hash == b.hash && a.range == b.range);
-            stats.index_rows += entries.len();
-            stats.index_bytes += entries
+            n += entries.len();
+            bytes += entries
                 .iter()
                 .map(|e| (e.hash.len() + e.range.len() + e.value.len()) as u64)
                 .sum::<u64>();
@@ -477,7 +539,7 @@ impl Store {
                 other => other?,
             }
         }
-        Ok(stats)
+        Ok((n, bytes))
     }
 
     /// The buckets a read of `[mint, maxt]` looks at: from the first
@@ -667,6 +729,17 @@ impl Store {
         maxt: i64,
     ) -> Result<Vec<StoredSeries>, StoreError> {
         let refs = self.select_refs(tenant, matchers, mint, maxt).await?;
+        self.read_chunks(refs, true).await
+    }
+
+    /// Fetches and verifies the chunks of `refs` (as [`Store::select_refs`]
+    /// gives them), each series' in the order given. With `cache`, records
+    /// come from and go to the chunk cache.
+    pub async fn read_chunks(
+        &self,
+        refs: Vec<(Labels, Vec<(ChunkRef, ChunkLocation)>)>,
+        cache: bool,
+    ) -> Result<Vec<StoredSeries>, StoreError> {
         // Each series' chunks in the order `select_refs` gives them.
         let mut slots: Vec<Vec<Option<StoreChunk>>> = refs
             .iter()
@@ -677,7 +750,12 @@ impl Store {
         for (i, (labels, chunks)) in refs.iter().enumerate() {
             for (j, (r, loc)) in chunks.iter().enumerate() {
                 let key = (loc.table.clone(), loc.key.clone(), loc.offset);
-                match self.chunk_cache.get(&key) {
+                let cached = if cache {
+                    self.chunk_cache.get(&key)
+                } else {
+                    None
+                };
+                match cached {
                     Some(bytes) => slots[i][j] = Some(verify(&bytes, r, loc, labels)?),
                     None => by_pack
                         .entry((self.schema.period_index(r.from), &loc.table, &loc.key))
@@ -702,7 +780,7 @@ impl Store {
         let read: Vec<Vec<((usize, usize), StoreChunk)>> = stream::iter(spans)
             .map(|(period, span)| {
                 let refs = &refs;
-                async move { self.read_span(period, &span, refs).await }
+                async move { self.read_span(period, &span, refs, cache).await }
             })
             .buffer_unordered(self.config.concurrency.max(1))
             .try_collect()
@@ -727,6 +805,7 @@ impl Store {
         period: usize,
         span: &[Wanted],
         refs: &[(Labels, Vec<(ChunkRef, ChunkLocation)>)],
+        cache: bool,
     ) -> Result<Vec<((usize, usize), StoreChunk)>, StoreError> {
         let (Some(first), Some(last)) = (span.first(), span.last()) else {
             return Ok(Vec::new());
@@ -752,10 +831,12 @@ impl Store {
                 })?
                 .to_vec();
             let record = Arc::new(record);
-            self.chunk_cache.insert(
-                (w.loc.table.clone(), w.loc.key.clone(), w.loc.offset),
-                record.clone(),
-            );
+            if cache {
+                self.chunk_cache.insert(
+                    (w.loc.table.clone(), w.loc.key.clone(), w.loc.offset),
+                    record.clone(),
+                );
+            }
             out.push((
                 w.slot,
                 verify(&record, &w.chunk, &w.loc, &refs[w.slot.0].0)?,

@@ -165,23 +165,19 @@ impl Service for TableManager {
         }
         let interval = self.inner.config.poll_interval.max(Duration::from_secs(1));
         let manager = self.inner.clone();
-        self.task.spawn(|cancel| async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.tick().await;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = ticker.tick() => match manager.sync(now_ms()).await {
-                        Ok(report) => {
-                            if !report.created.is_empty() {
-                                tracing::info!(tables = ?report.created, "created tables");
-                            }
-                            if !report.deleted.is_empty() {
-                                tracing::info!(tables = ?report.deleted, "deleted tables past retention");
-                            }
+        self.task.spawn_every(interval, interval, move || {
+            let manager = manager.clone();
+            async move {
+                match manager.sync(now_ms()).await {
+                    Ok(report) => {
+                        if !report.created.is_empty() {
+                            tracing::info!(tables = ?report.created, "created tables");
                         }
-                        Err(err) => tracing::warn!(error = %err, "table manager pass failed; retrying at the next poll"),
-                    },
+                        if !report.deleted.is_empty() {
+                            tracing::info!(tables = ?report.deleted, "deleted tables past retention");
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "table manager pass failed; retrying at the next poll"),
                 }
             }
         });

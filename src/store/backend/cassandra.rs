@@ -33,6 +33,7 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::response::{PagingState, PagingStateResponse};
+use scylla::serialize::row::SerializeRow;
 use scylla::statement::Consistency as CqlConsistency;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
@@ -40,8 +41,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    IndexClient, IndexEntry, IndexQuery, IndexRow, ObjectClient, RequestCounter, StoreError,
-    TableClient, TableDesc,
+    IndexClient, IndexEntry, IndexKey, IndexQuery, IndexRow, ObjectClient, RequestCounter,
+    StoreError, TableClient, TableDesc,
 };
 
 const BACKEND: &str = "cassandra";
@@ -136,6 +137,11 @@ enum Statement {
     /// The first chunk-table layout: one blob per pack.
     WholeInsert,
     WholeGet,
+    IndexDelete,
+    /// A pack's size, from its partition's static column.
+    ObjectSize,
+    /// A whole pack, in either layout.
+    ObjectDelete,
 }
 
 /// One connection to a Cassandra cluster, shared by the index and chunk
@@ -275,6 +281,9 @@ impl Cassandra {
             }
             Statement::WholeInsert => format!("INSERT INTO {ks}.{table} (k, v) VALUES (?, ?)"),
             Statement::WholeGet => format!("SELECT v FROM {ks}.{table} WHERE k = ?"),
+            Statement::IndexDelete => format!("DELETE FROM {ks}.{table} WHERE h = ? AND r = ?"),
+            Statement::ObjectSize => format!("SELECT n FROM {ks}.{table} WHERE k = ? LIMIT 1"),
+            Statement::ObjectDelete => format!("DELETE FROM {ks}.{table} WHERE k = ?"),
         };
         let session = self.session().await?;
         self.requests.inc(BACKEND, "prepare");
@@ -366,28 +375,25 @@ impl Cassandra {
         .await
     }
 
-    /// Sends one partition's rows as one UNLOGGED batch (one statement
-    /// when it is a single row).
-    async fn write_batch(
+    /// Sends one partition's rows as one UNLOGGED batch of `statement`
+    /// (one statement when it is a single row).
+    async fn partition_batch<V: SerializeRow>(
         &self,
         table: &str,
-        insert: &PreparedStatement,
-        rows: &[&IndexEntry],
+        operation: &'static str,
+        statement: &PreparedStatement,
+        mut values: Vec<V>,
     ) -> Result<(), StoreError> {
         let session = self.session().await?;
-        self.requests.inc(BACKEND, "write");
-        let result = if let [row] = rows {
-            session
-                .execute_unpaged(insert, (&row.hash, &row.range, &row.value))
-                .await
-                .map(|_| ())
+        self.requests.inc(BACKEND, operation);
+        let result = if values.len() == 1 {
+            let row = values.pop().expect("one row");
+            session.execute_unpaged(statement, row).await.map(|_| ())
         } else {
             let mut batch = Batch::new(BatchType::Unlogged);
-            for _ in rows {
-                batch.append_statement(insert.clone());
+            for _ in &values {
+                batch.append_statement(statement.clone());
             }
-            let values: Vec<(&String, &Vec<u8>, &Vec<u8>)> =
-                rows.iter().map(|r| (&r.hash, &r.range, &r.value)).collect();
             session.batch(&batch, values).await.map(|_| ())
         };
         result.map_err(|e| {
@@ -397,7 +403,7 @@ impl Cassandra {
                     table: table.to_string(),
                 }
             } else {
-                err("write")(&e)
+                err(operation)(&e)
             }
         })
     }
@@ -467,7 +473,13 @@ impl IndexClient for CassandraIndex {
         let rows: Vec<&IndexEntry> = rows.into_values().collect();
         let (rows, insert) = (&rows, &insert);
         stream::iter(batches(rows))
-            .map(|batch| c.write_batch(table, insert, &rows[batch]))
+            .map(|batch| {
+                let values: Vec<(&String, &Vec<u8>, &Vec<u8>)> = rows[batch]
+                    .iter()
+                    .map(|r| (&r.hash, &r.range, &r.value))
+                    .collect();
+                c.partition_batch(table, "write", insert, values)
+            })
             .buffer_unordered(c.concurrency)
             .try_collect::<Vec<()>>()
             .await?;
@@ -520,6 +532,39 @@ impl IndexClient for CassandraIndex {
             }
         }
         Ok(out)
+    }
+
+    async fn delete(&self, table: &str, keys: &[IndexKey]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let c = &self.0;
+        let delete = match c.prepared(table, Statement::IndexDelete).await {
+            Err(StoreError::NoSuchTable { .. }) => return Ok(()),
+            other => other?,
+        };
+        let mut keys: Vec<&IndexKey> = keys.iter().collect();
+        keys.sort();
+        keys.dedup();
+        // Per partition, at most BATCH_ROWS rows a batch.
+        let mut batches: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
+        for k in keys {
+            let row = (k.hash.clone(), k.range.clone());
+            match batches.last_mut() {
+                Some(b) if b[0].0 == k.hash && b.len() < BATCH_ROWS => b.push(row),
+                _ => batches.push(vec![row]),
+            }
+        }
+        let delete = &delete;
+        let result = stream::iter(batches)
+            .map(|values| c.partition_batch(table, "delete", delete, values))
+            .buffer_unordered(c.concurrency)
+            .try_collect::<Vec<()>>()
+            .await;
+        match result {
+            Err(StoreError::NoSuchTable { .. }) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 }
 
@@ -711,6 +756,54 @@ impl ObjectClient for CassandraObjects {
         }
         let at = start - first * PIECE_BYTES;
         Ok(bytes[at..at + len as usize].to_vec())
+    }
+
+    async fn size(&self, table: &str, key: &str) -> Result<Option<u64>, StoreError> {
+        let c = &self.0;
+        let pieced = match self.pieced(checked(table)?).await {
+            Err(StoreError::NoSuchTable { .. }) => return Ok(None),
+            other => other?,
+        };
+        let session = c.session().await?;
+        let kind = if pieced {
+            Statement::ObjectSize
+        } else {
+            Statement::WholeGet
+        };
+        let select = c.prepared(table, kind).await?;
+        c.requests.inc(BACKEND, "size");
+        let result = session
+            .execute_unpaged(&select, (key,))
+            .await
+            .map_err(|e| err("size")(&e))?
+            .into_rows_result()
+            .map_err(|e| err("size")(&e))?;
+        if pieced {
+            let row = result
+                .maybe_first_row::<(Option<i64>,)>()
+                .map_err(|e| err("size")(&e))?;
+            Ok(row.and_then(|(n,)| n).map(|n| n.max(0) as u64))
+        } else {
+            let row = result
+                .maybe_first_row::<(Option<Vec<u8>>,)>()
+                .map_err(|e| err("size")(&e))?;
+            Ok(row.map(|(v,)| v.map_or(0, |v| v.len() as u64)))
+        }
+    }
+
+    async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError> {
+        let c = &self.0;
+        let delete = match c.prepared(checked(table)?, Statement::ObjectDelete).await {
+            Err(StoreError::NoSuchTable { .. }) => return Ok(()),
+            other => other?,
+        };
+        let session = c.session().await?;
+        c.requests.inc(BACKEND, "delete");
+        match session.execute_unpaged(&delete, (key,)).await {
+            Ok(_) => Ok(()),
+            Err(e) if missing_table(&e) => Ok(()),
+            Err(e) => Err(err("delete")(&e)),
+        }
     }
 }
 

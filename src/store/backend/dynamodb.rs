@@ -25,16 +25,17 @@ use aws_sdk_dynamodb::config::{
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode as DynamoBillingMode, KeySchemaElement,
-    KeyType, ProvisionedThroughput, PutRequest, ScalarAttributeType, TableStatus, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode as DynamoBillingMode, DeleteRequest,
+    KeySchemaElement, KeyType, ProvisionedThroughput, PutRequest, ScalarAttributeType, TableStatus,
+    WriteRequest,
 };
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::{
-    IndexClient, IndexEntry, IndexQuery, IndexRow, RequestCounter, StoreError, TableClient,
-    TableDesc,
+    IndexClient, IndexEntry, IndexKey, IndexQuery, IndexRow, RequestCounter, StoreError,
+    TableClient, TableDesc,
 };
 
 const BACKEND: &str = "dynamodb";
@@ -457,6 +458,39 @@ impl IndexClient for DynamoDbIndex {
             }
         }
         Ok(out)
+    }
+
+    async fn delete(&self, table: &str, keys: &[IndexKey]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        // One batch may not name a key twice.
+        let mut keys: Vec<&IndexKey> = keys.iter().collect();
+        keys.sort();
+        keys.dedup();
+        let mut batches = Vec::with_capacity(keys.len().div_ceil(BATCH_ROWS));
+        for chunk in keys.chunks(BATCH_ROWS) {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for k in chunk {
+                let delete = DeleteRequest::builder()
+                    .key("h", AttributeValue::S(k.hash.clone()))
+                    .key("r", AttributeValue::B(Blob::new(k.range.clone())))
+                    .build()
+                    .map_err(build_err("delete"))?;
+                batch.push(WriteRequest::builder().delete_request(delete).build());
+            }
+            batches.push(batch);
+        }
+        let result = stream::iter(batches)
+            .map(|batch| self.write_batch(client, table, batch))
+            .buffer_unordered(self.concurrency)
+            .try_collect::<Vec<()>>()
+            .await;
+        match result {
+            Err(StoreError::NoSuchTable { .. }) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 }
 

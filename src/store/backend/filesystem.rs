@@ -154,6 +154,28 @@ impl ObjectClient for FilesystemObjects {
         })
         .await
     }
+
+    async fn size(&self, table: &str, key: &str) -> Result<Option<u64>, StoreError> {
+        self.requests.inc(BACKEND, "size");
+        let path = self.table_dir(table)?.join(checked(key)?);
+        blocking(move || match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("size", &path)(e)),
+        })
+        .await
+    }
+
+    async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError> {
+        self.requests.inc(BACKEND, "delete");
+        let path = self.table_dir(table)?.join(checked(key)?);
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("delete", &path)(e)),
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,13 @@ pub struct IndexEntry {
     pub value: Vec<u8>,
 }
 
+/// The key of one index row.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IndexKey {
+    pub hash: String,
+    pub range: Vec<u8>,
+}
+
 /// Rows of one hash key whose range key starts with `range_prefix` and is
 /// not less than `range_start` (when given).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -140,6 +147,9 @@ pub trait IndexClient: TableClient {
     /// The rows `query` selects, sorted by range key. A missing table has
     /// no rows.
     async fn query(&self, table: &str, query: &IndexQuery) -> Result<Vec<IndexRow>, StoreError>;
+    /// Deletes rows by key, batched as the backend allows. Deleting a row
+    /// that is not there, or from a missing table, succeeds.
+    async fn delete(&self, table: &str, keys: &[IndexKey]) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -155,6 +165,11 @@ pub trait ObjectClient: TableClient {
         offset: u64,
         len: u32,
     ) -> Result<Vec<u8>, StoreError>;
+    /// The size of an object in bytes; `None` when there is no such object
+    /// (or table).
+    async fn size(&self, table: &str, key: &str) -> Result<Option<u64>, StoreError>;
+    /// Deletes an object. Deleting one that is not there succeeds.
+    async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError>;
 }
 
 /// Runs blocking file or database work off the async threads.

@@ -213,6 +213,23 @@ impl ObjectClient for S3Objects {
             Err(e) => Err(err("get_range")(e)),
         }
     }
+
+    async fn size(&self, table: &str, key: &str) -> Result<Option<u64>, StoreError> {
+        let path = object_path(table, key)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(err("size")(e)),
+        }
+    }
+
+    async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError> {
+        let path = object_path(table, key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(err("delete")(e)),
+        }
+    }
 }
 
 /// Builds object_store's reqwest client and counts every request it sends,
