@@ -17,8 +17,11 @@
 //! 2. writes the new chunks into new packs, then their index rows: from
 //!    here on, readers see the old and the new chunks and merge them;
 //! 3. retires every old pack whose records were all rewritten (the records
-//!    tile the pack, checked against its size): a `retired` row in the
-//!    bucket's bookkeeping partition (`index::bucket_key`). A pack the run
+//!    tile the pack, checked against its size; a pack they do not tile is
+//!    read whole, and its other records must be copies of rewritten chunks,
+//!    as two replicas flushing a chunk at the same moment leave): a
+//!    `retired` row in the bucket's bookkeeping partition
+//!    (`index::bucket_key`). A pack the run
 //!    wrote itself is never retired: pack keys are content hashes, so a
 //!    rerun after a crash writes the same packs again;
 //! 4. deletes the old chunk rows (except those the new rows replaced, same
@@ -30,8 +33,8 @@
 //! compacted, so a query that read the old rows just before they went
 //! (or a querier's index cache, `storage.index_cache_ttl`) still finds its
 //! packs. A flush arriving after the bucket was compacted just adds a
-//! chunk that readers merge; a pack holding a record no row points at (a
-//! flush that failed between pack and rows) is never retired.
+//! chunk that readers merge; a pack holding a record no row points at is
+//! retired only when that record is a copy of a chunk the run rewrote.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -42,9 +45,10 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::index::{self, BucketRow, SeriesId};
-use super::pack::PACK_MAGIC;
+use super::pack::{PACK_MAGIC, decode_pack};
 use super::schema::BucketRef;
 use super::{
     ChunkEncoding, ChunkLocation, ChunkRef, IndexEntry, IndexKey, IndexQuery, IndexRow, Store,
@@ -237,6 +241,11 @@ struct BucketWork {
     rewritten: HashMap<(String, String), Vec<(u64, u32)>>,
     /// Packs the run wrote.
     written: HashSet<(String, String)>,
+    /// The chunks rewritten, by series, reference and content hash: a
+    /// record no row points at (a replica that stored the same chunk at the
+    /// same moment, a flush retried after its pack was written) is covered
+    /// when it is one of them.
+    chunks: HashSet<(SeriesId, ChunkRef, u128)>,
     report: CompactionReport,
 }
 
@@ -529,8 +538,13 @@ impl Inner {
             if work.written.contains(&(table.clone(), key.clone())) {
                 continue;
             }
-            if let Some(size) = objects.size(&table, &key).await?
-                && tiles(&mut ranges, size)
+            let Some(size) = objects.size(&table, &key).await? else {
+                continue;
+            };
+            if tiles(&mut ranges, size)
+                || self
+                    .covered_with_duplicates(&table, &key, size, bref, &ranges, &work.chunks)
+                    .await?
             {
                 work.report.retired_bytes += size;
                 retire.push(IndexEntry {
@@ -568,6 +582,42 @@ impl Inner {
             .await?;
         work.report.buckets = 1;
         Ok(work.report)
+    }
+
+    /// Whether every record of a pack that the rows do not tile is either
+    /// one of the records rewritten or a copy of a chunk rewritten (same
+    /// series, reference and content): reads and decodes the whole pack.
+    async fn covered_with_duplicates(
+        &self,
+        table: &str,
+        key: &str,
+        size: u64,
+        bref: &BucketRef,
+        ranges: &[(u64, u32)],
+        chunks: &HashSet<(SeriesId, ChunkRef, u128)>,
+    ) -> Result<bool, StoreError> {
+        let Ok(len) = u32::try_from(size) else {
+            return Ok(false);
+        };
+        let bytes = self.store.objects[bref.period]
+            .get_range(table, key, 0, len)
+            .await?;
+        let records = match decode_pack(&bytes) {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(pack = key, error = %e, "a pack does not decode; it is kept");
+                return Ok(false);
+            }
+        };
+        let rewritten: HashSet<(u64, u32)> = ranges.iter().copied().collect();
+        Ok(records.iter().all(|(offset, len, c)| {
+            rewritten.contains(&(*offset, *len))
+                || chunks.contains(&(
+                    index::series_id(&c.labels),
+                    c.chunk_ref(),
+                    xxh3_128(&c.data),
+                ))
+        }))
     }
 
     /// Rewrites the chunks of a batch of series and writes their new rows.
@@ -646,6 +696,9 @@ impl Inner {
         let read = store.read_chunks(refs, false).await?;
         let mut new_chunks: Vec<(SeriesId, StoreChunk)> = Vec::new();
         for (id, s) in ids.into_iter().zip(read) {
+            for c in &s.chunks {
+                work.chunks.insert((id, c.chunk_ref(), xxh3_128(&c.data)));
+            }
             for c in rewrite(s.chunks)? {
                 new_chunks.push((id, c));
             }
@@ -743,6 +796,137 @@ mod tests {
             encoding,
             data,
         }
+    }
+
+    fn series_chunk(name: &str, samples: &[(i64, f64)]) -> StoreChunk {
+        let labels = Labels::from_pairs([("__name__", name)]);
+        StoreChunk {
+            fingerprint: crate::model::fingerprint("t", labels.as_slice()),
+            labels,
+            ..chunk(ChunkEncoding::Xor, samples)
+        }
+    }
+
+    /// Two replicas that stored the same chunk at the same moment leave a
+    /// record no row points at, a copy of a chunk the compaction rewrites:
+    /// its pack is retired. So is a pack with a copy of a chunk whose first
+    /// pack got no rows (a flush retried after writing its pack). A pack
+    /// with a record that is a copy of nothing is kept.
+    #[tokio::test]
+    async fn packs_of_racing_replicas_and_retried_flushes_are_retired() {
+        use crate::store::{SchemaConfig, StorageConfig};
+        const HOUR: i64 = 3_600_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = StorageConfig::in_dir(dir.path());
+        let store = Arc::new(
+            Store::new(&config, &SchemaConfig::default(), &Metrics::new()).expect("store"),
+        );
+        let d0 = 20_000 * 86_400_000;
+        let window = |w: i64, v: f64| -> Vec<(i64, f64)> {
+            (0..8)
+                .map(|i| (d0 + w * 2 * HOUR + i * 60_000, v + i as f64))
+                .collect()
+        };
+        let (a1, b1, c1) = (
+            series_chunk("a", &window(0, 1.0)),
+            series_chunk("b", &window(0, 2.0)),
+            series_chunk("c", &window(0, 3.0)),
+        );
+        let (a2, b2) = (
+            series_chunk("a", &window(1, 4.0)),
+            series_chunk("b", &window(1, 5.0)),
+        );
+        let (e1, stray) = (
+            series_chunk("e", &window(0, 6.0)),
+            series_chunk("e", &window(3, 7.0)),
+        );
+        // Writes packs and rows as a flush that skipped the de-duplication
+        // read would; `indexed` says which chunks get rows.
+        let flush = |chunks: Vec<&StoreChunk>, indexed: usize| {
+            let store = store.clone();
+            let chunks: Vec<StoreChunk> = chunks.into_iter().cloned().collect();
+            async move {
+                let refs: Vec<&StoreChunk> = chunks.iter().collect();
+                let put = store.put_packs("t", &refs).await.expect("packs");
+                let b = d0 / 86_400_000;
+                let table = store.schema().period(d0).index_table(d0);
+                let mut rows = Vec::new();
+                for (c, (r, loc)) in chunks.iter().zip(&put.located).take(indexed) {
+                    index::series_entries("t", b, &c.labels, &mut rows);
+                    rows.push(index::tenant_entry("t", b));
+                    rows.push(index::chunk_entry(
+                        "t",
+                        b,
+                        &index::series_id(&c.labels),
+                        r,
+                        loc,
+                    ));
+                }
+                store
+                    .write_rows(BTreeMap::from([((0, table), rows)]))
+                    .await
+                    .expect("rows");
+                put.packs
+            }
+        };
+        let mut packs = Vec::new();
+        packs.extend(flush(vec![&a1, &b1], 2).await);
+        // The other replica, at the same moment: its row for a1 replaces
+        // the first one's.
+        packs.extend(flush(vec![&a1, &c1], 2).await);
+        // A pack written, its rows not; the retry packs differently. No
+        // row points into the first pack, so no compaction finds it: it
+        // stays (listing every object to find such packs is not worth it).
+        let mut kept = flush(vec![&a2, &b2], 0).await;
+        packs.extend(flush(vec![&a2, &c1], 1).await);
+        packs.extend(flush(vec![&b2], 1).await);
+        // A record that is a copy of nothing: its pack stays.
+        kept.extend(flush(vec![&e1, &stray], 1).await);
+        assert_eq!((packs.len(), kept.len()), (4, 2));
+
+        let all = [
+            crate::model::Matcher::new(crate::model::MatchOp::RegexMatch, "__name__", ".+")
+                .expect("matcher"),
+        ];
+        let all = &all;
+        let read = |store: Arc<Store>| async move {
+            store
+                .select("t", all, d0, d0 + 86_400_000)
+                .await
+                .expect("select")
+                .into_iter()
+                .map(|s| {
+                    let mut runs: Vec<Vec<Sample>> = s
+                        .chunks
+                        .iter()
+                        .map(|c| float_samples(c).expect("decodes"))
+                        .collect();
+                    runs.sort_by_key(|r| r.first().map(|s| s.t));
+                    (s.labels, merge_runs(&runs, i64::MIN, i64::MAX))
+                })
+                .collect::<Vec<_>>()
+        };
+        let before = read(store.clone()).await;
+        let compactor = Compactor::new(
+            CompactorConfig {
+                deletion_delay: Duration::ZERO,
+                ..CompactorConfig::default()
+            },
+            store.clone(),
+            &Metrics::new(),
+        );
+        let now = d0 + 86_400_000 + 7 * HOUR;
+        let r = compactor.run(now).await.expect("compaction");
+        assert_eq!((r.buckets, r.packs_retired), (1, 4), "{r:?}");
+        assert_eq!(compactor.run(now).await.expect("deletes").packs_deleted, 4);
+        let objects = store.objects[0].clone();
+        for (_, table, key) in &packs {
+            assert_eq!(objects.size(table, key).await.expect("size"), None);
+        }
+        for (_, table, key) in &kept {
+            assert!(objects.size(table, key).await.expect("size").is_some());
+        }
+        assert_eq!(read(store.clone()).await, before);
     }
 
     #[test]

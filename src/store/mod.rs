@@ -102,6 +102,22 @@ impl Default for StorageConfig {
     }
 }
 
+impl StorageConfig {
+    /// The defaults with the local backends' files under `dir`, for tests.
+    #[cfg(test)]
+    pub(crate) fn in_dir(dir: &std::path::Path) -> StorageConfig {
+        StorageConfig {
+            filesystem: FilesystemConfig {
+                directory: dir.join("chunks"),
+            },
+            embedded: EmbeddedConfig {
+                path: dir.join("index.redb"),
+            },
+            ..StorageConfig::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FilesystemConfig {

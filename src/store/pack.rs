@@ -178,6 +178,8 @@ pub enum RecordError {
     UnknownEncoding(u8),
     #[error("chunk record label is not UTF-8")]
     BadLabel,
+    #[error("chunk record labels are not sorted by name, each name once")]
+    UnsortedLabels,
     #[error("chunk record is not the chunk referenced: {0}")]
     Mismatch(&'static str),
 }
@@ -238,6 +240,42 @@ pub fn decode_record(bytes: &[u8]) -> Result<StoreChunk, RecordError> {
         return Err(RecordError::RecordChecksum);
     }
     let mut c = Cursor { b: body, at: 0 };
+    let chunk = parse_record(&mut c)?;
+    if c.at != body.len() {
+        return Err(RecordError::Mismatch("trailing bytes after the chunk data"));
+    }
+    Ok(chunk)
+}
+
+/// Every record of a whole pack: its offset, its length and its chunk.
+pub fn decode_pack(pack: &[u8]) -> Result<Vec<(u64, u32, StoreChunk)>, RecordError> {
+    if !pack.starts_with(PACK_MAGIC) {
+        return Err(RecordError::Mismatch("not a pack"));
+    }
+    let mut out = Vec::new();
+    let mut at = PACK_MAGIC.len();
+    while at < pack.len() {
+        // The record's fields say where its data ends; its CRC follows.
+        let mut c = Cursor {
+            b: &pack[at..],
+            at: 0,
+        };
+        parse_record(&mut c).map_err(|e| match e {
+            RecordError::Truncated(n) => RecordError::Truncated(at + n),
+            e => e,
+        })?;
+        let len = c.at + 4;
+        let record = pack
+            .get(at..at + len)
+            .ok_or(RecordError::Truncated(at + c.at))?;
+        out.push((at as u64, len as u32, decode_record(record)?));
+        at += len;
+    }
+    Ok(out)
+}
+
+/// Reads a record's fields, up to the end of its chunk data.
+fn parse_record(c: &mut Cursor<'_>) -> Result<StoreChunk, RecordError> {
     let [magic] = c.array::<1>()?;
     let v1 = match magic {
         RECORD_MAGIC => false,
@@ -284,8 +322,8 @@ pub fn decode_record(bytes: &[u8]) -> Result<StoreChunk, RecordError> {
         c.len()?
     };
     let data = c.take(n)?.to_vec();
-    if c.at != body.len() {
-        return Err(RecordError::Mismatch("trailing bytes after the chunk data"));
+    if labels.windows(2).any(|w| w[0].name >= w[1].name) {
+        return Err(RecordError::UnsortedLabels);
     }
     Ok(StoreChunk {
         labels: Labels::from_sorted(labels),
@@ -399,6 +437,56 @@ mod tests {
         for cut in 0..v2.len() {
             assert!(decode_record(&v2[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn whole_packs_decode_record_by_record() {
+        let mut b = PackBuilder::new();
+        let chunks = [chunk("a", 1), chunk("b", -7), chunk("c", 1 << 40)];
+        for c in &chunks {
+            b.add(c);
+        }
+        let (_, bytes, located) = b.finish("t", "x");
+        let records = decode_pack(&bytes).expect("decodes");
+        assert_eq!(records.len(), 3);
+        for ((offset, len, got), ((_, loc), want)) in
+            records.iter().zip(located.iter().zip(&chunks))
+        {
+            assert_eq!((*offset, *len), (loc.offset, loc.len));
+            assert_eq!(got, want);
+        }
+        for cut in PACK_MAGIC.len() + 1..bytes.len() {
+            let boundary = located
+                .iter()
+                .any(|(_, l)| (l.offset + u64::from(l.len)) as usize == cut);
+            assert_eq!(
+                decode_pack(&bytes[..cut]).is_err(),
+                !boundary,
+                "cut at {cut}"
+            );
+        }
+        let mut bad = bytes.clone();
+        bad[PACK_MAGIC.len() + 3] ^= 1;
+        assert!(decode_pack(&bad).is_err());
+        assert!(decode_pack(b"nothing").is_err());
+        assert_eq!(decode_pack(PACK_MAGIC).expect("empty pack"), vec![]);
+    }
+
+    #[test]
+    fn records_with_unsorted_labels_are_refused() {
+        let mut r = vec![RECORD_MAGIC];
+        r.extend_from_slice(&7u64.to_be_bytes());
+        r.extend_from_slice(&[2, 1, ChunkEncoding::Xor as u8, 2]);
+        for (name, value) in [("b", "1"), ("a", "2")] {
+            r.extend_from_slice(&[1, name.as_bytes()[0], 1, value.as_bytes()[0]]);
+        }
+        r.extend_from_slice(&[1, 9]);
+        let crc = crc32c::crc32c(&r);
+        r.extend_from_slice(&crc.to_be_bytes());
+        assert_eq!(decode_record(&r), Err(RecordError::UnsortedLabels));
+        let mut pack = PACK_MAGIC.to_vec();
+        pack.extend_from_slice(&r);
+        assert_eq!(decode_pack(&pack), Err(RecordError::UnsortedLabels));
     }
 
     #[test]

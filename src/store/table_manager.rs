@@ -194,7 +194,7 @@ impl Service for TableManager {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
-    use crate::store::{EmbeddedConfig, FilesystemConfig, StorageConfig};
+    use crate::store::StorageConfig;
 
     const DAY: i64 = 86_400_000;
     const WEEK: i64 = 7 * DAY;
@@ -202,15 +202,7 @@ mod tests {
     #[tokio::test]
     async fn creates_ahead_and_deletes_past_retention() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let storage = StorageConfig {
-            filesystem: FilesystemConfig {
-                directory: dir.path().join("chunks"),
-            },
-            embedded: EmbeddedConfig {
-                path: dir.path().join("index.redb"),
-            },
-            ..StorageConfig::default()
-        };
+        let storage = StorageConfig::in_dir(dir.path());
         let store = Arc::new(
             Store::new(
                 &storage,

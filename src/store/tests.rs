@@ -9,14 +9,8 @@ fn store(dir: &std::path::Path) -> Store {
 
 fn store_with(dir: &std::path::Path, max_pack_bytes: usize) -> Store {
     let config = StorageConfig {
-        filesystem: FilesystemConfig {
-            directory: dir.join("chunks"),
-        },
-        embedded: EmbeddedConfig {
-            path: dir.join("index.redb"),
-        },
         max_pack_bytes,
-        ..StorageConfig::default()
+        ..StorageConfig::in_dir(dir)
     };
     Store::new(&config, &SchemaConfig::default(), &Metrics::new()).expect("store opens")
 }

@@ -1,15 +1,26 @@
-//! Any bytes read back from the store as a chunk record or a packed chunk:
-//! decoding must never panic, and a packed chunk that decodes must hold
+//! Any bytes read back from the store as a chunk record, a whole pack (the
+//! compactor reads those) or a packed chunk: decoding must never panic, the
+//! records of a pack that decodes must tile it, and a packed chunk that decodes must hold
 //! strictly increasing timestamps and encode back to samples that decode
 //! the same, bit for bit.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use strata::chunk::packed;
-use strata::store::pack::decode_record;
+use strata::store::pack::{PACK_MAGIC, decode_pack, decode_record};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_record(data);
+    let mut pack = PACK_MAGIC.to_vec();
+    pack.extend_from_slice(data);
+    if let Ok(records) = decode_pack(&pack) {
+        let mut at = PACK_MAGIC.len() as u64;
+        for (offset, len, _) in &records {
+            assert_eq!(*offset, at);
+            at += u64::from(*len);
+        }
+        assert_eq!(at, pack.len() as u64);
+    }
     if let Ok(samples) = packed::decode(data) {
         assert!(samples.windows(2).all(|p| p[0].t < p[1].t));
         let again = packed::decode(&packed::encode(&samples)).expect("re-encoded chunk decodes");
