@@ -473,14 +473,25 @@ fn store_queries(c: &mut Criterion) {
     let (start, end) = (loaded.end - DAYS * DAY_MS, loaded.end);
     let mut group = c.benchmark_group("store_7d_range");
     group.sample_size(10);
-    for (name, query) in [
+    // Two 7-day queries, and one over an hour of three days ago (a
+    // compacted day holds a series' day in one chunk, which such a query
+    // reads and decodes whole).
+    let hour_ago = start + 4 * DAY_MS;
+    for (name, query, (start, end, step)) in [
         (
             "sum_rate_counters_1h_step",
             "sum by (instance) (rate(node_network_receive_bytes_total[5m]))",
+            (start, end, 3_600_000),
         ),
         (
             "avg_over_time_gauge_1h_step",
             "avg(avg_over_time(node_memory_MemAvailable_bytes[1h]))",
+            (start, end, 3_600_000),
+        ),
+        (
+            "sum_rate_counters_1h_range_3d_ago_1m_step",
+            "sum by (instance) (rate(node_network_receive_bytes_total[5m]))",
+            (hour_ago, hour_ago + 3_600_000, 60_000),
         ),
     ] {
         // The first run reads the packs (the chunk cache is cold).
@@ -493,7 +504,7 @@ fn store_queries(c: &mut Criterion) {
         let reads_before = reads();
         let started = Instant::now();
         let result = rt
-            .block_on(engine.range(&queryable, query, start, end, 3_600_000))
+            .block_on(engine.range(&queryable, query, start, end, step))
             .expect("query runs");
         println!(
             "store: {name}: {} series in the answer; cold: {:.1?}, {} object reads",
@@ -503,7 +514,7 @@ fn store_queries(c: &mut Criterion) {
         );
         group.bench_function(name, |b| {
             b.iter(|| {
-                rt.block_on(engine.range(&queryable, query, start, end, 3_600_000))
+                rt.block_on(engine.range(&queryable, query, start, end, step))
                     .expect("query runs")
             })
         });
