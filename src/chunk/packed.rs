@@ -126,6 +126,14 @@ pub fn num_samples(data: &[u8]) -> usize {
 
 /// Decodes every sample.
 pub fn decode(data: &[u8]) -> Result<Vec<Sample>, ChunkError> {
+    decode_range(data, i64::MIN, i64::MAX)
+}
+
+/// The samples inside `[mint, maxt]`. Every timestamp is decoded (they
+/// say where the wanted samples are), values only up to the last wanted
+/// one: the blocks after it are skipped by their headers. A query of an
+/// hour of a day-long chunk stops there.
+pub fn decode_range(data: &[u8], mint: i64, maxt: i64) -> Result<Vec<Sample>, ChunkError> {
     let mut r = BitReader::new(data, 0);
     let n = read_varbits(&mut r);
     if r.overrun() {
@@ -138,16 +146,18 @@ pub fn decode(data: &[u8]) -> Result<Vec<Sample>, ChunkError> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    let mut samples = vec![Sample { t: 0, v: 0.0 }; n];
+    let mut ts = vec![0i64; n];
     let mut scratch = vec![0i64; n - 1];
-
-    let mut t = unzigzag(read_varbits(&mut r));
-    read_deltas(&mut r, &mut scratch)?;
-    samples[0].t = t;
-    for (s, d) in samples[1..].iter_mut().zip(&scratch) {
-        t = t.wrapping_add(*d);
-        s.t = t;
+    ts[0] = unzigzag(read_varbits(&mut r));
+    read_deltas(&mut r, &mut scratch, n - 1)?;
+    for i in 1..n {
+        ts[i] = ts[i - 1].wrapping_add(scratch[i - 1]);
     }
+    if ts.windows(2).any(|p| p[1] <= p[0]) {
+        return Err(corrupt(&r, "timestamps do not increase"));
+    }
+    let lo = ts.partition_point(|&t| t < mint);
+    let hi = ts.partition_point(|&t| t <= maxt);
 
     let e = r.read_bits(4) as u32;
     if e > MAX_DECIMALS {
@@ -155,11 +165,19 @@ pub fn decode(data: &[u8]) -> Result<Vec<Sample>, ChunkError> {
     }
     let scale = POW10[e as usize];
     let mut m = unzigzag(read_varbits(&mut r));
-    read_deltas(&mut r, &mut scratch)?;
-    samples[0].v = m as f64 / scale;
-    for (s, d) in samples[1..].iter_mut().zip(&scratch) {
-        m = m.wrapping_add(*d);
-        s.v = m as f64 / scale;
+    // Value deltas up to the last wanted sample.
+    read_deltas(&mut r, &mut scratch, hi.saturating_sub(1))?;
+    let mut samples = Vec::with_capacity(hi.saturating_sub(lo));
+    for i in 0..hi {
+        if i > 0 {
+            m = m.wrapping_add(scratch[i - 1]);
+        }
+        if i >= lo {
+            samples.push(Sample {
+                t: ts[i],
+                v: m as f64 / scale,
+            });
+        }
     }
 
     let count = read_varbits(&mut r);
@@ -170,16 +188,16 @@ pub fn decode(data: &[u8]) -> Result<Vec<Sample>, ChunkError> {
     for _ in 0..count {
         position = position.saturating_add(read_varbits(&mut r));
         let bits = r.read_bits(64);
-        match samples.get_mut(position as usize) {
-            Some(s) => s.v = f64::from_bits(bits),
-            None => return Err(corrupt(&r, "exception past the last sample")),
+        if position >= n as u64 {
+            return Err(corrupt(&r, "exception past the last sample"));
+        }
+        let at = position as usize;
+        if (lo..hi).contains(&at) {
+            samples[at - lo].v = f64::from_bits(bits);
         }
     }
     if r.overrun() {
         return Err(ChunkError::Truncated { offset: data.len() });
-    }
-    if samples.windows(2).any(|p| p[1].t <= p[0].t) {
-        return Err(corrupt(&r, "timestamps do not increase"));
     }
     Ok(samples)
 }
@@ -313,7 +331,9 @@ fn write_block(w: &mut BitWriter, block: &[i64]) {
     }
 }
 
-fn read_deltas(r: &mut BitReader<'_>, out: &mut [i64]) -> Result<(), ChunkError> {
+/// Reads a delta section into `out`, decoding its first `wanted` deltas
+/// (the blocks holding them) and skipping the rest.
+fn read_deltas(r: &mut BitReader<'_>, out: &mut [i64], wanted: usize) -> Result<(), ChunkError> {
     let g = read_varbits(r);
     if g == 0 {
         out.fill(0);
@@ -326,11 +346,15 @@ fn read_deltas(r: &mut BitReader<'_>, out: &mut [i64]) -> Result<(), ChunkError>
         out.fill(unzigzag(read_varbits(r)).wrapping_mul(g as i64));
         return Ok(());
     }
-    for block in out.chunks_mut(BLOCK) {
-        read_block(r, block)?;
-        if g != 1 {
-            for d in block.iter_mut() {
-                *d = d.wrapping_mul(g as i64);
+    for (i, block) in out.chunks_mut(BLOCK).enumerate() {
+        if i * BLOCK >= wanted {
+            skip_block(r, block.len())?;
+        } else {
+            read_block(r, block)?;
+            if g != 1 {
+                for d in block.iter_mut() {
+                    *d = d.wrapping_mul(g as i64);
+                }
             }
         }
         if r.overrun() {
@@ -338,6 +362,35 @@ fn read_deltas(r: &mut BitReader<'_>, out: &mut [i64]) -> Result<(), ChunkError>
                 offset: r.bit_pos() / 8,
             });
         }
+    }
+    Ok(())
+}
+
+/// Steps over a block of `len` deltas without unpacking them.
+fn skip_block(r: &mut BitReader<'_>, len: usize) -> Result<(), ChunkError> {
+    let mode = r.read_bits(2);
+    read_varbits(r);
+    let bits = match mode {
+        MODE_CONSTANT => return Ok(()),
+        MODE_DENSE | MODE_SPARSE => {
+            let width = r.read_bits(7) as u32;
+            if width > 64 {
+                return Err(corrupt(r, "delta width above 64 bits"));
+            }
+            let count = if mode == MODE_DENSE {
+                len as u32
+            } else {
+                (r.read_bits(len as u32) << (64 - len)).count_ones()
+            };
+            count as usize * width as usize
+        }
+        _ => return Err(corrupt(r, "unknown delta block mode")),
+    };
+    let mut left = bits;
+    while left > 0 {
+        let step = left.min(56);
+        r.read_bits(step as u32);
+        left -= step;
     }
     Ok(())
 }
@@ -551,6 +604,35 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn ranges_decode_as_the_whole_filtered(
+            steps in prop::collection::vec((1i64..100_000, 0u64..1_000_000, 0u8..3), 1..600),
+            a in 0usize..600,
+            b in 0usize..600,
+        ) {
+            let mut t = 1_700_000_000_000;
+            let mut input = Vec::new();
+            for (step, x, kind) in steps {
+                let v = match kind {
+                    0 => x as f64,
+                    1 => x as f64 / 100.0,
+                    _ => f64::from_bits(0x7ff0_0000_0000_0002 + x),
+                };
+                input.push(Sample { t, v });
+                t += step;
+            }
+            let bytes = encode(&input);
+            let at = |i: usize| input.get(i).map_or(t, |s| s.t);
+            let (mint, maxt) = (at(a.min(b)), at(a.max(b)) - (a % 2) as i64);
+            let got = decode_range(&bytes, mint, maxt).expect("decodes");
+            let want: Vec<&Sample> = input.iter().filter(|s| s.t >= mint && s.t <= maxt).collect();
+            prop_assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(want) {
+                prop_assert_eq!(g.t, w.t);
+                prop_assert_eq!(g.v.to_bits(), w.v.to_bits());
+            }
+        }
+
         #[test]
         fn any_samples_round_trip(
             start in any::<i64>(),

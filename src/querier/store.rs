@@ -84,7 +84,8 @@ pub fn decode_chunks(
         }
         for (from, through, data) in packed {
             if from <= maxt && through >= mint {
-                runs.push((from, through, packed::decode(&data).map_err(chunk_error)?));
+                let run = packed::decode_range(&data, mint, maxt).map_err(chunk_error)?;
+                runs.push((from, through, run));
             }
         }
         runs.sort_by_key(|r| (r.0, r.1));
