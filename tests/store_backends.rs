@@ -1274,6 +1274,42 @@ async fn compaction_scenario(s: Arc<Store>) -> Result<()> {
         done == strata::store::compactor::CompactionReport::default(),
         "{done:?}"
     );
+
+    // A late flush into the compacted day (an ingester back after an
+    // outage): the day is compacted again, with it.
+    let i0 = [("__name__", "requests_total"), ("instance", "i0")];
+    let late: Vec<(i64, f64)> = (0..4)
+        .map(|k| (d0 + 12 * HOUR + 7_000 + k * STEP, 42.0))
+        .collect();
+    s.write_chunks(
+        "t",
+        &[stored(
+            "t",
+            &i0,
+            ChunkEncoding::Xor,
+            late[0].0,
+            late[3].0,
+            xor_bytes(&late),
+        )],
+    )
+    .await?;
+    let mut want = before.clone();
+    for (labels, floats, _) in &mut want[0] {
+        if labels == &Labels::from_pairs(i0) {
+            floats.extend(late.iter().map(|&(t, v)| (t, v.to_bits())));
+            floats.sort_unstable();
+        }
+    }
+    let again = compactor.run(now + 4 * 3_600_000).await?;
+    ensure!(
+        again.buckets == 1 && again.packs_retired >= 1,
+        "t's day compacted again: {again:?}"
+    );
+    reads_as_before(&s, &want, (mint, maxt), "with the late chunk").await?;
+    ensure!(
+        chunk_counts(&s, "t", "requests_total", d0, d0 + DAY - 1).await? == vec![1; 8],
+        "one chunk a series again"
+    );
     Ok(())
 }
 

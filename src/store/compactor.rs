@@ -32,9 +32,11 @@
 //! `deletion_delay` after retirement, and only once the bucket is marked
 //! compacted, so a query that read the old rows just before they went
 //! (or a querier's index cache, `storage.index_cache_ttl`) still finds its
-//! packs. A flush arriving after the bucket was compacted just adds a
-//! chunk that readers merge; a pack holding a record no row points at is
-//! retired only when that record is a copy of a chunk the run rewrote.
+//! packs. A flush arriving more than an hour after its bucket ended takes
+//! the `compacted` row back ([`Store::write_chunks`]), so the next pass
+//! compacts the bucket again with the late chunks (readers merge them
+//! meanwhile). A pack holding a record no row points at is retired only
+//! when that record is a copy of a chunk the run rewrote.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

@@ -171,6 +171,10 @@ pub(crate) struct PutPacks {
     pub bytes: u64,
 }
 
+/// A flush into a bucket that ended longer ago than this is late: the
+/// compactor compacts that bucket again (see [`Store::write_chunks`]).
+pub const LATE_FLUSH_MS: i64 = 3_600_000;
+
 /// Records of one pack whose gap is at most this are read together: one
 /// request instead of several, for a few bytes more.
 pub const SPAN_GAP_BYTES: u64 = 256 << 10;
@@ -453,7 +457,41 @@ impl Store {
         let (n, bytes) = self.write_rows(rows).await?;
         stats.index_rows += n;
         stats.index_bytes += bytes;
+        let written: HashSet<&schema::BucketRef> = todo
+            .iter()
+            .flat_map(|&i| chunk_buckets[i].1.iter())
+            .collect();
+        self.rearm_compaction(tenant, written.into_iter()).await?;
         Ok(stats)
+    }
+
+    /// A flush into buckets that ended over [`LATE_FLUSH_MS`] ago (an
+    /// ingester back after a long outage, a store outage that delayed
+    /// flushes) takes back the tenant's `compacted` mark there, so the
+    /// compactor rewrites the bucket again with the late chunks. Called
+    /// after the chunk rows are written.
+    async fn rearm_compaction<'a>(
+        &self,
+        tenant: &str,
+        buckets: impl Iterator<Item = &'a schema::BucketRef>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut late: BTreeMap<(usize, String), Vec<IndexKey>> = BTreeMap::new();
+        for b in buckets {
+            let end = (b.bucket + 1) * self.schema.periods()[b.period].bucket_ms();
+            if end.saturating_add(LATE_FLUSH_MS) < now {
+                late.entry((b.period, b.table.clone()))
+                    .or_default()
+                    .push(IndexKey {
+                        hash: index::bucket_key(b.bucket),
+                        range: index::compacted_range(tenant),
+                    });
+            }
+        }
+        for ((period, table), keys) in late {
+            self.indexes[period].delete(&table, &keys).await?;
+        }
+        Ok(())
     }
 
     /// Packs chunks of one tenant into objects and writes them: one
