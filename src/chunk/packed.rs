@@ -146,18 +146,20 @@ pub fn decode_range(data: &[u8], mint: i64, maxt: i64) -> Result<Vec<Sample>, Ch
     if n == 0 {
         return Ok(Vec::new());
     }
-    let mut ts = vec![0i64; n];
+    let mut samples = vec![Sample { t: 0, v: 0.0 }; n];
     let mut scratch = vec![0i64; n - 1];
-    ts[0] = unzigzag(read_varbits(&mut r));
+    let mut t = unzigzag(read_varbits(&mut r));
     read_deltas(&mut r, &mut scratch, n - 1)?;
-    for i in 1..n {
-        ts[i] = ts[i - 1].wrapping_add(scratch[i - 1]);
+    samples[0].t = t;
+    for (s, d) in samples[1..].iter_mut().zip(&scratch) {
+        t = t.wrapping_add(*d);
+        s.t = t;
     }
-    if ts.windows(2).any(|p| p[1] <= p[0]) {
+    if samples.windows(2).any(|p| p[1].t <= p[0].t) {
         return Err(corrupt(&r, "timestamps do not increase"));
     }
-    let lo = ts.partition_point(|&t| t < mint);
-    let hi = ts.partition_point(|&t| t <= maxt);
+    let lo = samples.partition_point(|s| s.t < mint);
+    let hi = samples.partition_point(|s| s.t <= maxt);
 
     let e = r.read_bits(4) as u32;
     if e > MAX_DECIMALS {
@@ -167,16 +169,11 @@ pub fn decode_range(data: &[u8], mint: i64, maxt: i64) -> Result<Vec<Sample>, Ch
     let mut m = unzigzag(read_varbits(&mut r));
     // Value deltas up to the last wanted sample.
     read_deltas(&mut r, &mut scratch, hi.saturating_sub(1))?;
-    let mut samples = Vec::with_capacity(hi.saturating_sub(lo));
-    for i in 0..hi {
-        if i > 0 {
-            m = m.wrapping_add(scratch[i - 1]);
-        }
-        if i >= lo {
-            samples.push(Sample {
-                t: ts[i],
-                v: m as f64 / scale,
-            });
+    if hi > 0 {
+        samples[0].v = m as f64 / scale;
+        for (s, d) in samples[1..hi].iter_mut().zip(&scratch) {
+            m = m.wrapping_add(*d);
+            s.v = m as f64 / scale;
         }
     }
 
@@ -191,14 +188,15 @@ pub fn decode_range(data: &[u8], mint: i64, maxt: i64) -> Result<Vec<Sample>, Ch
         if position >= n as u64 {
             return Err(corrupt(&r, "exception past the last sample"));
         }
-        let at = position as usize;
-        if (lo..hi).contains(&at) {
-            samples[at - lo].v = f64::from_bits(bits);
+        if position < hi as u64 {
+            samples[position as usize].v = f64::from_bits(bits);
         }
     }
     if r.overrun() {
         return Err(ChunkError::Truncated { offset: data.len() });
     }
+    samples.truncate(hi);
+    samples.drain(..lo);
     Ok(samples)
 }
 
