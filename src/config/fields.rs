@@ -384,7 +384,7 @@ pub const FIELDS: &[(&str, &str)] = &[
     ),
     (
         "compactor.min_age",
-        "An index bucket is compacted (one chunk per series instead of one per chunk window) once it ended this long ago.",
+        "An index bucket is compacted (one chunk per series instead of one per chunk window) once it ended this long ago; keep it above the longest limits.out_of_order_time_window (a flush into a compacted day has it compacted again).",
     ),
     (
         "compactor.deletion_delay",

@@ -71,7 +71,8 @@ pub struct CompactorConfig {
     pub interval: Duration,
     /// A bucket is compacted once it ended this long ago; ingesters have
     /// flushed its chunks by then (`ingester.flush.max_chunk_age` plus
-    /// retries).
+    /// retries). Keep it above the longest `out_of_order_time_window`: a
+    /// late flush has the bucket compacted again.
     #[serde(with = "humantime_serde")]
     pub min_age: Duration,
     /// A retired pack is deleted this long after it was retired: longer
