@@ -423,15 +423,14 @@ fn cassandra_store(port: u16, keyspace: &str, dir: &std::path::Path) -> Result<S
 }
 
 fn chunk(tenant: &str, pairs: &[(&str, &str)], from: i64, through: i64, fill: u8) -> StoreChunk {
-    let labels = Labels::from_pairs(pairs.iter().copied());
-    StoreChunk {
-        fingerprint: strata::model::fingerprint(tenant, labels.as_slice()),
-        labels,
+    stored(
+        tenant,
+        pairs,
+        ChunkEncoding::Xor,
         from,
         through,
-        encoding: ChunkEncoding::Xor,
-        data: vec![fill; 100],
-    }
+        vec![fill; 100],
+    )
 }
 
 fn eq(name: &str, value: &str) -> Matcher {

@@ -106,15 +106,20 @@ pub fn encode(samples: &[Sample]) -> Vec<u8> {
 
 /// Re-encodes an XOR chunk's samples.
 pub fn from_xor(xor: &[u8]) -> Result<Vec<u8>, ChunkError> {
+    Ok(encode(&xor_samples(xor)?))
+}
+
+/// Every sample of an XOR chunk.
+pub fn xor_samples(xor: &[u8]) -> Result<Vec<Sample>, ChunkError> {
     let mut it = XorIterator::new(xor);
     let mut samples = Vec::with_capacity(it.num_samples());
     while let Some((t, v)) = it.next() {
         samples.push(Sample { t, v });
     }
-    if let Some(e) = it.err() {
-        return Err(e.clone());
+    match it.err() {
+        Some(e) => Err(e.clone()),
+        None => Ok(samples),
     }
-    Ok(encode(&samples))
 }
 
 /// The number of samples, from the header alone.

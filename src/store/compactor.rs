@@ -57,7 +57,7 @@ use super::{
     StoreChunk, StoreError,
 };
 use crate::chunk::merge::merge_runs;
-use crate::chunk::{MAX_SAMPLES, XorChunk, XorIterator, packed};
+use crate::chunk::{MAX_SAMPLES, XorChunk, packed};
 use crate::metrics::Metrics;
 use crate::model::{Labels, METRIC_NAME, Sample, now_ms};
 use crate::service::{BackgroundTask, Service, ServiceError};
@@ -273,11 +273,6 @@ impl Compactor {
     }
 }
 
-/// The chunk table of a chunk, as the flusher chose it.
-fn chunk_table(store: &Store, from: i64) -> String {
-    store.schema().period(from).chunk_table(from)
-}
-
 /// Whether the records `ranges` (offset, length) cover a pack of `size`
 /// bytes exactly, after its magic.
 fn tiles(ranges: &mut [(u64, u32)], size: u64) -> bool {
@@ -299,19 +294,10 @@ fn float_samples(c: &StoreChunk) -> Result<Vec<Sample>, StoreError> {
         StoreError::Corrupt(format!("chunk of {} at {}: {e}", c.labels, c.from))
     };
     match c.encoding {
-        ChunkEncoding::Packed => packed::decode(&c.data).map_err(corrupt),
-        _ => {
-            let mut it = XorIterator::new(&c.data);
-            let mut out = Vec::with_capacity(it.num_samples());
-            while let Some((t, v)) = it.next() {
-                out.push(Sample { t, v });
-            }
-            match it.err() {
-                Some(e) => Err(corrupt(e.clone())),
-                None => Ok(out),
-            }
-        }
+        ChunkEncoding::Packed => packed::decode(&c.data),
+        _ => packed::xor_samples(&c.data),
     }
+    .map_err(corrupt)
 }
 
 /// The smaller of the packed and XOR encodings of `samples` (at most
@@ -481,24 +467,23 @@ impl Inner {
                 }
             }
         }
+        // The packs first, then their rows in one request: a row left by
+        // a failure names a pack whose delete is simply repeated.
         let delay = self.config.deletion_delay.as_millis() as i64;
         let objects = &self.store.objects[bref.period];
+        let mut deleted = Vec::new();
         for (tenant, table, key, retired_at) in retired {
             if !compacted.contains(&tenant) || retired_at.is_none_or(|t| t + delay > now) {
                 continue;
             }
             objects.delete(&table, &key).await?;
-            index
-                .delete(
-                    &bref.table,
-                    &[IndexKey {
-                        hash: index::bucket_key(bref.bucket),
-                        range: index::retired_range(&tenant, &table, &key),
-                    }],
-                )
-                .await?;
-            report.packs_deleted += 1;
+            deleted.push(IndexKey {
+                hash: index::bucket_key(bref.bucket),
+                range: index::retired_range(&tenant, &table, &key),
+            });
         }
+        index.delete(&bref.table, &deleted).await?;
+        report.packs_deleted = deleted.len();
         Ok(report)
     }
 
@@ -645,15 +630,9 @@ impl Inner {
             .await?;
         let mut series: Vec<SeriesChunks> = Vec::new();
         for (id, rows) in rows {
-            let Some(labels_row) = rows.iter().find(|r| r.range == index::LABELS_RANGE) else {
+            let Some(labels) = super::series_labels(tenant, b, &id, &rows)? else {
                 continue;
             };
-            let labels = index::decode_labels(&labels_row.value).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "labels row of series {} does not decode",
-                    index::series_key(tenant, b, &id)
-                ))
-            })?;
             let mut chunks = Vec::new();
             for r in &rows {
                 let Some(chunk) = ChunkRef::from_range_key(&r.range) else {
@@ -662,10 +641,7 @@ impl Inner {
                 if chunk.from < start || chunk.through >= end {
                     continue;
                 }
-                let table = chunk_table(store, chunk.from);
-                let loc = index::decode_location(&r.value, tenant, &table).ok_or_else(|| {
-                    StoreError::Corrupt("a chunk row's location does not decode".to_string())
-                })?;
+                let loc = store.chunk_location(tenant, &chunk, r)?;
                 work.old_rows.insert(
                     IndexKey {
                         hash: index::series_key(tenant, b, &id),

@@ -220,6 +220,25 @@ fn verify(
 
 /// A series read back from the store with its chunks overlapping the
 /// query range, each verified against the series' labels.
+/// The labels of a series from its partition's rows; `None` without a
+/// labels row.
+fn series_labels(
+    tenant: &str,
+    bucket: i64,
+    id: &SeriesId,
+    rows: &[IndexRow],
+) -> Result<Option<Labels>, StoreError> {
+    let Some(row) = rows.iter().find(|r| r.range == index::LABELS_RANGE) else {
+        return Ok(None);
+    };
+    index::decode_labels(&row.value).map(Some).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "labels row of series {} does not decode",
+            index::series_key(tenant, bucket, id)
+        ))
+    })
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredSeries {
     pub labels: Labels,
@@ -695,6 +714,20 @@ impl Store {
         Ok(Some(acc))
     }
 
+    /// Where a chunk row of `tenant` says its chunk is: in the chunk table
+    /// of the chunk's `from`, as the flusher chose it.
+    fn chunk_location(
+        &self,
+        tenant: &str,
+        chunk: &ChunkRef,
+        row: &IndexRow,
+    ) -> Result<ChunkLocation, StoreError> {
+        let table = self.schema.period(chunk.from).chunk_table(chunk.from);
+        index::decode_location(&row.value, tenant, &table).ok_or_else(|| {
+            StoreError::Corrupt("a chunk row's location does not decode".to_string())
+        })
+    }
+
     /// The series matching `matchers` with their chunk references
     /// overlapping `[mint, maxt]`, without fetching chunks.
     pub async fn select_refs(
@@ -726,16 +759,9 @@ impl Store {
                 .try_collect()
                 .await?;
             for (id, rows) in series {
-                let Some(labels_row) = rows.0.iter().find(|r| r.range == index::LABELS_RANGE)
-                else {
+                let Some(labels) = series_labels(tenant, bucket.bucket, &id, &rows.0)? else {
                     continue;
                 };
-                let labels = index::decode_labels(&labels_row.value).ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "labels row of series {} does not decode",
-                        index::series_key(tenant, bucket.bucket, &id)
-                    ))
-                })?;
                 if !matchers
                     .iter()
                     .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
@@ -750,13 +776,7 @@ impl Store {
                     if chunk.through < mint || chunk.from > maxt {
                         continue;
                     }
-                    let table = self.schema.period(chunk.from).chunk_table(chunk.from);
-                    let loc =
-                        index::decode_location(&r.value, tenant, &table).ok_or_else(|| {
-                            StoreError::Corrupt(
-                                "a chunk row's location does not decode".to_string(),
-                            )
-                        })?;
+                    let loc = self.chunk_location(tenant, &chunk, r)?;
                     entry.1.insert(chunk, loc);
                 }
             }

@@ -409,16 +409,17 @@ impl Cassandra {
     }
 }
 
-/// Splits the rows (sorted by hash) into per-partition batches of bounded
-/// rows and bytes, as index ranges into `rows`.
-fn batches(rows: &[&IndexEntry]) -> Vec<std::ops::Range<usize>> {
+/// Splits rows (sorted by hash) into per-partition batches of bounded rows
+/// and bytes, as index ranges into `rows`; `key` gives a row's hash key and
+/// size.
+fn batches<T>(rows: &[T], key: impl Fn(&T) -> (&str, usize)) -> Vec<std::ops::Range<usize>> {
     let mut out: Vec<std::ops::Range<usize>> = Vec::new();
     let mut bytes = 0;
     for (i, row) in rows.iter().enumerate() {
-        let size = row.hash.len() + row.range.len() + row.value.len();
+        let (hash, size) = key(row);
         match out.last_mut() {
             Some(b)
-                if rows[b.start].hash == row.hash
+                if key(&rows[b.start]).0 == hash
                     && b.len() < BATCH_ROWS
                     && bytes + size <= BATCH_BYTES =>
             {
@@ -432,6 +433,11 @@ fn batches(rows: &[&IndexEntry]) -> Vec<std::ops::Range<usize>> {
         }
     }
     out
+}
+
+/// An index row's hash key and size, for [`batches`].
+fn entry_key<'a>(e: &'a &IndexEntry) -> (&'a str, usize) {
+    (&e.hash, e.hash.len() + e.range.len() + e.value.len())
 }
 
 /// The index client over a [`Cassandra`] connection.
@@ -472,7 +478,7 @@ impl IndexClient for CassandraIndex {
         }
         let rows: Vec<&IndexEntry> = rows.into_values().collect();
         let (rows, insert) = (&rows, &insert);
-        stream::iter(batches(rows))
+        stream::iter(batches(rows, entry_key))
             .map(|batch| {
                 let values: Vec<(&String, &Vec<u8>, &Vec<u8>)> = rows[batch]
                     .iter()
@@ -546,18 +552,17 @@ impl IndexClient for CassandraIndex {
         let mut keys: Vec<&IndexKey> = keys.iter().collect();
         keys.sort();
         keys.dedup();
-        // Per partition, at most BATCH_ROWS rows a batch.
-        let mut batches: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
-        for k in keys {
-            let row = (k.hash.clone(), k.range.clone());
-            match batches.last_mut() {
-                Some(b) if b[0].0 == k.hash && b.len() < BATCH_ROWS => b.push(row),
-                _ => batches.push(vec![row]),
-            }
-        }
         let delete = &delete;
-        let result = stream::iter(batches)
-            .map(|values| c.partition_batch(table, "delete", delete, values))
+        let keys = &keys;
+        let parts = batches(keys, |k| (&k.hash, k.hash.len() + k.range.len()));
+        let result = stream::iter(parts)
+            .map(|part| {
+                let values: Vec<(String, Vec<u8>)> = keys[part]
+                    .iter()
+                    .map(|k| (k.hash.clone(), k.range.clone()))
+                    .collect();
+                c.partition_batch(table, "delete", delete, values)
+            })
             .buffer_unordered(c.concurrency)
             .try_collect::<Vec<()>>()
             .await;
@@ -830,7 +835,10 @@ mod tests {
             rows.push(entry("c", &i.to_be_bytes(), BATCH_BYTES / 3));
         }
         let refs: Vec<&IndexEntry> = rows.iter().collect();
-        let got: Vec<&[&IndexEntry]> = batches(&refs).into_iter().map(|b| &refs[b]).collect();
+        let got: Vec<&[&IndexEntry]> = batches(&refs, entry_key)
+            .into_iter()
+            .map(|b| &refs[b])
+            .collect();
         let shape: Vec<(String, usize)> =
             got.iter().map(|b| (b[0].hash.clone(), b.len())).collect();
         assert_eq!(

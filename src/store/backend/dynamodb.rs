@@ -205,6 +205,27 @@ impl DynamoDbIndex {
         }
     }
 
+    /// Sends puts or deletes in `BatchWriteItem`s of [`BATCH_ROWS`], a few
+    /// at once.
+    async fn write_requests(
+        &self,
+        client: &Client,
+        table: &str,
+        requests: Vec<WriteRequest>,
+    ) -> Result<(), StoreError> {
+        let mut batches = Vec::with_capacity(requests.len().div_ceil(BATCH_ROWS));
+        let mut requests = requests.into_iter().peekable();
+        while requests.peek().is_some() {
+            batches.push(requests.by_ref().take(BATCH_ROWS).collect::<Vec<_>>());
+        }
+        stream::iter(batches)
+            .map(|batch| self.write_batch(client, table, batch))
+            .buffer_unordered(self.concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
     /// Sends one batch, then its unprocessed items again with backoff.
     async fn write_batch(
         &self,
@@ -359,27 +380,18 @@ impl IndexClient for DynamoDbIndex {
         }
         let mut rows: Vec<&IndexEntry> = last.into_values().collect();
         rows.sort_by(|a, b| (&a.hash, &a.range).cmp(&(&b.hash, &b.range)));
-        let mut batches = Vec::with_capacity(rows.len().div_ceil(BATCH_ROWS));
-        for chunk in rows.chunks(BATCH_ROWS) {
-            let mut batch = Vec::with_capacity(chunk.len());
-            for e in chunk {
-                let mut put = PutRequest::builder()
-                    .item("h", AttributeValue::S(e.hash.clone()))
-                    .item("r", AttributeValue::B(Blob::new(e.range.clone())));
-                if !e.value.is_empty() {
-                    put = put.item("v", AttributeValue::B(Blob::new(e.value.clone())));
-                }
-                let put = put.build().map_err(build_err("write"))?;
-                batch.push(WriteRequest::builder().put_request(put).build());
+        let mut requests = Vec::with_capacity(rows.len());
+        for e in rows {
+            let mut put = PutRequest::builder()
+                .item("h", AttributeValue::S(e.hash.clone()))
+                .item("r", AttributeValue::B(Blob::new(e.range.clone())));
+            if !e.value.is_empty() {
+                put = put.item("v", AttributeValue::B(Blob::new(e.value.clone())));
             }
-            batches.push(batch);
+            let put = put.build().map_err(build_err("write"))?;
+            requests.push(WriteRequest::builder().put_request(put).build());
         }
-        stream::iter(batches)
-            .map(|batch| self.write_batch(client, table, batch))
-            .buffer_unordered(self.concurrency)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
+        self.write_requests(client, table, requests).await
     }
 
     async fn query(&self, table: &str, query: &IndexQuery) -> Result<Vec<IndexRow>, StoreError> {
@@ -469,27 +481,18 @@ impl IndexClient for DynamoDbIndex {
         let mut keys: Vec<&IndexKey> = keys.iter().collect();
         keys.sort();
         keys.dedup();
-        let mut batches = Vec::with_capacity(keys.len().div_ceil(BATCH_ROWS));
-        for chunk in keys.chunks(BATCH_ROWS) {
-            let mut batch = Vec::with_capacity(chunk.len());
-            for k in chunk {
-                let delete = DeleteRequest::builder()
-                    .key("h", AttributeValue::S(k.hash.clone()))
-                    .key("r", AttributeValue::B(Blob::new(k.range.clone())))
-                    .build()
-                    .map_err(build_err("delete"))?;
-                batch.push(WriteRequest::builder().delete_request(delete).build());
-            }
-            batches.push(batch);
+        let mut requests = Vec::with_capacity(keys.len());
+        for k in keys {
+            let delete = DeleteRequest::builder()
+                .key("h", AttributeValue::S(k.hash.clone()))
+                .key("r", AttributeValue::B(Blob::new(k.range.clone())))
+                .build()
+                .map_err(build_err("delete"))?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
         }
-        let result = stream::iter(batches)
-            .map(|batch| self.write_batch(client, table, batch))
-            .buffer_unordered(self.concurrency)
-            .try_collect::<Vec<()>>()
-            .await;
-        match result {
+        match self.write_requests(client, table, requests).await {
             Err(StoreError::NoSuchTable { .. }) => Ok(()),
-            other => other.map(|_| ()),
+            other => other,
         }
     }
 }

@@ -131,6 +131,19 @@ impl EmbeddedIndex {
     }
 }
 
+/// Whether the write transaction sees a table `name` (writes must not
+/// create one: only `create_table` does).
+fn has_table(
+    txn: &redb::WriteTransaction,
+    name: &str,
+    operation: &'static str,
+) -> Result<bool, StoreError> {
+    Ok(txn
+        .list_tables()
+        .map_err(|e| err(operation)(e.into()))?
+        .any(|t| t.name() == name))
+}
+
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -193,11 +206,7 @@ impl IndexClient for EmbeddedIndex {
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(|e| err("write")(e.into()))?;
             {
-                let exists = txn
-                    .list_tables()
-                    .map_err(|e| err("write")(e.into()))?
-                    .any(|t| t.name() == table);
-                if !exists {
+                if !has_table(&txn, &table, "write")? {
                     return Err(StoreError::NoSuchTable {
                         backend: BACKEND,
                         table,
@@ -267,11 +276,7 @@ impl IndexClient for EmbeddedIndex {
                 let mut freed = 0u64;
                 let txn = db.begin_write().map_err(|e| err("delete")(e.into()))?;
                 {
-                    let exists = txn
-                        .list_tables()
-                        .map_err(|e| err("delete")(e.into()))?
-                        .any(|t| t.name() == table);
-                    if !exists {
+                    if !has_table(&txn, &table, "delete")? {
                         return Ok(0);
                     }
                     let mut t = txn
