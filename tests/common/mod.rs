@@ -11,8 +11,18 @@ use anyhow::{Context, Result, bail};
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; it is released at once).
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    // The kernel may hand the same free port out twice in a row (a
+    // process's HTTP and gRPC ports once collided): never give one twice.
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` every 100 ms until it returns `Ok(Some(v))`, for at most `limit`.
